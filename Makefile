@@ -1,0 +1,30 @@
+# dmn_localization: the two commands of the README, `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+RUN := . $(VENV)/bin/activate &&
+# Tests render off-screen and talk DDS on loopback; xvfb-run gives them a display.
+XVFB := xvfb-run -a -s "-screen 0 1024x768x24"
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lint clean
+
+## setup: install everything into .venv (idempotent, seconds when nothing changed)
+setup:
+	bash scripts/setup.sh
+
+## test: set up, then run the whole test suite (linters, conversions, DDS round trip)
+test: setup
+	$(RUN) $(XVFB) python -m pytest $(PYTEST_ARGS)
+
+## demo: set up, then run the main job (at this stage: the environment check)
+demo: setup
+	$(RUN) dmn_env_check
+
+## lint: only the ament linters
+lint: setup
+	$(RUN) python -m pytest -m linter $(PYTEST_ARGS)
+
+## clean: remove the venv and build products
+clean:
+	rm -rf $(VENV) build install log *.egg-info

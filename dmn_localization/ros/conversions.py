@@ -1,0 +1,102 @@
+"""
+Message <-> array conversions of the node other than images (see image_conversion).
+
+Planar poses are ``(x, y, yaw)`` in metres and radians in the map frame (REP 103/105).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from typing import Any, List, Optional, Sequence, Tuple
+
+from dmn_localization.ros.image_conversion import ImageConversionError, imgmsg_to_rgb8
+import numpy as np
+
+#: Largest accepted deviation of a pose quaternion's norm from 1.
+QUATERNION_NORM_TOLERANCE = 1e-3
+
+
+class InvalidRequestError(ValueError):
+    """A service request that cannot be served; the message says what was wrong."""
+
+
+def pose_to_xyyaw(pose: Any) -> Tuple[float, float, float]:
+    """
+    Return ``(x, y, yaw)`` of a ``geometry_msgs/Pose``; raise ValueError when invalid.
+
+    Invalid: a non-finite value, or a quaternion whose norm is not 1 (within
+    :data:`QUATERNION_NORM_TOLERANCE`).
+    """
+    p, q = pose.position, pose.orientation
+    values = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f'non-finite value in pose {values}')
+    norm = math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w)
+    if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
+        raise ValueError(f'quaternion norm is {norm:.6g}, not 1')
+    yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+    return float(p.x), float(p.y), yaw
+
+
+@dataclass
+class ContextViews:
+    """
+    Posed context images of a BuildMap request, decoded and checked.
+
+    ``images``: N arrays ``(H_i, W_i, 3)`` uint8 RGB; ``poses``: ``(N, 3)`` x, y, yaw;
+    ``extent``: ``(4,)`` x_min, y_min, x_max, y_max in metres, or None.
+    """
+
+    frame_id: str
+    images: List[np.ndarray]
+    encodings: List[str]
+    poses: np.ndarray
+    extent: Optional[np.ndarray]
+
+    def summary(self) -> str:
+        """Describe the views in one line, e.g. ``2 views (rgb8 64x48, mono8 32x32)``."""
+        sizes = ', '.join(f'{enc} {img.shape[1]}x{img.shape[0]}'
+                          for enc, img in zip(self.encodings, self.images))
+        return f'{len(self.images)} view(s) ({sizes})'
+
+
+def parse_build_map_request(request: Any, max_views: int,
+                            expected_frame: Optional[str] = None) -> ContextViews:
+    """Decode and check a ``BuildMap`` request; raise InvalidRequestError when unusable."""
+    images: Sequence[Any] = request.images
+    poses: Sequence[Any] = request.poses
+    if len(images) == 0:
+        raise InvalidRequestError('no context images in the request')
+    if len(images) != len(poses):
+        raise InvalidRequestError(
+            f'{len(images)} images but {len(poses)} poses: one pose per image is needed')
+    if len(images) > max_views:
+        raise InvalidRequestError(
+            f'{len(images)} views exceed max_map_views = {max_views}')
+    frame_id = request.header.frame_id
+    if expected_frame is not None and frame_id and frame_id != expected_frame:
+        raise InvalidRequestError(
+            f'poses are in frame {frame_id!r}, the map frame is {expected_frame!r}')
+    decoded, encodings = [], []
+    for i, image in enumerate(images):
+        try:
+            decoded.append(imgmsg_to_rgb8(image))
+        except ImageConversionError as exc:
+            raise InvalidRequestError(f'image {i}: {exc}') from exc
+        encodings.append(image.encoding)
+    xyyaw = np.zeros((len(poses), 3))
+    for i, pose in enumerate(poses):
+        try:
+            xyyaw[i] = pose_to_xyyaw(pose)
+        except ValueError as exc:
+            raise InvalidRequestError(f'pose {i}: {exc}') from exc
+    extent = None
+    if len(request.extent) > 0:
+        extent = np.asarray(request.extent, dtype=float)
+        if (extent.shape != (4,) or not np.all(np.isfinite(extent))
+                or extent[0] >= extent[2] or extent[1] >= extent[3]):
+            raise InvalidRequestError(
+                f'extent must be empty or [x_min, y_min, x_max, y_max] with min < max; '
+                f'got {list(request.extent)}')
+    return ContextViews(frame_id or (expected_frame or ''), decoded, encodings, xyyaw, extent)

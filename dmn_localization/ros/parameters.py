@@ -1,0 +1,131 @@
+"""
+Every ROS parameter of ``dmn_localization_node``, declared in this one place.
+
+The tuple :data:`PARAMETERS` is the single source of truth: the node declares exactly
+these (with descriptions and ranges), ``config/dmn_localization.yaml`` documents their
+defaults, and the README table lists them; tests check that the YAML, the launch file
+and the README agree with this module. ``python -m dmn_localization.ros.parameters``
+prints the YAML and the README table generated from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple, Union
+
+Number = Union[int, float]
+
+#: Name the node runs under; the YAML file nests its parameters under it.
+NODE_NAME = 'dmn_localization'
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One declared parameter: name, default (which fixes the type), documentation."""
+
+    name: str
+    default: Any
+    description: str
+    choices: Tuple[str, ...] = ()
+    value_range: Optional[Tuple[Number, Number]] = None
+
+    @property
+    def type_name(self) -> str:
+        """ROS type name as written in docs: ``string``, ``int``, ``double``, ``bool``."""
+        return {str: 'string', int: 'int', float: 'double', bool: 'bool'}[type(self.default)]
+
+    def validate(self, value: Any) -> Optional[str]:
+        """Return why ``value`` is not acceptable for this parameter, or None."""
+        if self.choices and value not in self.choices:
+            return f'{self.name} must be one of {", ".join(self.choices)}; got {value!r}'
+        if self.value_range is not None and not (
+                self.value_range[0] <= value <= self.value_range[1]):
+            low, high = self.value_range
+            return f'{self.name} must be in [{low}, {high}]; got {value!r}'
+        return None
+
+
+PARAMETERS: Tuple[ParameterSpec, ...] = (
+    ParameterSpec(
+        'model_path', '',
+        'Model checkpoint to load. Empty: the default model shipped in '
+        'share/dmn_localization/models.'),
+    ParameterSpec(
+        'device', 'auto',
+        'Torch device for the model: auto takes CUDA when available, else the CPU.',
+        choices=('auto', 'cpu', 'cuda')),
+    ParameterSpec(
+        'global_frame_id', 'map',
+        'Map frame: frame of the published pose and particles and of the BuildMap poses.'),
+    ParameterSpec(
+        'max_map_views', 256,
+        'Most context views one BuildMap call may hold; larger requests are refused.',
+        value_range=(1, 4096)),
+)
+
+BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+def declare_parameters(node: Any) -> Dict[str, Any]:
+    """
+    Declare :data:`PARAMETERS` on ``node``; return the values, checked against the specs.
+
+    Raises ``ValueError`` naming the parameter when a value is out of range.
+    """
+    from rcl_interfaces.msg import (FloatingPointRange, IntegerRange,
+                                    ParameterDescriptor)
+
+    values: Dict[str, Any] = {}
+    for spec in PARAMETERS:
+        descriptor = ParameterDescriptor(description=spec.description)
+        if spec.choices:
+            descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+        if spec.value_range is not None:
+            low, high = spec.value_range
+            if isinstance(spec.default, int):
+                descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=0)]
+            else:
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+        value = node.declare_parameter(spec.name, spec.default, descriptor).value
+        problem = spec.validate(value)
+        if problem is not None:
+            raise ValueError(f'parameter {problem}')
+        values[spec.name] = value
+    return values
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def render_yaml() -> str:
+    """Return the parameter YAML (under :data:`NODE_NAME`) with every default."""
+    lines = [f'{NODE_NAME}:', '  ros__parameters:']
+    for spec in PARAMETERS:
+        lines.append(f'    # {spec.description}')
+        lines.append(f'    {spec.name}: {_yaml_value(spec.default)}')
+    return '\n'.join(lines) + '\n'
+
+
+def render_markdown_table() -> str:
+    """Return the README's parameter table."""
+    rows = ['| parameter | type | default | description |', '| --- | --- | --- | --- |']
+    for spec in PARAMETERS:
+        extra = ''
+        if spec.choices:
+            extra = f' One of `{"`, `".join(spec.choices)}`.'
+        elif spec.value_range is not None:
+            extra = f' Range [{spec.value_range[0]}, {spec.value_range[1]}].'
+        rows.append(f'| `{spec.name}` | {spec.type_name} | `{_yaml_value(spec.default)}` | '
+                    f'{spec.description}{extra} |')
+    return '\n'.join(rows) + '\n'
+
+
+if __name__ == '__main__':
+    print(render_yaml())
+    print(render_markdown_table())

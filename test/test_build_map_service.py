@@ -1,0 +1,83 @@
+"""The node in its own process serves ~/build_map over Fast DDS on loopback."""
+
+import copy
+
+from dmn_localization.ros.image_conversion import array_to_imgmsg
+from dmn_localization_interfaces.srv import BuildMap
+from geometry_msgs.msg import Pose
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+
+SERVICE = '/dmn_localization/build_map'
+
+
+def pose(x, y, yaw):
+    """Return a geometry_msgs/Pose at (x, y) with heading ``yaw``."""
+    msg = Pose()
+    msg.position.x, msg.position.y = float(x), float(y)
+    msg.orientation.z, msg.orientation.w = float(np.sin(yaw / 2)), float(np.cos(yaw / 2))
+    return msg
+
+
+@pytest.fixture
+def client(ros_domain):
+    """Call the node's BuildMap service from an rclpy client in its own context."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('build_map_test_client', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    cli = node.create_client(BuildMap, SERVICE)
+
+    def call(request, timeout=30.0):
+        future = cli.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=timeout)
+        assert future.done(), f'no response from {SERVICE} within {timeout} s'
+        return future.result()
+
+    call.client = cli
+    yield call
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_build_map_round_trip_over_dds(start_process, client):
+    node = start_process('dmn_localization_node')
+    ready = client.client.wait_for_service(timeout_sec=60.0)
+    assert ready, f'{SERVICE} never appeared; node output:\n{node.log()}'
+
+    rng = np.random.default_rng(3)
+    request = BuildMap.Request()
+    request.header.frame_id = 'map'
+    request.images = [
+        array_to_imgmsg(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), 'rgb8'),
+        array_to_imgmsg(rng.integers(0, 256, (32, 32), dtype=np.uint8), 'mono8'),
+    ]
+    request.poses = [pose(1.0, 2.0, 0.5), pose(-1.0, 0.5, -2.0)]
+    response = client(request)
+    assert not response.success
+    assert 'no model is loaded' in response.message
+    assert '2 view(s) (rgb8 64x48, mono8 32x32)' in response.message, response.message
+    assert response.num_views == 0 and response.fingerprint == ''
+
+    bad = BuildMap.Request()
+    bad.images = [copy.deepcopy(request.images[0])]
+    bad.images[0].encoding = 'yuv422'
+    bad.poses = [pose(0, 0, 0)]
+    response = client(bad)
+    assert not response.success and "unsupported image encoding 'yuv422'" in response.message
+
+    mismatched = BuildMap.Request()
+    mismatched.images = list(request.images)
+    mismatched.poses = [pose(0, 0, 0)]
+    response = client(mismatched)
+    assert not response.success and '2 images but 1 poses' in response.message
+
+    response = client(request)  # the node still answers a valid request
+    assert '2 view(s)' in response.message
+    assert node.alive(), node.log()
+    assert node.stop() == 0, f'node did not exit cleanly:\n{node.log()}'
