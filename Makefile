@@ -7,7 +7,7 @@ RUN := . $(VENV)/bin/activate &&
 XVFB := xvfb-run -a -s "-screen 0 1024x768x24"
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo bench lint clean
 
 ## setup: install everything into .venv (idempotent, seconds when nothing changed)
 setup:
@@ -20,6 +20,10 @@ test: setup
 ## demo: set up, then run the main job (at this stage: the environment check)
 demo: setup
 	$(RUN) dmn_env_check
+
+## bench: set up, then run the benchmarks (not tests: they print tables and write JSON)
+bench: setup
+	$(RUN) python -m dmn_localization.bench.core_bench --out runs/bench/core.json
 
 ## lint: only the ament linters
 lint: setup

@@ -1,0 +1,187 @@
+"""
+Benchmark of the DMN core: filter step time, fast vs direct, training throughput, memory.
+
+    python -m dmn_localization.bench.core_bench [--out runs/bench/core.json] [--quick]
+
+Filter step = query encoding + observation model + transition + soft resampling, for
+one camera frame, with random weights (speed does not depend on training). Every ratio
+is measured in the same run on the same machine. Targets (2-core CPU): K=2048, Nc=4
+at most 25 ms median; fast path at least 10x the direct one at K=2048; Nc=64 at most
+4x the Nc=4 time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import platform
+import resource
+import statistics
+import time
+from typing import Any, Callable, Dict, List
+
+from dmn_localization.core import particle_filter as pf
+from dmn_localization.core.inference import filter_step, FilterSettings, InitialBelief, localize
+from dmn_localization.core.losses import pose_loss
+from dmn_localization.core.models import build_model, config_for, parameter_table
+import torch
+
+TARGET_STEP_MS = 25.0
+TARGET_FAST_RATIO = 10.0
+TARGET_NC_RATIO = 4.0
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(fn: Callable[[], Any], device: torch.device, reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def filter_step_ms(model: torch.nn.Module, num_particles: int, num_views: int, fast: bool,
+                   device: torch.device, reps: int) -> float:
+    """Median time of one filter step for one frame, in ms."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    images = torch.randn(1, num_views, 3, 32, 32, device=device, generator=gen)
+    poses = torch.rand(1, num_views, 3, device=device, generator=gen) * 2 - 1
+    query = torch.randn(1, 3, 32, 32, device=device, generator=gen)
+    settings = FilterSettings(num_particles=num_particles, fast=fast,
+                              transition_noise=(0.01, 0.01, 0.02))
+    bounds = torch.tensor([[-1.0, -1.0, 1.0, 1.0]], device=device)
+    motion = torch.tensor([[0.02, 0.0, 0.05]], device=device)
+    with torch.no_grad():
+        map_ctx = model.prepare_map(model.embed_views(images, poses), poses)
+        belief = pf.uniform_belief(bounds, num_particles, gen)
+
+        def step() -> None:
+            stepped = filter_step(model, map_ctx, model.prepare_query(query), belief, motion,
+                                  settings, gen)
+            pf.soft_resample(stepped, settings.soft_resample_alpha, gen)
+
+        return _median_ms(step, device, reps)
+
+
+def training_samples_per_second(name: str, device: torch.device, steps: int) -> float:
+    """Training throughput at B=16, K=32, Nc=4 (forward, backward, Adam step)."""
+    torch.manual_seed(0)
+    model = build_model(config_for(name)).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = 16
+    images = torch.randn(batch, 4, 3, 32, 32, device=device)
+    poses = torch.rand(batch, 4, 3, device=device) * 2 - 1
+    query = torch.randn(batch, 1, 3, 32, 32, device=device)
+    truth = torch.rand(batch, 3, device=device) * 2 - 1
+    initial = InitialBelief('gaussian', mean=truth)
+    settings = FilterSettings(num_particles=32)
+    zero = torch.zeros(batch, 1, 3, device=device)
+
+    def step() -> None:
+        map_ctx = model.prepare_map(model.embed_views(images, poses), poses)
+        est = localize(model, map_ctx, query, zero, initial, settings).estimates[:, 0]
+        loss = pose_loss(est, truth)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    ms = _median_ms(step, device, steps)
+    return batch / (ms / 1000.0)
+
+
+def run(quick: bool, device: torch.device) -> Dict[str, Any]:
+    """Measure everything; return the results as a dict."""
+    torch.manual_seed(0)
+    model = build_model(config_for('dmn-pf')).to(device).eval()
+    reps = 5 if quick else 30
+    rows: List[Dict[str, Any]] = []
+    for num_particles in (256, 2048, 8192):
+        for num_views in (4, 16, 64):
+            ms = filter_step_ms(model, num_particles, num_views, True, device, reps)
+            rows.append({'K': num_particles, 'Nc': num_views, 'fast_ms': round(ms, 3),
+                         'peak_rss_mib': round(_peak_rss_mib(), 1)})
+    direct = {}
+    for num_particles in (256, 2048):
+        direct[num_particles] = filter_step_ms(model, num_particles, 4, False, device,
+                                               max(3, reps // 5))
+    fast_2048 = next(r['fast_ms'] for r in rows if r['K'] == 2048 and r['Nc'] == 4)
+    nc64_2048 = next(r['fast_ms'] for r in rows if r['K'] == 2048 and r['Nc'] == 64)
+    training = {name: round(training_samples_per_second(name, device, 5 if quick else 20), 1)
+                for name in ('dmn-pf', 'image-pf', 'vector-pf')}
+    result = {
+        'device': str(device), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
+        'machine': platform.machine(), 'processor': platform.processor(),
+        'filter_step': rows,
+        'direct_ms': {str(k): round(v, 3) for k, v in direct.items()},
+        'fast_vs_direct_k256': round(direct[256] / next(
+            r['fast_ms'] for r in rows if r['K'] == 256 and r['Nc'] == 4), 2),
+        'fast_vs_direct_k2048': round(direct[2048] / fast_2048, 2),
+        'nc64_vs_nc4_k2048': round(nc64_2048 / fast_2048, 2),
+        'training_samples_per_s_b16_k32_nc4': training,
+        'peak_rss_mib': round(_peak_rss_mib(), 1),
+    }
+    if device.type == 'cuda':
+        result['cuda_max_memory_mib'] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    result['targets'] = {
+        'step_k2048_nc4_ms <= 25': fast_2048 <= TARGET_STEP_MS,
+        'fast_vs_direct_k2048 >= 10': result['fast_vs_direct_k2048'] >= TARGET_FAST_RATIO,
+        'nc64_vs_nc4_k2048 <= 4': result['nc64_vs_nc4_k2048'] <= TARGET_NC_RATIO,
+    }
+    return result
+
+
+def format_table(result: Dict[str, Any]) -> str:
+    """Render the results as the text table `make bench` prints."""
+    lines = [f'DMN core benchmark on {result["device"]} (torch {result["torch"]}, '
+             f'{result["threads"]} threads)', '', parameter_table(), '',
+             'filter step, fast path (median ms per frame):',
+             f'{"K":>6} | {"Nc=4":>8} {"Nc=16":>8} {"Nc=64":>8}']
+    for num_particles in (256, 2048, 8192):
+        cells = [r['fast_ms'] for r in result['filter_step'] if r['K'] == num_particles]
+        lines.append(f'{num_particles:>6} | ' + ' '.join(f'{c:>8.2f}' for c in cells))
+    lines += ['',
+              f'direct path, Nc=4: K=256 {result["direct_ms"]["256"]:.1f} ms, '
+              f'K=2048 {result["direct_ms"]["2048"]:.1f} ms',
+              f'fast vs direct: {result["fast_vs_direct_k256"]:.1f}x at K=256, '
+              f'{result["fast_vs_direct_k2048"]:.1f}x at K=2048',
+              f'Nc=64 vs Nc=4 at K=2048: {result["nc64_vs_nc4_k2048"]:.2f}x',
+              'training samples/s (B=16, K=32, Nc=4): ' + ', '.join(
+                  f'{k} {v:.0f}' for k, v in result['training_samples_per_s_b16_k32_nc4'].items()),
+              f'peak RSS: {result["peak_rss_mib"]:.0f} MiB', '', 'targets:']
+    lines += [f'  {"met " if ok else "MISS"}  {name}' for name, ok in result['targets'].items()]
+    return '\n'.join(lines)
+
+
+def main(argv: List[str] = None) -> int:
+    """Run the benchmark, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', type=Path, default=Path('runs/bench/core.json'))
+    parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    parser.add_argument('--quick', action='store_true', help='fewer repetitions')
+    args = parser.parse_args(argv)
+    name = args.device if args.device != 'auto' else (
+        'cuda' if torch.cuda.is_available() else 'cpu')
+    result = run(args.quick, torch.device(name))
+    print(format_table(result))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + '\n')
+    print(f'\nwritten: {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

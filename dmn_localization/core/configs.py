@@ -1,0 +1,85 @@
+"""
+One configuration dataclass per model: architecture and input preprocessing.
+
+A checkpoint stores the config (``dataclasses.asdict``) and rebuilds the model from it
+with no other input (:mod:`dmn_localization.core.checkpoint`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Tuple, Type
+
+
+@dataclass
+class InputConfig:
+    """
+    What every model needs to know about its input images.
+
+    ``image_size`` is ``(height, width)``: 32x32 for Rooms/Mazes (the paper's size),
+    104x208 for StreetView-like panoramas. Pixels are scaled to
+    ``(value / 255 - pixel_mean) / pixel_std``.
+    """
+
+    name: str = 'dmn-pf'
+    image_size: Tuple[int, int] = (32, 32)
+    pixel_mean: float = 0.5
+    pixel_std: float = 0.25
+    encoder_widths: Tuple[int, int, int] = (16, 32, 32)
+    feature_channels: int = 32
+
+    @property
+    def kind(self) -> str:
+        """``pf`` (particle filter, one log-likelihood per particle) or ``regression``."""
+        return 'regression' if self.name.endswith('-regression') else 'pf'
+
+    @property
+    def out_dim(self) -> int:
+        """Return the observation model's output size: 1 log-likelihood, or 3 pose offsets."""
+        return 3 if self.kind == 'regression' else 1
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain dict (lists for tuples) for checkpoints and JSON."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls: Type['InputConfig'], data: Dict[str, Any]) -> 'InputConfig':
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ValueError(f'unknown {cls.__name__} fields: {sorted(unknown)}')
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+@dataclass
+class DMNConfig(InputConfig):
+    """DMN: view-embedding map read by egocentric spatial attention (paper, section 3)."""
+
+    name: str = 'dmn-pf'
+    feature_size: Tuple[int, int] = (8, 8)
+    key_channels: int = 32
+    key_dim: int = 32
+    head_channels: int = 32
+    head_hidden: int = 64
+
+
+@dataclass
+class ImageMapConfig(InputConfig):
+    """Latent image map: the mean of pose-conditioned context features (paper, C.2)."""
+
+    name: str = 'image-pf'
+    feature_size: Tuple[int, int] = (8, 8)
+    head_channels: int = 48
+    head_hidden: int = 96
+
+
+@dataclass
+class VectorMapConfig(InputConfig):
+    """Latent vector map: the mean of pose-conditioned context vectors (paper, C.2)."""
+
+    name: str = 'vector-pf'
+    feature_size: Tuple[int, int] = (4, 4)
+    vector_dim: int = 32
+    head_hidden: int = 80

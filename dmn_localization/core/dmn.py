@@ -1,0 +1,135 @@
+"""
+The DMN observation model: view-embedding map, egocentric attention, conv-dense head.
+
+For a particle ``s_k``, the attention (:mod:`.attention`) weighs the map's views by
+their egocentric keys; the attended map features ``sum_i a_ki f_i`` and the attended
+egocentric coordinates ``sum_i a_ki e_ki`` are concatenated with the query features
+and pass through the head: an unpadded 3x3 convolution, ReLU, spatial mean, and two
+dense layers with one output (the particle's log-likelihood; three outputs, a pose
+offset, for the regression variant). Parameters are shared across particles.
+
+Two computations of the same function (a test checks they agree):
+
+* ``direct``: per particle and view as the paper describes: the key CNN on every
+  ``[f_i, e_ki]``, the attended features per particle, the head convolution on every
+  particle's ``[attended, query, e]``;
+* ``fast``: the head convolution is linear in its input, and the attended features
+  are a weighted sum, so ``conv(sum_i a_ki f_i) = sum_i a_ki conv(f_i)``: the
+  convolution of each view runs once per map, that of the query once per frame, and
+  the egocentric channels are constant over space (one small matrix). Per particle
+  only a weighted sum of precomputed maps, a ReLU, a mean and the dense layers remain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dmn_localization.core import geometry
+from dmn_localization.core.attention import EGO_CHANNELS, EgocentricSpatialAttention, QueryKey
+from dmn_localization.core.configs import DMNConfig
+from dmn_localization.core.encoders import (broadcast_channels, constant_input_weight, conv_part,
+                                            ImageEncoder, spatial_mean)
+import torch
+from torch import nn, Tensor
+
+
+@dataclass
+class DMNMap:
+    """
+    A map prepared for reading; the per-map parts of the fast path are computed once.
+
+    ``features`` ``(B, N, C, h, w)``, ``poses`` ``(B, N, 3)`` normalized,
+    ``key_partials`` ``(B, N, C1)``, ``head_partials`` ``(B, N, C2 * h' * w')``.
+    """
+
+    features: Tensor
+    poses: Tensor
+    key_partials: Tensor
+    head_partials: Tensor
+
+
+@dataclass
+class DMNQuery:
+    """A query image prepared once per frame: features ``(B, C, h, w)`` and partials."""
+
+    features: Tensor
+    key: QueryKey
+    head_partial: Tensor
+
+
+class DMN(nn.Module):
+    """DMN observation model (``dmn-pf``) and its regression variant (``dmn-regression``)."""
+
+    def __init__(self, config: DMNConfig) -> None:
+        super().__init__()
+        self.config = config
+        channels = config.feature_channels
+        self.view_encoder = ImageEncoder(3, config.encoder_widths, channels, config.feature_size)
+        self.query_encoder = ImageEncoder(3, config.encoder_widths, channels,
+                                          config.feature_size)
+        self.attention = EgocentricSpatialAttention(channels, config.key_channels,
+                                                    config.key_dim)
+        self.head_conv = nn.Conv2d(2 * channels + EGO_CHANNELS, config.head_channels, 3)
+        self.head_mlp = nn.Sequential(
+            nn.Linear(config.head_channels, config.head_hidden), nn.ReLU(inplace=True),
+            nn.Linear(config.head_hidden, config.out_dim))
+
+    def embed_views(self, images: Tensor, poses: Tensor) -> Tensor:
+        """View embeddings ``(B, N, C, h, w)`` of context images ``(B, N, 3, H, W)``."""
+        del poses  # DMN keeps poses beside the embeddings, not inside them
+        return self.view_encoder(images)
+
+    def prepare_map(self, embeddings: Tensor, poses: Tensor) -> DMNMap:
+        """Precompute the per-map parts for embeddings ``(B, N, C, h, w)``, poses ``(B, N, 3)``."""
+        channels = embeddings.shape[-3]
+        head = conv_part(self.head_conv, embeddings, 0, channels, bias=False)
+        return DMNMap(embeddings, poses, self.attention.view_partials(embeddings),
+                      head.flatten(start_dim=-3))
+
+    def prepare_query(self, images: Tensor) -> DMNQuery:
+        """Encode query images ``(B, 3, H, W)`` and precompute the per-frame parts."""
+        features = self.query_encoder(images)
+        channels = features.shape[-3]
+        head = conv_part(self.head_conv, features, channels, 2 * channels, bias=True)
+        return DMNQuery(features, self.attention.query_key(features), head)
+
+    def observe(self, map_: DMNMap, query: DMNQuery, particles: Tensor,
+                fast: bool = True) -> Tensor:
+        """Observation model outputs ``(B, K, out_dim)`` for particles ``(B, K, 3)``."""
+        ego = geometry.egocentric(particles, map_.poses)  # (B, K, N, 4)
+        if fast:
+            weights = self.attention.weights_fast(map_.key_partials, ego, query.key)
+            hidden = self._head_fast(map_, query, weights, ego)
+        else:
+            weights = self.attention.weights_direct(map_.features, ego, query.key)
+            hidden = self._head_direct(map_, query, weights, ego)
+        return self.head_mlp(hidden)
+
+    def _head_fast(self, map_: DMNMap, query: DMNQuery, weights: Tensor, ego: Tensor) -> Tensor:
+        # One batched matrix product gives the head's pre-activation for every particle:
+        # [a_k, e_k] @ [[F_i + Q], [M]], where F_i = conv(f_i) (per map), Q = conv(query)
+        # (per frame; the weights a_k sum to one, so adding Q to every F_i adds it once),
+        # e_k the attended egocentric coordinates and M their constant-channel weights.
+        batch, num_particles = weights.shape[:2]
+        shape = query.head_partial.shape[-3:]
+        attended_ego = (weights[..., None] * ego).sum(dim=2)  # (B, K, 4)
+        ego_weight = constant_input_weight(self.head_conv,
+                                           self.head_conv.in_channels - EGO_CHANNELS)
+        ego_rows = ego_weight.T[:, :, None, None].expand(EGO_CHANNELS, *shape).flatten(1)
+        rhs = torch.cat([map_.head_partials + query.head_partial.flatten(1)[:, None],
+                         ego_rows.expand(batch, -1, -1)], dim=1)  # (B, N + 4, C2 h' w')
+        lhs = torch.cat([weights, attended_ego], dim=-1)  # (B, K, N + 4)
+        pre = torch.bmm(lhs, rhs).view(batch, num_particles, *shape)
+        return spatial_mean(torch.relu(pre))
+
+    def _head_direct(self, map_: DMNMap, query: DMNQuery, weights: Tensor,
+                     ego: Tensor) -> Tensor:
+        batch, num_particles = weights.shape[:2]
+        height, width = map_.features.shape[-2:]
+        attended = torch.einsum('bkn,bnchw->bkchw', weights, map_.features)
+        attended_ego = (weights[..., None] * ego).sum(dim=2)
+        query_features = query.features[:, None].expand_as(attended)
+        x = torch.cat([attended, query_features,
+                       broadcast_channels(attended_ego, height, width)], dim=-3)
+        out = torch.relu(self.head_conv(x.reshape(-1, *x.shape[-3:])))
+        return spatial_mean(out).view(batch, num_particles, -1)

@@ -1,0 +1,158 @@
+"""DMN and every baseline: fast == direct, egocentric invariance, gradients, learning."""
+
+import subprocess
+import sys
+
+from dmn_localization.core import geometry as g, particle_filter as pf
+from dmn_localization.core.inference import FilterSettings, InitialBelief, localize
+from dmn_localization.core.losses import pose_loss
+from dmn_localization.core.models import (build_model, config_for, count_parameters,
+                                          LEARNED_MODELS, UnknownModelError)
+import pytest
+import torch
+
+PF_MODELS = [n for n in LEARNED_MODELS if n.endswith('-pf')]
+
+
+def episode(batch=3, views=4, particles=24, seed=0, size=(32, 32)):
+    """Return random context images/poses, query images and particles."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, views, 3, *size, generator=gen)
+    poses = torch.rand(batch, views, 3, generator=gen) * 2 - 1
+    poses[..., 2] *= torch.pi
+    query = torch.randn(batch, 3, *size, generator=gen)
+    parts = torch.rand(batch, particles, 3, generator=gen) * 2 - 1
+    parts[..., 2] *= torch.pi
+    return images, poses, query, parts
+
+
+def outputs(model, images, poses, query, parts, fast):
+    """Run the observation model once."""
+    map_ctx = model.prepare_map(model.embed_views(images, poses), poses)
+    return model.observe(map_ctx, model.prepare_query(query), parts, fast=fast)
+
+
+@pytest.mark.parametrize('name', list(LEARNED_MODELS))
+def test_fast_path_equals_direct_path_with_gradients(name):
+    torch.manual_seed(0)
+    model = build_model(config_for(name))
+    data = episode()
+    grads = {}
+    results = {}
+    for fast in (True, False):
+        model.zero_grad()
+        out = outputs(model, *data, fast=fast)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results[fast] = out.detach()
+        grads[fast] = {k: p.grad.clone() for k, p in model.named_parameters()}
+    assert results[True].shape == (3, 24, model.config.out_dim)
+    torch.testing.assert_close(results[True], results[False], atol=1e-4, rtol=0)
+    for key, grad in grads[True].items():
+        torch.testing.assert_close(grad, grads[False][key], atol=1e-4, rtol=1e-3,
+                                   msg=lambda m: f'{key}: {m}')
+
+
+@pytest.mark.parametrize('name', ['dmn-pf', 'dmn-regression'])
+@pytest.mark.parametrize('fast', [True, False])
+def test_dmn_is_invariant_to_moving_the_whole_world(name, fast):
+    torch.manual_seed(1)
+    model = build_model(config_for(name)).double()
+    images, poses, query, parts = (x.double() for x in episode(seed=1))
+    moved = torch.tensor([0.7, -0.4, 2.5], dtype=torch.float64)
+    out = outputs(model, images, poses, query, parts, fast)
+    out_moved = outputs(model, images, g.compose(moved, poses), query,
+                        g.compose(moved, parts), fast)
+    if name.endswith('-pf'):
+        torch.testing.assert_close(out_moved, out, atol=1e-9, rtol=0)
+    else:  # the regression offset is in the world frame: only its length is invariant
+        torch.testing.assert_close(out_moved[..., :2].norm(dim=-1), out[..., :2].norm(dim=-1),
+                                   atol=1e-9, rtol=0)
+    # while the latent image map, which sees global poses, is not invariant
+    image_model = build_model(config_for('image-pf')).double()
+    base = outputs(image_model, images, poses, query, parts, fast)
+    assert not torch.allclose(base, outputs(image_model, images, g.compose(moved, poses),
+                                            query, g.compose(moved, parts), fast))
+
+
+@pytest.mark.parametrize('name', list(LEARNED_MODELS))
+def test_gradients_reach_every_parameter_through_soft_resampling(name):
+    torch.manual_seed(2)
+    model = build_model(config_for(name))
+    images, poses, _, _ = episode(batch=2, seed=2)
+    gen = torch.Generator().manual_seed(2)
+    queries = torch.randn(2, 3, 3, 32, 32, generator=gen)
+    truth = torch.rand(2, 3, 3, generator=gen) * 2 - 1
+    motions = torch.cat([torch.zeros(2, 1, 3), g.relative(truth[:, :-1], truth[:, 1:])], 1)
+    initial = InitialBelief('gaussian', mean=truth[:, 0])
+    # threshold above K: every step resamples, so gradients must flow through it
+    settings = FilterSettings(num_particles=16, resample_threshold=2.0)
+    map_ctx = model.prepare_map(model.embed_views(images, poses), poses)
+    result = localize(model, map_ctx, queries, motions, initial, settings, gen,
+                      keep_beliefs=True)
+    pose_loss(result.estimates[:, -1], truth[:, -1]).backward()
+    missing = [k for k, p in model.named_parameters()
+               if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing, f'no gradient reaches {missing}'
+    if name.endswith('-pf'):
+        weights = result.beliefs[-1].weights
+        assert not torch.allclose(weights, torch.full_like(weights, 1 / 16))
+
+
+@pytest.mark.parametrize('name', list(LEARNED_MODELS))
+def test_learning_drives_the_loss_down_on_a_fixed_batch(name):
+    torch.manual_seed(3)
+    model = build_model(config_for(name))
+    gen = torch.Generator().manual_seed(3)
+    batch = 8
+    images = torch.randn(batch, 4, 3, 32, 32, generator=gen)
+    poses = torch.rand(batch, 4, 3, generator=gen) * 2 - 1
+    query = torch.randn(batch, 1, 3, 32, 32, generator=gen)
+    truth = torch.rand(batch, 3, generator=gen) * 2 - 1
+    start = truth + torch.randn(batch, 3, generator=gen) * torch.tensor(pf.TRACKING_STD)
+    initial = InitialBelief('gaussian', mean=start)
+    settings = FilterSettings(num_particles=32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(200):
+        particles_seed = torch.Generator().manual_seed(0)  # the same particles every step
+        map_ctx = model.prepare_map(model.embed_views(images, poses), poses)
+        est = localize(model, map_ctx, query, torch.zeros(batch, 1, 3), initial, settings,
+                       particles_seed).estimates[:, 0]
+        loss = pose_loss(est, truth)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    first, last = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
+    print(f'{name}: loss {first:.4f} -> {last:.4f}')
+    assert last < 0.5 * first, f'{name}: loss {first:.4f} -> {last:.4f}'
+
+
+def test_parameter_counts_of_baselines_are_within_25_percent_of_dmn():
+    reference = count_parameters(build_model(config_for('dmn-pf')))
+    for name in LEARNED_MODELS:
+        count = count_parameters(build_model(config_for(name)))
+        assert abs(count / reference - 1) <= 0.25, (name, count, reference)
+
+
+@pytest.mark.parametrize('name', ['dmn-pf', 'image-pf', 'vector-regression'])
+def test_models_run_on_panoramas(name):
+    model = build_model(config_for(name, image_size=(104, 208)))
+    out = outputs(model, *episode(batch=1, views=3, particles=5, size=(104, 208)), fast=True)
+    assert out.shape == (1, 5, model.config.out_dim) and torch.all(torch.isfinite(out))
+
+
+def test_unknown_model_name():
+    with pytest.raises(UnknownModelError, match='dmn-pf'):
+        config_for('dmn-transformer')
+
+
+def test_core_imports_no_ros():
+    code = ('import sys, pkgutil, importlib, dmn_localization.core as c\n'
+            'for m in pkgutil.iter_modules(c.__path__):\n'
+            '    importlib.import_module("dmn_localization.core." + m.name)\n'
+            'bad = [m for m in sys.modules if m.split(".")[0] in ("rclpy", "sensor_msgs", '
+            '"geometry_msgs", "nav_msgs", "std_msgs", "dmn_localization_interfaces")]\n'
+            'assert not bad, bad\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
