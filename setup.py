@@ -35,6 +35,8 @@ setup(
         'console_scripts': [
             'dmn_localization_node = dmn_localization.ros.node:main',
             'dmn_env_check = dmn_localization.env_check:main',
+            'dmn_dataset = dmn_localization.data.cli:main',
+            'dmn_sim_bag = dmn_localization.data.sim_bag:main',
         ],
     },
 )

@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 STAMPS="$VENV/.dmn_setup"
 PYTHON=${PYTHON:-python3.11}
-APT_PACKAGES=(xvfb xauth libgl1-mesa-dri libglu1-mesa)
+APT_PACKAGES=(xvfb xauth libgl1-mesa-dri libglu1-mesa libegl1 libegl-mesa0)
 
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
@@ -78,7 +78,7 @@ if ! stamp_ok cmake_exports "$lock_hash"; then
   py_include=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
   np_include=$("$VENV/bin/python" -c "import numpy; print(numpy.get_include())")
   [ -f "$py_include/Python.h" ] || die "Python headers missing ($py_include/Python.h): install python3.11-dev"
-  grep -rlZ --include='*.cmake' '/opt/python/cp3' "$VENV/share" 2>/dev/null \
+  { grep -rlZ --include='*.cmake' '/opt/python/cp3' "$VENV/share" 2>/dev/null || true; } \
     | xargs -0 -r sed -i -E \
       -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#$np_include#g" \
       -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$py_include#g"

@@ -1,0 +1,1 @@
+"""Simulated Rooms and Mazes, datasets, episode samplers and bag tools (no rclpy)."""
