@@ -108,3 +108,19 @@ def test_noise_free_odometry_composes_to_the_ground_truth(domain):
                                - np.pi, 0.0, atol=1e-9)
     drifted = compose_motions(truth[0], noisy_odometry(truth, OdometryNoise(), rng))
     assert np.hypot(*(drifted[-1, :2] - truth[-1, :2])) > 0.01  # noisy odometry drifts
+
+
+def test_trajectory_episodes_follow_the_path(renderer):
+    from dmn_localization.data.trajectories import TrajectorySampler
+
+    world = generate_world('mazes', 4)
+    rng = np.random.default_rng(4)
+    sampler = TrajectorySampler(renderer, num_contexts=6, steps=10, frame_every=5,
+                                noise=OdometryNoise.none())
+    batch = sampler.episode(world, rng)
+    assert batch.context_images.shape == (1, 6, 48, 48, 3)
+    assert batch.query_images.shape == (1, 10, 48, 48, 3) and batch.motions.shape == (1, 10, 3)
+    # perfect odometry: the motions between frames compose back to the frame poses
+    integrated = compose_motions(batch.query_poses[0, 0], batch.motions[0])
+    np.testing.assert_allclose(integrated[:, :2], batch.query_poses[0, :, :2], atol=1e-4)
+    assert np.array_equal(renderer.render(batch.query_poses[0, 3:4])[0], batch.query_images[0, 3])

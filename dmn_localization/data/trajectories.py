@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import math
 from typing import Optional
 
-from dmn_localization.data.episodes import relative_motions
+from dmn_localization.data.episodes import compose_motions, EpisodeBatch, relative_motions
 from dmn_localization.data.worlds import World
 import numpy as np
 
@@ -109,3 +109,40 @@ def noisy_odometry(poses: np.ndarray, noise: OdometryNoise,
     noisy[0] = 0.0
     noisy[:, 2] = np.remainder(noisy[:, 2] + np.pi, 2 * np.pi) - np.pi
     return noisy
+
+
+class TrajectorySampler:
+    """
+    Episodes along continuous trajectories, rendered as the robot drives.
+
+    Contexts are random free views of the world; the queries are every
+    ``frame_every``-th pose of a :func:`drive` run, and the odometry between queries is
+    the composition of the noisy per-step odometry in between (so it drifts).
+    """
+
+    def __init__(self, renderer: 'object', num_contexts: int, steps: int, frame_every: int = 5,
+                 noise: Optional[OdometryNoise] = None,
+                 settings: Optional[DriveSettings] = None) -> None:
+        self.renderer = renderer
+        self.num_contexts = num_contexts
+        self.steps = steps
+        self.frame_every = frame_every
+        self.noise = noise if noise is not None else OdometryNoise()
+        self.settings = settings or DriveSettings()
+
+    def episode(self, world: World, rng: np.random.Generator) -> EpisodeBatch:
+        """Drive and render one episode (a batch of one) in ``world``."""
+        self.renderer.load(world)
+        contexts = world.sample_free_poses(self.num_contexts, rng)
+        path = drive(world, (self.steps - 1) * self.frame_every + 1, rng, self.settings)
+        odometry = noisy_odometry(path, self.noise, rng)
+        frames = path[::self.frame_every]
+        # integrate the noisy odometry between frames, then express it frame to frame
+        dead_reckoning = compose_motions(path[0], odometry)[::self.frame_every]
+        motions = relative_motions(dead_reckoning)
+        return EpisodeBatch(self.renderer.render(contexts)[None],
+                            contexts[None].astype(np.float32),
+                            self.renderer.render(frames)[None], frames[None].astype(np.float32),
+                            motions[None].astype(np.float32),
+                            np.asarray(world.extent, dtype=np.float32)[None],
+                            np.asarray([world.seed]))
