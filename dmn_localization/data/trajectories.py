@@ -131,7 +131,7 @@ class TrajectorySampler:
         self.settings = settings or DriveSettings()
 
     def episode(self, world: World, rng: np.random.Generator) -> EpisodeBatch:
-        """Drive and render one episode (a batch of one) in ``world``."""
+        """Drive and render one episode in ``world``, as a batch of one."""
         self.renderer.load(world)
         contexts = world.sample_free_poses(self.num_contexts, rng)
         path = drive(world, (self.steps - 1) * self.frame_every + 1, rng, self.settings)
