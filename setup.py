@@ -37,6 +37,8 @@ setup(
             'dmn_env_check = dmn_localization.env_check:main',
             'dmn_dataset = dmn_localization.data.cli:main',
             'dmn_sim_bag = dmn_localization.data.sim_bag:main',
+            'dmn_train = dmn_localization.learning.train_cli:main',
+            'dmn_evaluate = dmn_localization.learning.evaluate_cli:main',
         ],
     },
 )

@@ -1,0 +1,1 @@
+"""Training and evaluation of DMN and its baselines (no ROS)."""

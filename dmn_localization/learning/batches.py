@@ -1,0 +1,92 @@
+"""
+Episode batches as model input: preprocessed images and normalized poses, on a device.
+
+Every episode is normalized by its own environment's extent (rooms differ in size), so
+the models see coordinates in ``[-1, 1]`` as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from typing import Optional
+
+from dmn_localization.core import geometry
+from dmn_localization.core.configs import InputConfig
+from dmn_localization.core.inference import InitialBelief
+from dmn_localization.core.particle_filter import TRACKING_STD
+from dmn_localization.core.preprocessing import preprocess_images
+from dmn_localization.data.episodes import EpisodeBatch
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TensorEpisodes:
+    """
+    Model-ready episodes.
+
+    ``context_images`` ``(B, Nc, 3, h, w)``, ``context_poses`` ``(B, Nc, 3)``,
+    ``query_images`` ``(B, T, 3, h, w)``, ``truth`` ``(B, T, 3)``, ``motions``
+    ``(B, T, 3)`` (all poses normalized), ``bounds`` ``(B, 4)``: the normalized extent.
+    """
+
+    context_images: Tensor
+    context_poses: Tensor
+    query_images: Tensor
+    truth: Tensor
+    motions: Tensor
+    bounds: Tensor
+
+    def __len__(self) -> int:
+        """Return the batch size."""
+        return int(self.truth.shape[0])
+
+    def select(self, index: slice) -> 'TensorEpisodes':
+        """Return the episodes ``index`` (a slice of the batch)."""
+        return TensorEpisodes(*(getattr(self, f)[index] for f in (
+            'context_images', 'context_poses', 'query_images', 'truth', 'motions', 'bounds')))
+
+
+def to_tensors(batch: EpisodeBatch, config: InputConfig,
+               device: torch.device) -> TensorEpisodes:
+    """Preprocess the images and normalize the poses of an :class:`EpisodeBatch`."""
+    extents = torch.as_tensor(batch.extents, dtype=torch.float32, device=device)[:, None, :]
+
+    def poses(array: np.ndarray) -> Tensor:
+        return geometry.normalize_poses(torch.as_tensor(array, dtype=torch.float32,
+                                                        device=device), extents)
+
+    corners = torch.stack([extents[:, 0, :2], extents[:, 0, 2:]], 1)  # (B, 2, 2)
+    corners = torch.cat([corners, torch.zeros_like(corners[..., :1])], -1)
+    normalized = geometry.normalize_poses(corners, extents)
+    bounds = torch.cat([normalized[:, 0, :2], normalized[:, 1, :2]], -1)
+    motions = geometry.normalize_motion(
+        torch.as_tensor(batch.motions, dtype=torch.float32, device=device), extents)
+    return TensorEpisodes(preprocess_images(batch.context_images, config, device),
+                          poses(batch.context_poses),
+                          preprocess_images(batch.query_images, config, device),
+                          poses(batch.query_poses), motions, bounds)
+
+
+def tracking_belief(truth: Tensor, generator: Optional[torch.Generator] = None) -> InitialBelief:
+    """
+    Tracking initial belief around the true first pose ``truth`` ``(B, 3)``.
+
+    The belief's mean is itself drawn from the paper's Gaussian (sigma 0.3, 0.3, 30
+    degrees) around the truth, so the true pose is a sample of the belief, not its mean
+    (otherwise a regression model could answer the mean and be exact).
+    """
+    std = torch.tensor(TRACKING_STD, dtype=truth.dtype, device=truth.device)
+    noise = torch.randn(truth.shape, generator=generator, dtype=truth.dtype,
+                        device=truth.device) * std
+    mean = truth + noise
+    mean = torch.cat([mean[:, :2], torch.remainder(mean[:, 2:] + math.pi, 2 * math.pi) - math.pi],
+                     -1)
+    return InitialBelief('gaussian', mean=mean)
+
+
+def global_belief(bounds: Tensor) -> InitialBelief:
+    """Global localization: uniform over the normalized extent ``bounds`` ``(B, 4)``."""
+    return InitialBelief('uniform', bounds=bounds)

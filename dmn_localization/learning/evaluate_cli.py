@@ -1,0 +1,113 @@
+"""
+``dmn_evaluate``: the paper's protocol on held-out test environments, any model by name.
+
+    dmn_evaluate --data data/rooms-test --checkpoint models/dmn-pf-rooms.pt \
+        --baselines closest-context uninformed --episodes 1000 --out results/rooms.json
+
+Prints a table (success rate of one-step and sequential global localization, MSE of
+tracking), writes it as JSON, and with ``--plots DIR`` the belief heat maps and the
+success rate against t and against K of the particle filter models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import sys
+from typing import Dict, List, Optional
+
+from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
+from dmn_localization.core.models import NON_LEARNED_MODELS
+from dmn_localization.data.dataset import Dataset, DatasetError
+from dmn_localization.learning.evaluation import (evaluate, fixed_episodes, format_table, Protocol,
+                                                  PROTOCOLS, run_model)
+from dmn_localization.learning.plots import plot_belief, plot_curves, success_curve
+from dmn_localization.learning.trainer import resolve_device, SUCCESS_THRESHOLD
+import torch
+
+
+def _plots(models: Dict[str, object], dataset: Dataset, out: Path, episodes: int, seed: int,
+           device: torch.device) -> List[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    pf_models = {n: m for n, m in models.items() if m is not None and m.config.kind == 'pf'}
+    for name, model in pf_models.items():
+        data = fixed_episodes(dataset, PROTOCOLS['sequential-global'], 4, seed, model.config,
+                              device)
+        written.append(plot_belief(model, data, 0, out / f'belief-{name}.png', seed=seed))
+    by_t, by_k = {}, {}
+    for name, model in models.items():
+        config = model.config if model is not None else next(
+            m.config for m in models.values() if m is not None)
+        steps = {}
+        for t in (1, 2, 3, 4, 5):
+            protocol = Protocol(f't{t}', t, 2048, 'global', 'success')
+            data = fixed_episodes(dataset, protocol, episodes, seed, config, device)
+            gen = torch.Generator(device=device).manual_seed(seed)
+            steps[t] = run_model(model, name, data, protocol, gen)
+        by_t[name] = success_curve(steps, SUCCESS_THRESHOLD)
+        if model is not None and model.config.kind == 'pf':
+            ks = {}
+            protocol = PROTOCOLS['sequential-global']
+            data = fixed_episodes(dataset, protocol, episodes, seed, config, device)
+            for k in (64, 256, 1024, 2048, 4096):
+                gen = torch.Generator(device=device).manual_seed(seed)
+                ks[k] = run_model(model, name, data, protocol, gen, num_particles=k)
+            by_k[name] = success_curve(ks, SUCCESS_THRESHOLD)
+    written.append(plot_curves(by_t, 'time step t', out / 'success-vs-t.png',
+                               f'global localization, K=2048, {dataset.domain}'))
+    if by_k:
+        written.append(plot_curves(by_k, 'particles K', out / 'success-vs-k.png',
+                                   f'sequential global localization, t=5, {dataset.domain}'))
+    return written
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command line entry point of ``dmn_evaluate``."""
+    p = argparse.ArgumentParser(prog='dmn_evaluate', description=__doc__.split('\n\n')[0])
+    p.add_argument('--data', type=Path, required=True, help='test dataset directory')
+    p.add_argument('--checkpoint', type=Path, nargs='*', default=[],
+                   help='model checkpoints (best.pt of dmn_train, or models/*.pt)')
+    p.add_argument('--baselines', nargs='*', default=list(NON_LEARNED_MODELS),
+                   choices=list(NON_LEARNED_MODELS))
+    p.add_argument('--episodes', type=int, default=1000, help='episodes per table cell')
+    p.add_argument('--protocols', nargs='*', default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('--out', type=Path, default=None, help='JSON file of the results')
+    p.add_argument('--plots', type=Path, default=None, help='directory for the plots')
+    a = p.parse_args(argv)
+    device = resolve_device(a.device)
+    try:
+        dataset = Dataset(a.data)
+        models: Dict[str, object] = {}
+        for path in a.checkpoint:
+            loaded = load_checkpoint(path, device)
+            models[loaded.name if loaded.name not in models else str(path)] = loaded.model
+        for name in a.baselines:
+            models[name] = None
+        if not models:
+            raise ValueError('nothing to evaluate: give --checkpoint and/or --baselines')
+        results = evaluate(models, dataset, a.episodes, a.seed, a.protocols, device)
+    except (CheckpointError, DatasetError, ValueError) as exc:
+        print(f'dmn_evaluate: error: {exc}', file=sys.stderr)
+        return 2
+    print(f'{dataset.root} ({dataset.domain}, {len(dataset)} test environments), '
+          f'{a.episodes} episodes per cell, seed {a.seed}')
+    print(format_table(results))
+    if a.out is not None:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps({'data': str(a.data), 'episodes': a.episodes,
+                                     'seed': a.seed, 'checkpoints': [str(c) for c in
+                                                                     a.checkpoint],
+                                     'results': results}, indent=1) + '\n')
+        print(f'written: {a.out}')
+    if a.plots is not None:
+        for path in _plots(models, dataset, a.plots, min(a.episodes, 300), a.seed, device):
+            print(f'plot: {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

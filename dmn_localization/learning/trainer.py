@@ -1,0 +1,326 @@
+"""
+Training with the paper's protocol: single-step tracking episodes, Nc=4, K=32, Adam.
+
+A run lives in one directory::
+
+    config.json   the training configuration
+    last.pt       full training state (weights, optimizer, RNG states, counters),
+                  written at every validation and at least every ``checkpoint_minutes``
+    best.pt       model checkpoint with the lowest validation loss (loadable by the node)
+    log.csv       training loss, validation loss and validation success against samples
+
+Running the same command again resumes exactly where ``last.pt`` left off; the result
+equals that of an uninterrupted run. Under ``torchrun`` the run is data-parallel (DDP;
+gloo on CPU, NCCL on CUDA): every process draws its own episodes, rank 0 validates,
+logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass
+import io
+import json
+import math
+import os
+from pathlib import Path
+import time
+from typing import Any, Dict, List
+
+from dmn_localization.core.checkpoint import save_checkpoint
+from dmn_localization.core.inference import FilterSettings, localize
+from dmn_localization.core.losses import pose_loss, xy_squared_error
+from dmn_localization.core.models import build_model, config_for, count_parameters
+from dmn_localization.data.dataset import Dataset
+from dmn_localization.data.episodes import EpisodeSampler
+from dmn_localization.learning.batches import (global_belief, TensorEpisodes, to_tensors,
+                                               tracking_belief)
+import numpy as np
+import torch
+from torch import nn, Tensor
+
+LOG_FIELDS = ['step', 'samples', 'elapsed_s', 'train_loss', 'val_loss', 'val_global_success']
+#: Success threshold of the paper: squared x-y error in normalized units below 0.2.
+SUCCESS_THRESHOLD = 0.2
+
+
+class TrainingError(RuntimeError):
+    """A run directory that cannot be used (e.g. it holds a run of another configuration)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (``budget_samples`` may grow on resume)."""
+
+    model: str
+    train_data: str
+    val_data: str
+    out: str
+    budget_samples: int = 1_000_000
+    batch_size: int = 16
+    lr: float = 1e-3
+    num_contexts: int = 4
+    num_particles: int = 32
+    val_every_samples: int = 50_000
+    val_episodes: int = 1000
+    val_global_episodes: int = 200
+    patience: int = 5
+    checkpoint_minutes: float = 10.0
+    seed: int = 0
+    device: str = 'auto'
+
+    def identity(self) -> Dict[str, Any]:
+        """Return the fields a resumed run must share with the saved one."""
+        data = asdict(self)
+        for key in ('budget_samples', 'checkpoint_minutes', 'device', 'out'):
+            data.pop(key)
+        return data
+
+
+class EpisodeLoss(nn.Module):
+    """Pose loss of a batch of tracking episodes; a module so DDP can wrap it."""
+
+    def __init__(self, model: nn.Module, num_particles: int) -> None:
+        super().__init__()
+        self.model = model
+        self.settings = FilterSettings(num_particles=num_particles)
+
+    def forward(self, episodes: TensorEpisodes, generator: torch.Generator) -> Tensor:
+        """Return the mean pose loss over the batch and its time steps."""
+        model = self.model
+        initial = tracking_belief(episodes.truth[:, 0], generator)
+        map_ctx = model.prepare_map(model.embed_views(episodes.context_images,
+                                                      episodes.context_poses),
+                                    episodes.context_poses)
+        result = localize(model, map_ctx, episodes.query_images, episodes.motions, initial,
+                          self.settings, generator)
+        return pose_loss(result.estimates, episodes.truth)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map ``auto`` to CUDA when available, else the CPU."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    return torch.device(name)
+
+
+def _distributed() -> tuple:
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    rank = int(os.environ.get('RANK', '0'))
+    return world, rank
+
+
+@torch.no_grad()
+def validate(model: nn.Module, episodes: TensorEpisodes, global_episodes: TensorEpisodes,
+             num_particles: int, seed: int, chunk: int = 100) -> Dict[str, float]:
+    """Return the validation loss (tracking, as trained) and one-step global success (K=1024)."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=episodes.truth.device).manual_seed(seed)
+    losses = []
+    for start in range(0, len(episodes), chunk):
+        part = episodes.select(slice(start, start + chunk))
+        losses.append(float(EpisodeLoss(model, num_particles)(part, generator)) * len(part))
+    successes = []
+    settings = FilterSettings(num_particles=1024)
+    for start in range(0, len(global_episodes), 20):
+        part = global_episodes.select(slice(start, start + 20))
+        map_ctx = model.prepare_map(model.embed_views(part.context_images, part.context_poses),
+                                    part.context_poses)
+        est = localize(model, map_ctx, part.query_images, part.motions,
+                       global_belief(part.bounds), settings, generator).estimates
+        successes.append(xy_squared_error(est[:, -1], part.truth[:, -1]) < SUCCESS_THRESHOLD)
+    model.train(was_training)
+    return {'val_loss': sum(losses) / len(episodes),
+            'val_global_success': float(torch.cat(successes).float().mean())}
+
+
+def _all_agree(flag: bool, world_size: int) -> bool:
+    """Return rank 0's ``flag`` on every process (clocks differ between processes)."""
+    if world_size == 1:
+        return flag
+    import torch.distributed as dist
+
+    value = torch.tensor([1 if flag else 0])
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def typical_extent(dataset: Dataset, count: int = 200) -> List[float]:
+    """Return the median extent of the first ``count`` environments (metres)."""
+    extents = np.stack([dataset.environment(i).extent for i in range(min(count, len(dataset)))])
+    return [float(v) for v in np.median(extents, axis=0)]
+
+
+def _save_state(path: Path, state: Dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + '.tmp')
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _truncate_log(path: Path, samples: int) -> None:
+    """Keep the log rows written up to ``samples`` (a resumed run rewrites the rest)."""
+    if not path.exists():
+        return
+    with open(path, newline='') as f:
+        rows = [r for r in csv.DictReader(f) if int(r['samples']) <= samples]
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
+    """Train (or resume) the run ``config``; return a summary of its state at the end."""
+    world_size, rank = _distributed()
+    device = resolve_device(config.device)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+        if device.type == 'cuda':
+            device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
+    if device.type == 'cpu':
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    train_set, val_set = Dataset(Path(config.train_data)), Dataset(Path(config.val_data))
+    model = build_model(config_for(config.model,
+                                   image_size=tuple(train_set.image_size))).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, rank]))
+    generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)
+    counters = {'step': 0, 'samples': 0, 'best_val_loss': math.inf, 'bad_validations': 0,
+                'elapsed_s': 0.0, 'stopped_early': False}
+    running: List[float] = []  # recent training losses (the logged running mean)
+    state_path, log_path = out / 'last.pt', out / 'log.csv'
+    if state_path.exists():
+        state = torch.load(io.BytesIO(state_path.read_bytes()), map_location=device,
+                           weights_only=True)
+        if state['config'] != config.identity():
+            raise TrainingError(f'{out} holds a run of another configuration: '
+                                f'{state["config"]}; use another --out')
+        model.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        rng.bit_generator.state = state['numpy_rng'][rank]
+        generator.set_state(state['torch_generator'][rank].cpu())
+        torch.set_rng_state(state['torch_rng'])
+        counters.update(state['counters'])
+        running = list(state['recent_losses'])
+        if rank == 0:
+            _truncate_log(log_path, counters['samples'])
+    (out / 'config.json').write_text(json.dumps(asdict(config), indent=1) + '\n')
+    extent = typical_extent(train_set)
+    sampler = EpisodeSampler(train_set, config.num_contexts, 1)
+    val_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 99]))
+    val_sampler = EpisodeSampler(val_set, config.num_contexts, 1)
+    val_episodes = to_tensors(val_sampler.sample(config.val_episodes, val_rng),
+                              model.config, device)
+    val_global = to_tensors(val_sampler.sample(config.val_global_episodes, val_rng),
+                            model.config, device)
+    loss_module: nn.Module = EpisodeLoss(model, config.num_particles)
+    if world_size > 1:
+        loss_module = nn.parallel.DistributedDataParallel(loss_module)
+    if rank == 0 and counters['samples'] == 0:
+        print(f'{config.model}: {count_parameters(model):,} parameters on {device}, '
+              f'{world_size} process(es); training on {train_set.root} ({len(train_set)} envs)')
+    per_step = config.batch_size * world_size
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.budget_samples, initial=min(counters['samples'],
+                                                            config.budget_samples),
+                   unit='sample', desc=config.model, smoothing=0.05, mininterval=5.0)
+    started = time.monotonic() - counters['elapsed_s']
+    last_save = time.monotonic()
+
+    def save(kind: str) -> None:
+        nonlocal last_save
+        counters['elapsed_s'] = time.monotonic() - started
+        numpy_states = [rng.bit_generator.state]
+        torch_states = [generator.get_state()]
+        if world_size > 1:
+            import torch.distributed as dist
+
+            gathered: List[Any] = [None] * world_size
+            dist.all_gather_object(gathered, (rng.bit_generator.state, generator.get_state()))
+            numpy_states = [g[0] for g in gathered]
+            torch_states = [g[1] for g in gathered]
+        if rank != 0:
+            return
+        _save_state(state_path, {
+            'config': config.identity(), 'model': model.state_dict(),
+            'optimizer': optimizer.state_dict(), 'numpy_rng': numpy_states,
+            'torch_generator': torch_states, 'torch_rng': torch.get_rng_state(),
+            'counters': dict(counters), 'recent_losses': running[-50:]})
+        last_save = time.monotonic()
+
+    def log(row: Dict[str, Any]) -> None:
+        if rank != 0:
+            return
+        new = not log_path.exists()
+        with open(log_path, 'a', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: row.get(k, '') for k in LOG_FIELDS})
+
+    while counters['samples'] < config.budget_samples and not counters['stopped_early']:
+        batch = to_tensors(sampler.sample(config.batch_size, rng), model.config, device)
+        loss = loss_module(batch, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        counters['step'] += 1
+        counters['samples'] += per_step
+        running.append(float(loss.detach()))
+        if bar is not None:
+            bar.update(per_step)
+            bar.set_postfix(loss=f'{np.mean(running[-50:]):.4f}', refresh=False)
+        if counters['step'] % 50 == 0:
+            log({'step': counters['step'], 'samples': counters['samples'],
+                 'elapsed_s': round(time.monotonic() - started, 1),
+                 'train_loss': round(float(np.mean(running[-50:])), 6)})
+        validate_now = counters['samples'] // config.val_every_samples != (
+            counters['samples'] - per_step) // config.val_every_samples
+        if validate_now or counters['samples'] >= config.budget_samples:
+            metrics = validate(model, val_episodes, val_global, config.num_particles,
+                               config.seed) if rank == 0 else {}
+            if world_size > 1:
+                import torch.distributed as dist
+
+                shared = [metrics]
+                dist.broadcast_object_list(shared, src=0)
+                metrics = shared[0]
+            log({'step': counters['step'], 'samples': counters['samples'],
+                 'elapsed_s': round(time.monotonic() - started, 1), **{
+                     k: round(v, 6) for k, v in metrics.items()}})
+            if metrics['val_loss'] < counters['best_val_loss']:
+                counters['best_val_loss'] = metrics['val_loss']
+                counters['bad_validations'] = 0
+                if rank == 0:
+                    save_checkpoint(out / 'best.pt', model, extent, {
+                        'samples': counters['samples'], 'step': counters['step'],
+                        'val_loss': metrics['val_loss'],
+                        'val_global_success': metrics['val_global_success'],
+                        'train_data': str(config.train_data), 'seed': config.seed,
+                        'lr': config.lr, 'batch_size': config.batch_size,
+                        'num_contexts': config.num_contexts,
+                        'num_particles': config.num_particles})
+            else:
+                counters['bad_validations'] += 1
+                counters['stopped_early'] = counters['bad_validations'] >= config.patience
+            if bar is not None:
+                bar.write(f'samples {counters["samples"]:,}: val loss {metrics["val_loss"]:.4f}, '
+                          f'one-step global success {metrics["val_global_success"]:.1%}')
+            save('validation')
+        elif _all_agree(time.monotonic() - last_save > config.checkpoint_minutes * 60,
+                        world_size):
+            save('time')
+    if bar is not None:
+        bar.close()
+    save('end')
+    return {**counters, 'out': str(out)}
