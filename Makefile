@@ -7,7 +7,7 @@ RUN := . $(VENV)/bin/activate &&
 XVFB := xvfb-run -a -s "-screen 0 1024x768x24"
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench data results lint clean
 
 ## setup: install everything into .venv (idempotent, seconds when nothing changed)
 setup:
@@ -24,6 +24,17 @@ demo: setup
 ## bench: set up, then run the benchmarks (not tests: they print tables and write JSON)
 bench: setup
 	$(RUN) python -m dmn_localization.bench.core_bench --out runs/bench/core.json
+
+## data: set up, then generate the default Rooms and Mazes datasets into data/ (resumable)
+DATASETS := $(foreach d,rooms mazes,$(foreach s,train val test,data/$(d)-$(s)/manifest.json))
+data: setup $(DATASETS)
+data/%/manifest.json:
+	$(RUN) dmn_dataset generate --domain $(word 1,$(subst -, ,$*)) \
+		--split $(word 2,$(subst -, ,$*)) --out data/$*
+
+## results: train every model with the same budget, evaluate, write RESULTS.md (hours)
+results: data
+	$(RUN) dmn_results --data data --runs runs/results --out RESULTS.md
 
 ## lint: only the ament linters
 lint: setup

@@ -39,6 +39,7 @@ setup(
             'dmn_sim_bag = dmn_localization.data.sim_bag:main',
             'dmn_train = dmn_localization.learning.train_cli:main',
             'dmn_evaluate = dmn_localization.learning.evaluate_cli:main',
+            'dmn_results = dmn_localization.learning.results:main',
         ],
     },
 )

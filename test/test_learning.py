@@ -131,3 +131,22 @@ def test_evaluate_cli_with_a_trained_checkpoint_and_plots(tiny, tmp_path, capsys
         assert (plots / name).stat().st_size > 1000, name
     assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint',
                           str(Path(tmp_path / 'missing.pt'))]) == 2
+
+
+def test_results_pipeline_writes_the_table(tiny, tmp_path):
+    from dmn_localization.learning.results import main as results_main
+
+    data = tmp_path / 'data'
+    data.mkdir()
+    for split, source in (('train', 'train'), ('val', 'val'), ('test', 'val')):
+        (data / f'rooms-{split}').symlink_to(tiny / source)
+    out = tmp_path / 'RESULTS.md'
+    assert results_main(['--data', str(data), '--runs', str(tmp_path / 'runs'),
+                         '--budget-samples', '32', '--episodes', '4', '--models', 'dmn-pf',
+                         'vector-regression', '--domains', 'rooms', '--one-seed',
+                         '--val-every-samples', '16', '--val-episodes', '8',
+                         '--out', str(out)]) == 0
+    text = out.read_text()
+    assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
+    assert 'Closest context' in text and '32 samples for every learned model' in text
+    assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
