@@ -45,8 +45,10 @@ def client(ros_domain):
 
 
 @pytest.mark.ros
-def test_build_map_round_trip_over_dds(start_process, client):
-    node = start_process('dmn_localization_node')
+def test_build_map_round_trip_over_dds(start_process, client, tmp_path):
+    # a model_path that does not exist: the node runs without a model and says so
+    node = start_process('dmn_localization_node', '--ros-args', '-p',
+                         f'model_path:={tmp_path / "missing.pt"}')
     ready = client.client.wait_for_service(timeout_sec=60.0)
     assert ready, f'{SERVICE} never appeared; node output:\n{node.log()}'
 

@@ -1,22 +1,42 @@
 """
-``dmn_localization_node``: the ROS 2 wrapper around the DMN localizer.
+``dmn_localization_node``: the ROS 2 wrapper around the DMN localization runtime.
 
-At this stage the node declares its parameters and serves ``~/build_map``: it decodes
-and checks the posed context images, then answers honestly that no model is loaded
-(the learned model and the per-frame filter arrive with later issues).
+Topics: subscribes ``image`` (sensor_msgs/Image, sensor-data QoS), ``odom``
+(nav_msgs/Odometry), ``initialpose`` (PoseWithCovarianceStamped); publishes ``pose``
+(PoseWithCovarianceStamped) and ``particle_cloud`` (PoseArray). Services:
+``~/build_map`` (dmn_localization_interfaces/BuildMap), ``~/global_localization``
+(std_srvs/Empty). The node only converts messages and calls
+:class:`dmn_localization.localizer.Localizer`; the newest camera frame is processed by
+a worker thread, frames arriving meanwhile replace it and are counted as dropped,
+odometry keeps arriving on the executor.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import threading
 from typing import Any, Optional
 
+from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings
 from dmn_localization.ros import image_conversion
-from dmn_localization.ros.conversions import InvalidRequestError, parse_build_map_request
+from dmn_localization.ros.conversions import (InvalidRequestError, parse_build_map_request,
+                                              pose_to_xyyaw)
 from dmn_localization.ros.parameters import declare_parameters, NODE_NAME
 from dmn_localization_interfaces.srv import BuildMap
+from geometry_msgs.msg import Pose, PoseArray, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data, QoSProfile
+from sensor_msgs.msg import Image
+from std_srvs.srv import Empty
+
+#: File name of the default model in share/dmn_localization/models.
+DEFAULT_MODEL = 'dmn-pf-rooms.pt'
 
 
 def resolve_device(requested: str) -> str:
@@ -30,6 +50,31 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def default_model_path() -> str:
+    """Return the shipped default model's path ('' when the package has none)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        path = os.path.join(get_package_share_directory('dmn_localization'), 'models',
+                            DEFAULT_MODEL)
+    except Exception:  # noqa: B902 - package not in the ament index
+        return ''
+    return path if os.path.isfile(path) else ''
+
+
+def stamp_seconds(stamp: Any) -> float:
+    """Return a builtin_interfaces/Time as float seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def make_pose(x: float, y: float, yaw: float) -> Pose:
+    """Return a geometry_msgs/Pose at (x, y) heading ``yaw``."""
+    pose = Pose()
+    pose.position.x, pose.position.y = float(x), float(y)
+    pose.orientation.z, pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+    return pose
+
+
 class DmnLocalizationNode(Node):
     """Localizes the camera against a view-embedding map built by ``~/build_map``."""
 
@@ -37,14 +82,54 @@ class DmnLocalizationNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.params = declare_parameters(self)
         self.device = resolve_device(self.params['device'])
-        self.model: Optional[Any] = None
-        self.build_map_service = self.create_service(
-            BuildMap, '~/build_map', self._on_build_map)
-        self.get_logger().info(
-            f'started: device {self.device}, image conversion '
-            f'{image_conversion.select_backend()}; no model loaded '
-            f'(model_path {self.params["model_path"]!r})')
+        self.localizer: Optional[Localizer] = None
+        self._load_model(self.params['model_path'] or default_model_path())
+        self.frames_processed = 0
+        self.frames_dropped = 0
+        self._pending: Optional[Image] = None
+        self._pending_lock = threading.Condition()
+        self._stop = False
+        self._filter_lock = threading.Lock()
+        latest = MutuallyExclusiveCallbackGroup()
+        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, 'pose',
+                                              QoSProfile(depth=10))
+        self.cloud_pub = self.create_publisher(PoseArray, 'particle_cloud',
+                                               qos_profile_sensor_data)
+        self.create_subscription(Image, 'image', self._on_image, qos_profile_sensor_data,
+                                 callback_group=latest)
+        self.create_subscription(Odometry, 'odom', self._on_odom, QoSProfile(depth=100),
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_subscription(PoseWithCovarianceStamped, 'initialpose',
+                                 self._on_initial_pose, QoSProfile(depth=1))
+        self.create_service(BuildMap, '~/build_map', self._on_build_map)
+        self.create_service(Empty, '~/global_localization', self._on_global_localization)
+        self._worker = threading.Thread(target=self._process_frames, daemon=True)
+        self._worker.start()
 
+    def _load_model(self, path: str) -> None:
+        from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
+
+        backend = image_conversion.select_backend()
+        if not path:
+            self.get_logger().warning(f'no model: model_path is empty and the package ships '
+                                      f'no {DEFAULT_MODEL}; ~/build_map will refuse maps')
+            return
+        try:
+            loaded = load_checkpoint(path, self.device)
+        except CheckpointError as exc:
+            self.get_logger().error(f'cannot load the model: {exc}')
+            return
+        settings = LocalizerSettings(
+            num_particles=self.params['num_particles'],
+            motion_noise_xy=self.params['motion_noise_xy'],
+            motion_noise_yaw=self.params['motion_noise_yaw'],
+            max_odom_gap_s=self.params['max_odom_gap'])
+        self.localizer = Localizer(loaded, self.device, settings)
+        self.get_logger().info(
+            f'model {loaded.name} (fingerprint {loaded.fingerprint}) from {path} on '
+            f'{self.device}, {settings.num_particles} particles; image conversion {backend}')
+
+    # -- services -------------------------------------------------------------------------
     def _on_build_map(self, request: BuildMap.Request,
                       response: BuildMap.Response) -> BuildMap.Response:
         try:
@@ -54,13 +139,123 @@ class DmnLocalizationNode(Node):
             response.success, response.message = False, f'map not built: {exc}'
             self.get_logger().error(response.message)
             return response
-        response.success = False
-        response.num_views = 0
-        response.fingerprint = ''
-        response.message = (f'received {views.summary()} in frame {views.frame_id!r}; '
-                            'no model is loaded, so no map was built')
-        self.get_logger().warning(response.message)
+        if self.localizer is None:
+            response.success, response.num_views, response.fingerprint = False, 0, ''
+            response.message = (f'received {views.summary()} in frame {views.frame_id!r}; '
+                                'no model is loaded, so no map was built')
+            self.get_logger().warning(response.message)
+            return response
+        with self._filter_lock:
+            the_map = self.localizer.build_map(views.images, views.poses, views.extent,
+                                               views.frame_id)
+        response.success = True
+        response.num_views = the_map.num_views
+        response.fingerprint = the_map.fingerprint
+        response.message = (f'map of {views.summary()} built; belief re-initialized over '
+                            f'extent {[round(float(v), 2) for v in the_map.extent]}')
+        self.get_logger().info(response.message)
         return response
+
+    def _on_global_localization(self, request: Empty.Request,
+                                response: Empty.Response) -> Empty.Response:
+        if self.localizer is not None and self.localizer.map is not None:
+            with self._filter_lock:
+                self.localizer.initialize_global()
+            self.get_logger().info('belief re-initialized uniformly over the map')
+        else:
+            self.get_logger().warning('global_localization: no map yet')
+        return response
+
+    # -- subscriptions ----------------------------------------------------------------------
+    def _on_odom(self, msg: Odometry) -> None:
+        if self.localizer is None:
+            return
+        try:
+            pose = pose_to_xyyaw(msg.pose.pose)
+        except ValueError as exc:
+            self.get_logger().warning(f'odometry ignored: {exc}', throttle_duration_sec=5.0)
+            return
+        if not self.localizer.add_odometry(stamp_seconds(msg.header.stamp), pose):
+            self.get_logger().warning('odometry time went backwards: buffer reset')
+
+    def _on_initial_pose(self, msg: PoseWithCovarianceStamped) -> None:
+        if self.localizer is None or self.localizer.map is None:
+            self.get_logger().warning('initialpose ignored: no map yet')
+            return
+        try:
+            pose = pose_to_xyyaw(msg.pose.pose)
+            cov = np.asarray(msg.pose.covariance, dtype=float).reshape(6, 6)[
+                np.ix_([0, 1, 5], [0, 1, 5])]
+            with self._filter_lock:
+                self.localizer.initialize_gaussian(pose, cov)
+        except (ValueError, LocalizerError) as exc:
+            self.get_logger().error(f'initialpose refused: {exc}')
+            return
+        self.get_logger().info(f'belief re-initialized around {np.round(pose, 2).tolist()}')
+
+    def _on_image(self, msg: Image) -> None:
+        with self._pending_lock:
+            if self._pending is not None:
+                self.frames_dropped += 1
+            self._pending = msg
+            self._pending_lock.notify()
+
+    # -- frame processing -------------------------------------------------------------------
+    def _process_frames(self) -> None:
+        while True:
+            with self._pending_lock:
+                while self._pending is None and not self._stop:
+                    self._pending_lock.wait(timeout=0.5)
+                if self._stop:
+                    return
+                msg, self._pending = self._pending, None
+            try:
+                self._process(msg)
+            except Exception as exc:  # noqa: B902 - keep the node alive, say what happened
+                self.get_logger().error(f'frame not processed: {type(exc).__name__}: {exc}')
+
+    def _process(self, msg: Image) -> None:
+        if self.localizer is None or self.localizer.map is None:
+            self.get_logger().warning('images received but no map yet: call ~/build_map',
+                                      throttle_duration_sec=5.0)
+            return
+        try:
+            pixels = image_conversion.imgmsg_to_rgb8(msg)
+        except image_conversion.ImageConversionError as exc:
+            self.get_logger().error(f'image ignored: {exc}', throttle_duration_sec=5.0)
+            return
+        with self._filter_lock:
+            result = self.localizer.process_frame(stamp_seconds(msg.header.stamp), pixels)
+        self.frames_processed += 1
+        if not result.moved_by_odometry and self.frames_processed > 1:
+            self.get_logger().warning('no odometry around this frame: observation-only update',
+                                      throttle_duration_sec=5.0)
+        self._publish(msg.header.stamp, result)
+
+    def _publish(self, stamp: Any, result: Any) -> None:
+        frame = self.params['global_frame_id']
+        out = PoseWithCovarianceStamped()
+        out.header.stamp, out.header.frame_id = stamp, frame
+        out.pose.pose = make_pose(*result.pose)
+        cov = np.zeros((6, 6))
+        index = [0, 1, 5]
+        cov[np.ix_(index, index)] = result.covariance
+        out.pose.covariance = cov.reshape(-1).tolist()
+        self.pose_pub.publish(out)
+        cloud = PoseArray()
+        cloud.header.stamp, cloud.header.frame_id = stamp, frame
+        count = min(self.params['max_published_particles'], len(result.weights))
+        heaviest = np.argsort(-result.weights)[:count]
+        cloud.poses = [make_pose(*result.particles[i]) for i in heaviest]
+        self.cloud_pub.publish(cloud)
+
+    def destroy_node(self) -> None:
+        """Stop the frame worker, then destroy the node."""
+        with self._pending_lock:
+            self._stop = True
+            self._pending_lock.notify()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()
 
 
 def main(args: Optional[list] = None) -> None:
@@ -69,7 +264,9 @@ def main(args: Optional[list] = None) -> None:
     node = None
     try:
         node = DmnLocalizationNode()
-        rclpy.spin(node)
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -61,6 +61,25 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'max_map_views', 256,
         'Most context views one BuildMap call may hold; larger requests are refused.',
         value_range=(1, 4096)),
+    ParameterSpec(
+        'num_particles', 2048,
+        'Particles of the filter (K).', value_range=(16, 65536)),
+    ParameterSpec(
+        'max_published_particles', 500,
+        'Most particles published on particle_cloud (the heaviest ones).',
+        value_range=(1, 65536)),
+    ParameterSpec(
+        'motion_noise_xy', 0.05,
+        "Std of the noise added to each particle's motion per frame, metres.",
+        value_range=(0.0, 5.0)),
+    ParameterSpec(
+        'motion_noise_yaw', 0.05,
+        "Std of the noise added to each particle's turn per frame, radians.",
+        value_range=(0.0, 3.2)),
+    ParameterSpec(
+        'max_odom_gap', 0.5,
+        'Seconds between a frame and the nearest odometry beyond which the frame gets '
+        'no motion update (observation only, with a warning).', value_range=(0.0, 10.0)),
 )
 
 BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}

@@ -1,0 +1,246 @@
+"""
+The ROS-free localization runtime that the node and the bag tools share.
+
+A :class:`Localizer` holds a model, a view-embedding map and the belief. It takes
+odometry (planar poses of the robot in its odometry frame, with stamps) and camera
+frames; for each frame it moves the particles by the odometry between the previous and
+the current frame (interpolated at the frame stamps), weighs them with the learned
+observation model, resamples when the effective sample size is low, and returns the
+pose estimate, its covariance and the particles in metres in the map frame.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+from dataclasses import dataclass
+import math
+from typing import Deque, Optional, Sequence, Tuple
+
+from dmn_localization.core import geometry, particle_filter as pf
+from dmn_localization.core.checkpoint import LoadedModel
+from dmn_localization.core.inference import filter_step, FilterSettings, maybe_resample
+from dmn_localization.core.maps import ViewEmbeddingMap
+from dmn_localization.core.preprocessing import preprocess_images
+import numpy as np
+import torch
+
+
+class LocalizerError(RuntimeError):
+    """A request the localizer cannot serve (no map yet, bad pose or covariance)."""
+
+
+@dataclass
+class LocalizerSettings:
+    """Deployment settings of the filter (the node's parameters fill these)."""
+
+    num_particles: int = 2048
+    resample_threshold: float = 0.5
+    soft_resample_alpha: float = 0.5
+    #: std of the noise added to each particle's motion per frame: metres, radians
+    motion_noise_xy: float = 0.05
+    motion_noise_yaw: float = 0.05
+    #: seconds of odometry kept for interpolation
+    odom_buffer_s: float = 10.0
+    #: a frame whose stamp is further than this from any odometry gets no motion update
+    max_odom_gap_s: float = 0.5
+    seed: int = 0
+
+
+@dataclass
+class FrameResult:
+    """What one processed frame gives: all in metres and radians in the map frame."""
+
+    pose: np.ndarray  # (3,)
+    covariance: np.ndarray  # (3, 3) x, y, yaw
+    particles: np.ndarray  # (K, 3)
+    weights: np.ndarray  # (K,)
+    effective_sample_size: float
+    moved_by_odometry: bool
+
+
+class OdometryBuffer:
+    """Recent odometry poses ``(x, y, yaw)`` by stamp (seconds), for interpolation."""
+
+    def __init__(self, horizon_s: float) -> None:
+        self.horizon_s = horizon_s
+        self.stamps: Deque[float] = deque()
+        self.poses: Deque[Tuple[float, float, float]] = deque()
+
+    def add(self, stamp: float, pose: Sequence[float]) -> bool:
+        """Add a pose; a stamp older than the newest one resets the buffer. Return False then."""
+        if self.stamps and stamp < self.stamps[-1]:
+            self.reset()
+            self.stamps.append(stamp)
+            self.poses.append(tuple(pose))
+            return False
+        self.stamps.append(stamp)
+        self.poses.append(tuple(pose))
+        while self.stamps and self.stamps[0] < stamp - self.horizon_s:
+            self.stamps.popleft()
+            self.poses.popleft()
+        return True
+
+    def reset(self) -> None:
+        """Forget everything (e.g. when time jumps backwards at a bag loop)."""
+        self.stamps.clear()
+        self.poses.clear()
+
+    def pose_at(self, stamp: float, max_gap: float) -> Optional[np.ndarray]:
+        """Interpolate the pose at ``stamp``; None outside the buffer by more than max_gap."""
+        if not self.stamps:
+            return None
+        stamps = list(self.stamps)
+        i = bisect_left(stamps, stamp)
+        if i == 0:
+            return np.array(self.poses[0]) if stamps[0] - stamp <= max_gap else None
+        if i == len(stamps):
+            return np.array(self.poses[-1]) if stamp - stamps[-1] <= max_gap else None
+        t0, t1 = stamps[i - 1], stamps[i]
+        if t1 - t0 > 2 * max_gap:
+            return None
+        a, b = np.array(self.poses[i - 1]), np.array(self.poses[i])
+        s = (stamp - t0) / (t1 - t0) if t1 > t0 else 0.0
+        yaw = a[2] + s * math.remainder(b[2] - a[2], 2 * math.pi)
+        return np.array([a[0] + s * (b[0] - a[0]), a[1] + s * (b[1] - a[1]),
+                         math.remainder(yaw, 2 * math.pi)])
+
+
+class Localizer:
+    """A learned particle filter over one view-embedding map."""
+
+    def __init__(self, loaded: LoadedModel, device: str = 'cpu',
+                 settings: Optional[LocalizerSettings] = None) -> None:
+        if loaded.model.config.kind != 'pf':
+            raise LocalizerError(f'{loaded.name} is not a particle filter model')
+        self.loaded = loaded
+        self.model = loaded.model.to(device).eval()
+        self.device = torch.device(device)
+        self.settings = settings or LocalizerSettings()
+        self.generator = torch.Generator(device=self.device).manual_seed(self.settings.seed)
+        self.map: Optional[ViewEmbeddingMap] = None
+        self.map_context = None
+        self.belief: Optional[pf.Belief] = None
+        self.odometry = OdometryBuffer(self.settings.odom_buffer_s)
+        self.last_frame_stamp: Optional[float] = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Return the fingerprint of the model's encoder."""
+        return self.loaded.fingerprint
+
+    # -- map ------------------------------------------------------------------------------
+    def build_map(self, images: Sequence[np.ndarray], poses: np.ndarray,
+                  extent: Optional[Sequence[float]] = None,
+                  frame_id: str = 'map') -> ViewEmbeddingMap:
+        """Embed posed context images ``(H_i, W_i, 3)`` and make them the map (global start)."""
+        size = tuple(self.model.config.image_size)
+        import cv2
+
+        resized = np.stack([img if img.shape[:2] == size else cv2.resize(
+            img, (size[1], size[0]), interpolation=cv2.INTER_AREA) for img in images])
+        the_map = ViewEmbeddingMap.build(self.model, resized, poses,
+                                         extent if extent is not None else self.loaded.extent,
+                                         frame_id)
+        self.set_map(the_map)
+        return the_map
+
+    def set_map(self, the_map: ViewEmbeddingMap) -> None:
+        """Use ``the_map`` (checked against the model's encoder) and restart globally."""
+        the_map.check_compatible(self.model)
+        self.map = the_map.to(self.device)
+        poses = self.map.normalized_poses()[None]
+        with torch.no_grad():
+            self.map_context = self.model.prepare_map(self.map.embeddings[None], poses)
+        self.initialize_global()
+
+    def _require_map(self) -> ViewEmbeddingMap:
+        if self.map is None:
+            raise LocalizerError('no map: build one first')
+        return self.map
+
+    # -- belief ---------------------------------------------------------------------------
+    def initialize_global(self) -> None:
+        """Spread the particles uniformly over the map extent and all headings."""
+        the_map = self._require_map()
+        corners = torch.stack([the_map.extent[:2], the_map.extent[2:]])
+        corners = torch.cat([corners, torch.zeros(2, 1, device=self.device)], -1)
+        box = geometry.normalize_poses(corners, the_map.extent)
+        bounds = torch.cat([box[0, :2], box[1, :2]])[None]
+        self.belief = pf.uniform_belief(bounds, self.settings.num_particles, self.generator)
+
+    def initialize_gaussian(self, pose: Sequence[float], covariance: np.ndarray) -> None:
+        """Draw the particles from a Gaussian: ``pose`` (metres) and 3x3 x, y, yaw covariance."""
+        the_map = self._require_map()
+        pose = np.asarray(pose, dtype=float)
+        cov = np.asarray(covariance, dtype=float)
+        if pose.shape != (3,) or not np.all(np.isfinite(pose)):
+            raise LocalizerError(f'initial pose must be 3 finite numbers, got {pose}')
+        if cov.shape != (3, 3) or not np.all(np.isfinite(cov)) or np.any(np.diag(cov) < 0):
+            raise LocalizerError('initial covariance must be a finite 3x3 matrix with a '
+                                 'non-negative diagonal')
+        std = np.sqrt(np.maximum(np.diag(cov), 1e-8))
+        mean = torch.as_tensor(pose, dtype=torch.float32, device=self.device)
+        normalized = geometry.normalize_poses(mean[None], the_map.extent)
+        _, half = geometry.extent_center_scale(the_map.extent, mean)
+        scale = torch.tensor([1.0 / float(half), 1.0 / float(half), 1.0], device=self.device)
+        std_n = torch.as_tensor(std, dtype=torch.float32, device=self.device) * scale
+        self.belief = pf.gaussian_belief(normalized, std_n, self.settings.num_particles,
+                                         self.generator)
+
+    # -- odometry and frames --------------------------------------------------------------
+    def add_odometry(self, stamp: float, pose: Sequence[float]) -> bool:
+        """Record the robot's odometry pose at ``stamp`` seconds; False when time jumped back."""
+        ok = self.odometry.add(stamp, pose)
+        if not ok:
+            self.last_frame_stamp = None
+        return ok
+
+    def _motion(self, stamp: float) -> Optional[np.ndarray]:
+        if self.last_frame_stamp is None:
+            return None
+        gap = self.settings.max_odom_gap_s
+        a = self.odometry.pose_at(self.last_frame_stamp, gap)
+        b = self.odometry.pose_at(stamp, gap)
+        if a is None or b is None:
+            return None
+        dx, dy = b[0] - a[0], b[1] - a[1]
+        c, s = math.cos(a[2]), math.sin(a[2])
+        return np.array([c * dx + s * dy, -s * dx + c * dy, math.remainder(b[2] - a[2],
+                                                                           2 * math.pi)])
+
+    @torch.no_grad()
+    def process_frame(self, stamp: float, image: np.ndarray) -> FrameResult:
+        """Run one filter step for the camera image ``(H, W, 3)`` uint8 taken at ``stamp``."""
+        the_map = self._require_map()
+        if self.last_frame_stamp is not None and stamp < self.last_frame_stamp:
+            self.last_frame_stamp = None  # time went backwards: no motion across the jump
+        motion_m = self._motion(stamp)
+        moved = motion_m is not None
+        motion = torch.zeros(1, 3, device=self.device)
+        noise = None
+        if moved:
+            motion = geometry.normalize_motion(torch.as_tensor(
+                motion_m, dtype=torch.float32, device=self.device)[None], the_map.extent)
+            _, half = geometry.extent_center_scale(the_map.extent, motion)
+            xy = self.settings.motion_noise_xy / float(half)
+            noise = (xy, xy, self.settings.motion_noise_yaw)
+        settings = FilterSettings(self.settings.num_particles, self.settings.resample_threshold,
+                                  self.settings.soft_resample_alpha, noise)
+        query = self.model.prepare_query(preprocess_images(image[None], self.model.config,
+                                                           self.device))
+        self.belief = filter_step(self.model, self.map_context, query, self.belief, motion,
+                                  settings, self.generator)
+        mean = pf.estimate(self.belief)
+        cov = pf.covariance(self.belief, mean)[0]
+        ess = float(pf.effective_sample_size(self.belief.log_weights)[0])
+        _, half = geometry.extent_center_scale(the_map.extent, mean)
+        scale = torch.diag(torch.tensor([float(half), float(half), 1.0], device=self.device))
+        result = FrameResult(
+            geometry.denormalize_poses(mean, the_map.extent)[0].cpu().numpy(),
+            (scale @ cov @ scale).cpu().numpy(),
+            geometry.denormalize_poses(self.belief.particles[0], the_map.extent).cpu().numpy(),
+            self.belief.weights[0].cpu().numpy(), ess, moved)
+        self.belief = maybe_resample(self.belief, settings, self.generator)
+        self.last_frame_stamp = stamp
+        return result

@@ -1,0 +1,91 @@
+"""The ROS-free runtime: odometry interpolation, map building, frames, belief resets."""
+
+import math
+
+from dmn_localization.core.checkpoint import load_checkpoint, save_checkpoint
+from dmn_localization.core.maps import MapFingerprintError, ViewEmbeddingMap
+from dmn_localization.core.models import build_model, config_for
+from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings, OdometryBuffer
+import numpy as np
+import pytest
+import torch
+
+EXTENT = [0.0, 0.0, 8.0, 8.0]
+
+
+@pytest.fixture(scope='module')
+def loaded(tmp_path_factory):
+    """Return a DMN checkpoint with random weights, loaded as the node would."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('model') / 'dmn.pt'
+    save_checkpoint(path, build_model(config_for('dmn-pf')), EXTENT)
+    return load_checkpoint(path)
+
+
+def images(count, seed=0, size=(96, 128)):
+    """Return random camera images of another size than the model's."""
+    return list(np.random.default_rng(seed).integers(0, 256, (count, *size, 3), dtype=np.uint8))
+
+
+def test_odometry_interpolation_and_time_jumps():
+    buf = OdometryBuffer(horizon_s=10.0)
+    buf.add(0.0, (0.0, 0.0, math.pi - 0.1))
+    buf.add(1.0, (1.0, 2.0, -math.pi + 0.1))
+    mid = buf.pose_at(0.5, max_gap=0.5)
+    np.testing.assert_allclose(mid[:2], [0.5, 1.0])
+    assert abs(abs(mid[2]) - math.pi) < 1e-9  # across +-pi, the short way
+    assert buf.pose_at(2.0, max_gap=0.5) is None and buf.pose_at(1.3, max_gap=0.5) is not None
+    assert buf.add(0.5, (5.0, 5.0, 0.0)) is False  # time went backwards: reset
+    np.testing.assert_allclose(buf.pose_at(0.5, 0.1), [5.0, 5.0, 0.0])
+
+
+def test_no_map_and_foreign_maps_are_refused(loaded):
+    loc = Localizer(loaded, settings=LocalizerSettings(num_particles=64))
+    with pytest.raises(LocalizerError, match='no map'):
+        loc.process_frame(0.0, images(1)[0])
+    torch.manual_seed(1)
+    other = build_model(config_for('dmn-pf'))
+    foreign = ViewEmbeddingMap.build(other, np.stack(images(2, size=(32, 32))),
+                                     np.zeros((2, 3)), EXTENT)
+    with pytest.raises(MapFingerprintError):
+        loc.set_map(foreign)
+
+
+def test_frames_give_poses_covariances_and_particles(loaded):
+    loc = Localizer(loaded, settings=LocalizerSettings(num_particles=256))
+    poses = np.array([[1.0, 1.0, 0.0], [6.0, 2.0, 1.5], [4.0, 6.0, -2.0]])
+    the_map = loc.build_map(images(3), poses)
+    assert the_map.num_views == 3 and the_map.fingerprint == loc.fingerprint
+    result = loc.process_frame(10.0, images(1, seed=5)[0])
+    assert result.pose.shape == (3,) and result.particles.shape == (256, 3)
+    assert np.all(result.particles[:, :2] >= -1e-5) and np.all(result.particles[:, :2] <= 8.0)
+    np.testing.assert_allclose(result.covariance, result.covariance.T, atol=1e-6)
+    assert np.all(np.linalg.eigvalsh(result.covariance) > -1e-6)
+    assert result.covariance[0, 0] > 1.0  # a global belief is wide
+    assert not result.moved_by_odometry  # no odometry yet
+    assert abs(result.weights.sum() - 1.0) < 1e-4
+
+
+def test_odometry_moves_a_narrow_belief(loaded):
+    settings = LocalizerSettings(num_particles=128, motion_noise_xy=0.0, motion_noise_yaw=0.0)
+    loc = Localizer(loaded, settings=settings)
+    loc.build_map(images(2), np.array([[1.0, 1.0, 0.0], [5.0, 5.0, 1.0]]))
+    loc.initialize_gaussian((2.0, 3.0, math.pi / 2), np.diag([1e-6, 1e-6, 1e-6]))
+    loc.add_odometry(0.0, (10.0, 10.0, 0.0))
+    loc.add_odometry(1.0, (11.0, 10.0, 0.0))  # 1 m forward in the odometry frame
+    first = loc.process_frame(0.0, images(1, seed=1)[0])
+    np.testing.assert_allclose(first.pose, [2.0, 3.0, math.pi / 2], atol=0.01)
+    second = loc.process_frame(1.0, images(1, seed=2)[0])
+    assert second.moved_by_odometry
+    # facing +y in the map, 1 m forward lands at (2, 4)
+    np.testing.assert_allclose(second.pose, [2.0, 4.0, math.pi / 2], atol=0.01)
+    assert second.covariance[0, 0] < 1e-3
+
+
+def test_bad_initial_poses(loaded):
+    loc = Localizer(loaded, settings=LocalizerSettings(num_particles=16))
+    loc.build_map(images(1), np.array([[1.0, 1.0, 0.0]]))
+    with pytest.raises(LocalizerError, match='finite'):
+        loc.initialize_gaussian((np.nan, 0.0, 0.0), np.eye(3))
+    with pytest.raises(LocalizerError, match='covariance'):
+        loc.initialize_gaussian((1.0, 1.0, 0.0), -np.eye(3))

@@ -1,0 +1,143 @@
+"""The node localizes over DDS: map from the service, poses and particles from frames."""
+
+import math
+import time
+
+from dmn_localization.core.checkpoint import save_checkpoint
+from dmn_localization.core.models import build_model, config_for, encoder_fingerprint
+from dmn_localization.ros.image_conversion import array_to_imgmsg
+from dmn_localization_interfaces.srv import BuildMap
+from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_srvs.srv import Empty
+from test_build_map_service import pose
+
+STAMP0 = 1000.0
+
+
+def stamp_of(seconds, msg):
+    """Set ``msg.header.stamp`` to ``seconds``; return the message."""
+    msg.header.stamp.sec = int(seconds)
+    msg.header.stamp.nanosec = int(round((seconds - int(seconds)) * 1e9))
+    return msg
+
+
+class Robot:
+    """A test-side node: service clients, publishers of sensors, recorders of outputs."""
+
+    def __init__(self, context):
+        self.node = rclpy.create_node('fake_robot', context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.build_map = self.node.create_client(BuildMap, '/dmn_localization/build_map')
+        self.global_loc = self.node.create_client(Empty, '/dmn_localization/global_localization')
+        self.image_pub = self.node.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.odom_pub = self.node.create_publisher(Odometry, 'odom', 100)
+        self.init_pub = self.node.create_publisher(PoseWithCovarianceStamped, 'initialpose', 1)
+        self.poses, self.clouds = [], []
+        self.node.create_subscription(PoseWithCovarianceStamped, 'pose', self.poses.append, 10)
+        self.node.create_subscription(PoseArray, 'particle_cloud', self.clouds.append,
+                                      qos_profile_sensor_data)
+
+    def call(self, client, request, timeout=60.0):
+        """Call a service and wait for the answer."""
+        future = client.call_async(request)
+        self.executor.spin_until_future_complete(future, timeout_sec=timeout)
+        assert future.done(), 'no service response'
+        return future.result()
+
+    def spin_until(self, predicate, timeout):
+        """Spin until ``predicate()`` or timeout; return its value."""
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def send_frame(self, seconds, image, odom_xyyaw):
+        """Publish odometry and a camera frame at ``seconds``."""
+        odom = stamp_of(seconds, Odometry())
+        odom.header.frame_id, odom.child_frame_id = 'odom', 'base_link'
+        odom.pose.pose = pose(*odom_xyyaw)
+        self.odom_pub.publish(odom)
+        self.image_pub.publish(stamp_of(seconds, array_to_imgmsg(image, 'rgb8')))
+
+
+@pytest.fixture
+def robot(ros_domain):
+    """Return a :class:`Robot` in its own rclpy context."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    r = Robot(context)
+    yield r
+    r.executor.shutdown()
+    r.node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_node_builds_the_map_and_publishes_poses_and_particles(start_process, robot, tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model(config_for('dmn-pf'))
+    checkpoint = tmp_path / 'dmn.pt'
+    save_checkpoint(checkpoint, model, [0.0, 0.0, 8.0, 8.0])
+    node = start_process('dmn_localization_node', '--ros-args',
+                         '-p', f'model_path:={checkpoint}', '-p', 'num_particles:=256',
+                         '-p', 'max_published_particles:=50')
+    assert robot.build_map.wait_for_service(timeout_sec=60.0), node.log()
+    rng = np.random.default_rng(0)
+    request = BuildMap.Request()
+    request.header.frame_id = 'map'
+    request.images = [array_to_imgmsg(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+                                      'rgb8') for _ in range(3)]
+    request.poses = [pose(1.0, 1.0, 0.0), pose(6.0, 2.0, 1.5), pose(4.0, 6.0, -2.0)]
+    response = robot.call(robot.build_map, request)
+    assert response.success, response.message
+    assert response.num_views == 3 and response.fingerprint == encoder_fingerprint(model)
+
+    frames = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(3)]
+    for k, frame in enumerate(frames):
+        robot.send_frame(STAMP0 + k, frame, (0.1 * k, 0.0, 0.0))
+        robot.spin_until(lambda: len(robot.poses) > k, timeout=30.0)
+    assert len(robot.poses) >= 2, node.log()
+    first = robot.poses[0]
+    assert first.header.frame_id == 'map'
+    assert abs(first.header.stamp.sec + first.header.stamp.nanosec * 1e-9 - STAMP0) < 3.0
+    cov = np.asarray(first.pose.covariance).reshape(6, 6)
+    assert cov[0, 0] > 0.5 and cov[1, 1] > 0.5  # a global belief is wide
+    assert robot.spin_until(lambda: len(robot.clouds) > 0, timeout=10.0)
+    assert 0 < len(robot.clouds[-1].poses) <= 50
+
+    # RViz's "2D Pose Estimate": a narrow belief around (2, 3)
+    initial = stamp_of(STAMP0 + 10, PoseWithCovarianceStamped())
+    initial.header.frame_id = 'map'
+    initial.pose.pose = pose(2.0, 3.0, math.pi / 2)
+    c = np.zeros(36)
+    c[[0, 7, 35]] = [1e-4, 1e-4, 1e-4]
+    initial.pose.covariance = c.tolist()
+    robot.init_pub.publish(initial)
+    robot.spin_until(lambda: False, timeout=1.0)
+    count = len(robot.poses)
+    robot.send_frame(STAMP0 + 11, frames[0], (0.3, 0.0, 0.0))
+    assert robot.spin_until(lambda: len(robot.poses) > count, timeout=30.0), node.log()
+    narrow = robot.poses[-1].pose
+    assert abs(narrow.pose.position.x - 2.0) < 0.2 and abs(narrow.pose.position.y - 3.0) < 0.2
+    assert narrow.covariance[0] < 0.05
+
+    robot.call(robot.global_loc, Empty.Request())
+    count = len(robot.poses)
+    robot.send_frame(STAMP0 + 12, frames[1], (0.3, 0.0, 0.0))
+    assert robot.spin_until(lambda: len(robot.poses) > count, timeout=30.0)
+    assert robot.poses[-1].pose.covariance[0] > 0.5  # wide again
+
+    bad = BuildMap.Request()
+    assert not robot.call(robot.build_map, bad).success
+    assert robot.call(robot.build_map, request).success  # still serving
+    assert node.alive() and node.stop() == 0, node.log()
