@@ -26,6 +26,20 @@ import numpy as np
 import torch
 
 
+def map_to_odom(map_pose: Sequence[float], odom_pose: Sequence[float]) -> np.ndarray:
+    """
+    Return the map -> odom transform ``(x, y, yaw)`` that makes the TF tree agree.
+
+    ``map_pose`` is the robot (base) in the map frame, ``odom_pose`` the same robot at
+    the same time in the odometry frame: ``map_T_odom = map_T_base * inverse(odom_T_base)``.
+    """
+    mx, my, myaw = (float(v) for v in map_pose)
+    ox, oy, oyaw = (float(v) for v in odom_pose)
+    yaw = math.remainder(myaw - oyaw, 2 * math.pi)
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([mx - (c * ox - s * oy), my - (s * ox + c * oy), yaw])
+
+
 class LocalizerError(RuntimeError):
     """A request the localizer cannot serve (no map yet, bad pose or covariance)."""
 
@@ -57,6 +71,7 @@ class FrameResult:
     weights: np.ndarray  # (K,)
     effective_sample_size: float
     moved_by_odometry: bool
+    odom_pose: Optional[np.ndarray] = None  # (3,) the robot in the odometry frame, if known
 
 
 class OdometryBuffer:
@@ -240,7 +255,8 @@ class Localizer:
             geometry.denormalize_poses(mean, the_map.extent)[0].cpu().numpy(),
             (scale @ cov @ scale).cpu().numpy(),
             geometry.denormalize_poses(self.belief.particles[0], the_map.extent).cpu().numpy(),
-            self.belief.weights[0].cpu().numpy(), ess, moved)
+            self.belief.weights[0].cpu().numpy(), ess, moved,
+            self.odometry.pose_at(stamp, self.settings.max_odom_gap_s))
         self.belief = maybe_resample(self.belief, settings, self.generator)
         self.last_frame_stamp = stamp
         return result

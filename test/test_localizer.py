@@ -89,3 +89,21 @@ def test_bad_initial_poses(loaded):
         loc.initialize_gaussian((np.nan, 0.0, 0.0), np.eye(3))
     with pytest.raises(LocalizerError, match='covariance'):
         loc.initialize_gaussian((1.0, 1.0, 0.0), -np.eye(3))
+
+
+def test_map_to_odom_closes_the_tf_tree():
+    from dmn_localization.localizer import map_to_odom
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        map_pose = rng.uniform(-5, 5, 3)
+        odom_pose = rng.uniform(-5, 5, 3)
+        tx, ty, tyaw = map_to_odom(map_pose, odom_pose)
+        # map_T_odom * odom_T_base must equal map_T_base
+        x = tx + math.cos(tyaw) * odom_pose[0] - math.sin(tyaw) * odom_pose[1]
+        y = ty + math.sin(tyaw) * odom_pose[0] + math.cos(tyaw) * odom_pose[1]
+        yaw = math.remainder(tyaw + odom_pose[2], 2 * math.pi)
+        np.testing.assert_allclose([x, y], map_pose[:2], atol=1e-9)
+        assert abs(math.remainder(yaw - map_pose[2], 2 * math.pi)) < 1e-9
+    # odometry that agrees with the map: identity transform
+    np.testing.assert_allclose(map_to_odom((1.0, 2.0, 0.5), (1.0, 2.0, 0.5)), 0.0, atol=1e-12)

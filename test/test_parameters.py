@@ -32,11 +32,18 @@ def _launch_node_call():
 
 def test_launch_file_names_the_node_and_only_declared_parameters():
     kwargs = _launch_node_call()
+    tree = ast.parse((ROOT / 'launch' / 'dmn_localization.launch.py').read_text())
     assert ast.literal_eval(kwargs['name']) == parameters.NODE_NAME
+    declared = {ast.literal_eval(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and getattr(n.func, 'id', None) == 'DeclareLaunchArgument'}
+    assert {'namespace', 'params_file', 'model_path', 'use_sim_time', 'image_topic',
+            'odom_topic'} <= declared
     assert ast.literal_eval(kwargs['executable']) == 'dmn_localization_node'
     assert 'dmn_localization_node = ' in (ROOT / 'setup.py').read_text()
-    named = {ast.literal_eval(key) for item in kwargs['parameters'].elts
-             if isinstance(item, ast.Dict) for key in item.keys}
+    tree = ast.parse((ROOT / 'launch' / 'dmn_localization.launch.py').read_text())
+    named = {ast.literal_eval(key) for node in ast.walk(tree) if isinstance(node, ast.Dict)
+             for key in node.keys if isinstance(key, ast.Constant)}
+    assert 'model_path' in named  # the launch argument overrides the YAML when given
     assert named <= set(parameters.BY_NAME) | {'use_sim_time'}, named
 
 
@@ -79,3 +86,16 @@ def test_out_of_range_values_are_refused_with_the_parameter_named(context, name,
     override = Parameter(name, value=value)
     with pytest.raises(Exception, match=match):
         DmnLocalizationNode(context=context, parameter_overrides=[override])
+
+
+def test_rviz_config_shows_the_node_topics():
+    config = yaml.safe_load((ROOT / 'config' / 'dmn_localization.rviz').read_text())
+    manager = config['Visualization Manager']
+    topics = {d['Class'].split('/')[-1]: d['Topic']['Value'] for d in manager['Displays']
+              if 'Topic' in d}
+    assert topics == {'PoseArray': 'particle_cloud', 'PoseWithCovariance': 'pose',
+                      'Image': 'image'}
+    assert manager['Global Options']['Fixed Frame'] == parameters.BY_NAME[
+        'global_frame_id'].default
+    tools = {t['Class']: t for t in manager['Tools']}
+    assert tools['rviz_default_plugins/SetInitialPose']['Topic']['Value'] == 'initialpose'

@@ -18,7 +18,7 @@ import os
 import threading
 from typing import Any, Optional
 
-from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings
+from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings, map_to_odom
 from dmn_localization.ros import image_conversion
 from dmn_localization.ros.conversions import (InvalidRequestError, parse_build_map_request,
                                               pose_to_xyyaw)
@@ -103,8 +103,20 @@ class DmnLocalizationNode(Node):
                                  self._on_initial_pose, QoSProfile(depth=1))
         self.create_service(BuildMap, '~/build_map', self._on_build_map)
         self.create_service(Empty, '~/global_localization', self._on_global_localization)
+        self.tf_broadcaster = self._make_tf_broadcaster()
         self._worker = threading.Thread(target=self._process_frames, daemon=True)
         self._worker.start()
+
+    def _make_tf_broadcaster(self) -> Any:
+        if not self.params['tf_broadcast']:
+            return None
+        try:
+            from tf2_ros import TransformBroadcaster
+        except ImportError:
+            self.get_logger().info('tf2_ros is not importable: map -> odom is not broadcast '
+                                   '(pose and particle_cloud are published)')
+            return None
+        return TransformBroadcaster(self)
 
     def _load_model(self, path: str) -> None:
         from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
@@ -248,6 +260,16 @@ class DmnLocalizationNode(Node):
         heaviest = np.argsort(-result.weights)[:count]
         cloud.poses = [make_pose(*result.particles[i]) for i in heaviest]
         self.cloud_pub.publish(cloud)
+        if self.tf_broadcaster is not None and result.odom_pose is not None:
+            from geometry_msgs.msg import TransformStamped
+
+            x, y, yaw = map_to_odom(result.pose, result.odom_pose)
+            tf = TransformStamped()
+            tf.header.stamp, tf.header.frame_id = stamp, frame
+            tf.child_frame_id = self.params['odom_frame_id']
+            tf.transform.translation.x, tf.transform.translation.y = float(x), float(y)
+            tf.transform.rotation.z, tf.transform.rotation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+            self.tf_broadcaster.sendTransform(tf)
 
     def destroy_node(self) -> None:
         """Stop the frame worker, then destroy the node."""

@@ -58,6 +58,12 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'global_frame_id', 'map',
         'Map frame: frame of the published pose and particles and of the BuildMap poses.'),
     ParameterSpec(
+        'odom_frame_id', 'odom',
+        'Odometry frame: child of the broadcast map -> odom transform.'),
+    ParameterSpec(
+        'tf_broadcast', True,
+        'Broadcast map -> odom on /tf (needs tf2_ros, which apt ROS has and PyPI lacks).'),
+    ParameterSpec(
         'max_map_views', 256,
         'Most context views one BuildMap call may hold; larger requests are refused.',
         value_range=(1, 4096)),
