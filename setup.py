@@ -40,6 +40,7 @@ setup(
             'dmn_train = dmn_localization.learning.train_cli:main',
             'dmn_evaluate = dmn_localization.learning.evaluate_cli:main',
             'dmn_results = dmn_localization.learning.results:main',
+            'dmn_evaluate_bag = dmn_localization.replay.cli:main',
         ],
     },
 )

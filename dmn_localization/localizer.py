@@ -58,6 +58,8 @@ class LocalizerSettings:
     odom_buffer_s: float = 10.0
     #: a frame whose stamp is further than this from any odometry gets no motion update
     max_odom_gap_s: float = 0.5
+    #: margin around the context views of the default map extent, metres
+    map_margin: float = 0.5
     seed: int = 0
 
 
@@ -148,15 +150,23 @@ class Localizer:
     def build_map(self, images: Sequence[np.ndarray], poses: np.ndarray,
                   extent: Optional[Sequence[float]] = None,
                   frame_id: str = 'map') -> ViewEmbeddingMap:
-        """Embed posed context images ``(H_i, W_i, 3)`` and make them the map (global start)."""
+        """
+        Embed posed context images ``(H_i, W_i, 3)`` and make them the map (global start).
+
+        Without ``extent`` the map covers the bounding box of the context positions with
+        ``map_margin`` metres around it (the model normalizes poses over the extent).
+        """
         size = tuple(self.model.config.image_size)
         import cv2
 
         resized = np.stack([img if img.shape[:2] == size else cv2.resize(
             img, (size[1], size[0]), interpolation=cv2.INTER_AREA) for img in images])
-        the_map = ViewEmbeddingMap.build(self.model, resized, poses,
-                                         extent if extent is not None else self.loaded.extent,
-                                         frame_id)
+        if extent is None:
+            poses_arr = np.asarray(poses, dtype=float)
+            low = poses_arr[:, :2].min(0) - self.settings.map_margin
+            high = poses_arr[:, :2].max(0) + self.settings.map_margin
+            extent = [low[0], low[1], high[0], high[1]]
+        the_map = ViewEmbeddingMap.build(self.model, resized, poses, extent, frame_id)
         self.set_map(the_map)
         return the_map
 

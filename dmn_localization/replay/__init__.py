@@ -1,0 +1,1 @@
+"""Replay evaluation of recorded bags through the localization runtime."""

@@ -1,0 +1,145 @@
+"""
+``dmn_evaluate_bag``: replay a ROS 2 bag through the localizer and measure it.
+
+    dmn_evaluate_bag BAG [--model PATH] [--out DIR] [--map-from bag|other|run]
+
+Writes ``metrics.json``, ``truth.tum`` and ``estimate.tum`` (``evo_ape tum truth.tum
+estimate.tum`` works on them) and ``replay.png`` (trajectory against ground truth on the
+map with the context poses, error against time, particle snapshots) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import sys
+from typing import List, Optional
+
+from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
+from dmn_localization.data.dataset import DatasetError
+from dmn_localization.localizer import Localizer, LocalizerSettings
+from dmn_localization.replay.metrics import errors, trajectory_metrics, write_tum
+from dmn_localization.replay.offline import BagTopics, replay, ReplayResult
+import numpy as np
+
+REPO_MODELS = Path(__file__).resolve().parents[2] / 'models'
+
+
+def default_model() -> Optional[Path]:
+    """Return the shipped default model (installed share, else the source tree), if any."""
+    from dmn_localization.ros.node import default_model_path, DEFAULT_MODEL
+
+    path = default_model_path()
+    if path:
+        return Path(path)
+    candidate = REPO_MODELS / DEFAULT_MODEL
+    return candidate if candidate.is_file() else None
+
+
+def plot_replay(result: ReplayResult, path: Path, title: str) -> Path:
+    """Plot trajectory vs truth with context poses, error vs time, particle snapshots."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    est = np.array(result.estimates)
+    truth = np.array(result.truth)
+    err = errors(np.array(result.stamps), est, np.array(result.truth_stamps), truth)
+    panels = 2 + len(result.snapshots)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.0))
+    x0, y0, x1, y1 = result.extent
+    ax = axes[0]
+    ax.plot(truth[:, 0], truth[:, 1], 'b-', label='ground truth')
+    ax.plot(est[:, 0], est[:, 1], 'r.', markersize=3, label='estimate')
+    ax.plot(result.map_poses[:, 0], result.map_poses[:, 1], 'g^', label='context views')
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect('equal')
+    ax.set_title('trajectory [m]', fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    t = np.array(result.stamps) - result.stamps[0]
+    ax.plot(t, err[:, 0], 'k-')
+    ax.axhline(0.5, color='gray', linestyle='--', linewidth=0.8)
+    ax.set_xlabel('time [s]')
+    ax.set_ylabel('position error [m]')
+    ax.set_title('error against time', fontsize=9)
+    for ax, (when, frame) in zip(axes[2:], sorted(result.snapshots.items())):
+        ax.scatter(frame.particles[:, 0], frame.particles[:, 1], s=2,
+                   c=frame.weights, cmap='Reds')
+        near = int(np.argmin(np.abs(t - when)))
+        ax.plot(*est[near, :2], 'kx')
+        truth_at = np.interp(result.stamps[near], result.truth_stamps, truth[:, 0]), np.interp(
+            result.stamps[near], result.truth_stamps, truth[:, 1])
+        ax.plot(*truth_at, 'bo')
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_aspect('equal')
+        ax.set_title(f'particles at t={when:.0f} s', fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command line entry point of ``dmn_evaluate_bag``."""
+    topics = BagTopics()
+    p = argparse.ArgumentParser(prog='dmn_evaluate_bag', description=__doc__.split('\n\n')[0])
+    p.add_argument('bag', type=Path)
+    p.add_argument('--model', type=Path, default=None, help='checkpoint (default: shipped)')
+    p.add_argument('--out', type=Path, default=Path('replay'))
+    p.add_argument('--image-topic', default=topics.image)
+    p.add_argument('--odom-topic', default=topics.odom)
+    p.add_argument('--truth-topic', default=topics.truth)
+    p.add_argument('--mapping-image-topic', default=topics.mapping_image)
+    p.add_argument('--mapping-pose-topic', default=topics.mapping_pose)
+    p.add_argument('--map-from', choices=('bag', 'other', 'run'), default='bag')
+    p.add_argument('--map-bag', type=Path, default=None, help='with --map-from other')
+    p.add_argument('--every-metres', type=float, default=None, help='with --map-from run')
+    p.add_argument('--every-degrees', type=float, default=None, help='with --map-from run')
+    p.add_argument('--extent', type=float, nargs=4, default=None,
+                   metavar=('X_MIN', 'Y_MIN', 'X_MAX', 'Y_MAX'),
+                   help='map extent in metres (default: the context views with 0.5 m around)')
+    p.add_argument('--particles', type=int, default=2048)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--snapshots', type=float, nargs='*', default=[0.0, 5.0, 20.0],
+                   help='seconds after the first frame to plot the particles')
+    p.add_argument('--quiet', action='store_true')
+    a = p.parse_args(argv)
+    model = a.model or default_model()
+    try:
+        if model is None:
+            raise CheckpointError('no --model given and no shipped default model')
+        loaded = load_checkpoint(model)
+        localizer = Localizer(loaded, 'cpu', LocalizerSettings(num_particles=a.particles,
+                                                               seed=a.seed))
+        names = BagTopics(a.image_topic, a.odom_topic, a.truth_topic, a.mapping_image_topic,
+                          a.mapping_pose_topic)
+        result = replay(a.bag, localizer, names, a.map_from, a.map_bag, a.every_metres,
+                        a.every_degrees, a.extent, snapshot_times=a.snapshots,
+                        progress=not a.quiet)
+        metrics = trajectory_metrics(result.stamps, np.array(result.estimates),
+                                     result.truth_stamps, np.array(result.truth),
+                                     result.extent)
+    except (CheckpointError, DatasetError, FileNotFoundError, ValueError) as exc:
+        print(f'dmn_evaluate_bag: error: {exc}', file=sys.stderr)
+        return 2
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / 'metrics.json').write_text(json.dumps(
+        {'bag': str(a.bag), 'model': str(model), 'seed': a.seed, 'particles': a.particles,
+         'map_from': a.map_from, 'metrics': metrics.to_dict()}, indent=1) + '\n')
+    write_tum(a.out / 'estimate.tum', result.stamps, np.array(result.estimates))
+    write_tum(a.out / 'truth.tum', result.truth_stamps, np.array(result.truth))
+    plot = plot_replay(result, a.out / 'replay.png', f'{a.bag.name}: {loaded.name}')
+    for key, value in metrics.to_dict().items():
+        print(f'  {key:<32} {value}')
+    print(f'plot: {plot}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""dmn_evaluate_bag: metrics on known cases, TUM files evo reads, offline replay, errors."""
+
+import json
+import math
+
+from dmn_localization.core.checkpoint import save_checkpoint
+from dmn_localization.core.models import build_model, config_for
+from dmn_localization.data.sim_bag import main as sim_bag_main
+from dmn_localization.replay.cli import main as replay_main
+from dmn_localization.replay.metrics import trajectory_metrics, write_tum
+import numpy as np
+import pytest
+import torch
+
+EXTENT = [0.0, 0.0, 10.0, 10.0]
+
+
+def circle(n=50):
+    """Return stamps and poses of a 1 m/s drive around a circle of radius 3 m."""
+    t = np.linspace(0.0, 10.0, n)
+    angle = t / 3.0
+    poses = np.column_stack([5 + 3 * np.cos(angle), 5 + 3 * np.sin(angle), angle + math.pi / 2])
+    return t, poses
+
+
+def test_metrics_of_a_perfect_estimate():
+    t, truth = circle()
+    m = trajectory_metrics(t, truth, t, truth, EXTENT)
+    assert m.ate_rmse_m == pytest.approx(0.0, abs=1e-9) and m.yaw_error_mean_deg < 1e-6
+    assert m.time_to_converge_s == 0.0 and m.distance_to_converge_m == 0.0
+    assert m.share_within_0_5_m == 1.0 and m.paper_success_final and m.paper_success_share == 1
+
+
+def test_metrics_of_a_constant_offset_and_of_late_convergence():
+    t, truth = circle()
+    shifted = truth + np.array([0.3, 0.4, math.radians(10)])
+    m = trajectory_metrics(t, shifted, t, truth, EXTENT)
+    assert m.ate_rmse_m == pytest.approx(0.5, rel=1e-6)
+    assert m.yaw_error_mean_deg == pytest.approx(10.0, rel=1e-6)
+    assert m.share_within_1_m == 1.0 and m.final_error_m == pytest.approx(0.5)
+    far = truth.copy()
+    far[:20, 0] += 2.0  # wrong by 2 m for the first 20 frames, then exact
+    late = trajectory_metrics(t, far, t, truth, EXTENT)
+    assert late.time_to_converge_s == pytest.approx(t[20])
+    assert late.distance_to_converge_m == pytest.approx(t[20] * 1.0, rel=0.02)  # 1 m/s
+    assert late.share_within_0_5_m == pytest.approx(30 / 50)
+    assert late.ate_rmse_after_convergence_m == pytest.approx(0.0, abs=1e-9)
+    # the paper's criterion: 2 m on a 10 m map is (2/5)^2 = 0.16 < 0.2: a success
+    assert trajectory_metrics(t, truth + [2.0, 0.0, 0.0], t, truth, EXTENT).paper_success_final
+    assert not trajectory_metrics(t, truth + [2.5, 0.0, 0.0], t, truth,
+                                  EXTENT).paper_success_final
+
+
+def test_tum_files_load_in_evo(tmp_path):
+    from evo.tools import file_interface
+
+    t, poses = circle()
+    path = write_tum(tmp_path / 'truth.tum', t + 1.7e9, poses)
+    trajectory = file_interface.read_tum_trajectory_file(str(path))
+    np.testing.assert_allclose(trajectory.positions_xyz[:, :2], poses[:, :2], atol=1e-6)
+    np.testing.assert_allclose(trajectory.timestamps, t + 1.7e9, atol=1e-6)
+    yaw = np.array([math.atan2(2 * (q[0] * q[3]), 1 - 2 * q[3] ** 2)
+                    for q in trajectory.orientations_quat_wxyz])
+    np.testing.assert_allclose(np.remainder(yaw - poses[:, 2] + np.pi, 2 * np.pi) - np.pi, 0,
+                               atol=1e-6)
+
+
+@pytest.fixture(scope='module')
+def bag_and_model(tmp_path_factory):
+    """Write a 6 s Rooms bag and a random-weight DMN checkpoint."""
+    root = tmp_path_factory.mktemp('replay')
+    assert sim_bag_main(['--duration', '6', '--seed', '2', '--contexts', '4',
+                         '--out', str(root / 'bag')]) == 0
+    torch.manual_seed(0)
+    save_checkpoint(root / 'dmn.pt', build_model(config_for('dmn-pf')), EXTENT)
+    return root / 'bag', root / 'dmn.pt'
+
+
+def test_offline_replay_writes_metrics_tum_and_plot_deterministically(bag_and_model, tmp_path):
+    bag, model = bag_and_model
+    runs = []
+    for name in ('a', 'b'):
+        out = tmp_path / name
+        assert replay_main([str(bag), '--model', str(model), '--out', str(out), '--particles',
+                            '256', '--seed', '3', '--quiet', '--snapshots', '0', '3']) == 0
+        runs.append(out)
+        for file in ('metrics.json', 'truth.tum', 'estimate.tum', 'replay.png'):
+            assert (out / file).stat().st_size > 0, file
+    a = (runs[0] / 'estimate.tum').read_text()
+    assert a == (runs[1] / 'estimate.tum').read_text()  # deterministic for a seed
+    assert len(a.splitlines()) == 30  # 6 s at 5 Hz
+    metrics = json.loads((runs[0] / 'metrics.json').read_text())['metrics']
+    assert metrics['frames'] == 30 and metrics['ate_rmse_m'] > 0
+
+
+def test_missing_topic_and_missing_bag_are_errors(bag_and_model, tmp_path, capsys):
+    bag, model = bag_and_model
+    assert replay_main([str(bag), '--model', str(model), '--image-topic', '/nothing',
+                        '--out', str(tmp_path), '--quiet']) == 2
+    assert 'no topic /nothing' in capsys.readouterr().err
+    assert replay_main([str(tmp_path / 'nobag'), '--model', str(model), '--out',
+                        str(tmp_path), '--quiet']) == 2
+    assert 'no such bag' in capsys.readouterr().err
