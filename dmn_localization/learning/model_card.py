@@ -1,0 +1,132 @@
+"""
+Ship a trained checkpoint: copy it into ``models/``, measure it, write its model card.
+
+    python -m dmn_localization.learning.model_card runs/dmn-pf-rooms-s0/best.pt \
+        --name dmn-pf-rooms --test-data data/rooms-test --episodes 1000
+
+The card (``models/NAME.md``, data in ``models/NAME.json``) records the training data
+and budget, the test metrics, the input specification and the intended use, and the
+success rate of a small regression check that the test suite repeats on the shipped
+weights (:func:`regression_success`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+import shutil
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional
+
+from dmn_localization.core.checkpoint import load_checkpoint
+from dmn_localization.core.models import count_parameters
+from dmn_localization.data.dataset import Dataset, generate, GenerationSpec
+from dmn_localization.learning.evaluation import evaluate, fixed_episodes, PROTOCOLS, run_model
+import torch
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / 'models'
+#: The regression check: environments the check renders itself (test split, seed 7).
+REGRESSION_SPEC = {'split': 'test', 'envs': 30, 'views_per_env': 10, 'seed': 7}
+REGRESSION_EPISODES = 60
+
+
+def regression_success(checkpoint: Path, domain: str, workdir: Optional[Path] = None) -> float:
+    """Return sequential global localization success on the fixed regression episodes."""
+    loaded = load_checkpoint(checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(workdir or tmp) / f'regression-{domain}'
+        spec = GenerationSpec(domain, image_size=tuple(loaded.model.config.image_size),
+                              **REGRESSION_SPEC)
+        generate(spec, root, workers=1, progress=False)
+        protocol = PROTOCOLS['sequential-global']
+        data = fixed_episodes(Dataset(root), protocol, REGRESSION_EPISODES, 0,
+                              loaded.model.config, torch.device('cpu'))
+        errors = run_model(loaded.model, loaded.name, data, protocol,
+                           torch.Generator().manual_seed(0))
+    return float((errors < 0.2).mean())
+
+
+def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int) -> Path:
+    """Copy ``checkpoint`` to ``models/NAME.pt`` and write its card; return the card path."""
+    loaded = load_checkpoint(checkpoint)
+    dataset = Dataset(test_data)
+    results = evaluate({loaded.name: loaded.model}, dataset, episodes, seed=0)
+    target = MODELS_DIR / f'{name}.pt'
+    shutil.copyfile(checkpoint, target)
+    regression = regression_success(target, dataset.domain)
+    meta = loaded.metadata
+    config = loaded.model.config
+    data: Dict[str, Any] = {
+        'name': name, 'model': loaded.name, 'fingerprint': loaded.fingerprint,
+        'parameters': count_parameters(loaded.model), 'training': meta,
+        'input': {'image_size': list(config.image_size), 'pixel_mean': config.pixel_mean,
+                  'pixel_std': config.pixel_std, 'training_extent_m': list(loaded.extent)},
+        'test': {'data': str(test_data), 'episodes': episodes, 'results': results},
+        'regression_check': {'success': regression, 'episodes': REGRESSION_EPISODES,
+                             **REGRESSION_SPEC, 'domain': dataset.domain},
+    }
+    (MODELS_DIR / f'{name}.json').write_text(json.dumps(data, indent=1) + '\n')
+    rows = '\n'.join(
+        f'| {p} | {r[loaded.name]["success"]:.1%} ± {r[loaded.name]["success_stderr"]:.1%} | '
+        f'{r[loaded.name]["mse"]:.4f} |' for p, r in results.items())
+    card = f"""# {name}
+
+`{loaded.name}` ({data["parameters"]:,} parameters, encoder fingerprint
+`{loaded.fingerprint}`), the default model of `dmn_localization_node`.
+
+## Training
+
+- Data: `{meta.get("train_data")}` (`dmn_dataset generate --domain {dataset.domain} --split
+  train`, default size, seed 0), validation on the val split.
+- Budget: {meta.get("samples", 0):,} training samples seen when this checkpoint was the
+  best on validation; batch {meta.get("batch_size")}, Adam, learning rate {meta.get("lr")},
+  Nc={meta.get("num_contexts")}, K={meta.get("num_particles")}, seed {meta.get("seed")}.
+- Validation at that point: loss {meta.get("val_loss", float("nan")):.4f}, one-step global
+  success {meta.get("val_global_success", float("nan")):.1%}.
+
+## Test metrics
+
+`dmn_evaluate --data {test_data} --checkpoint models/{name}.pt --episodes {episodes}`
+
+| protocol | success | mean squared x-y error (normalized) |
+| --- | --- | --- |
+{rows}
+
+Regression check repeated by the test suite (`test/test_shipped_models.py`): sequential
+global localization on {REGRESSION_EPISODES} episodes of {REGRESSION_SPEC["envs"]} test-split
+environments it renders (seed {REGRESSION_SPEC["seed"]}): {regression:.1%}.
+
+## Input
+
+RGB images resized to {config.image_size[0]}x{config.image_size[1]}, pixels scaled to
+`(value / 255 - {config.pixel_mean}) / {config.pixel_std}`; poses normalized over the map
+extent (training environments: {dataset.domain}, median extent
+{[round(v, 2) for v in loaded.extent]} m).
+
+## Intended use
+
+Sparse visual localization in simulated {dataset.domain} like those of `dmn_dataset`,
+from a few posed context views. Not trained on real images: fine-tune on a robot's own
+data (`dmn_dataset from-bag`) before relying on it elsewhere.
+"""
+    path = MODELS_DIR / f'{name}.md'
+    path.write_text(card)
+    return path
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('checkpoint', type=Path)
+    p.add_argument('--name', required=True, help='e.g. dmn-pf-rooms')
+    p.add_argument('--test-data', type=Path, required=True)
+    p.add_argument('--episodes', type=int, default=1000)
+    a = p.parse_args(argv)
+    print(write_card(a.name, a.checkpoint, a.test_data, a.episodes))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
