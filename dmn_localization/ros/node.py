@@ -23,6 +23,7 @@ from dmn_localization.ros import image_conversion
 from dmn_localization.ros.conversions import (InvalidRequestError, parse_build_map_request,
                                               pose_to_xyyaw)
 from dmn_localization.ros.parameters import declare_parameters, NODE_NAME
+from dmn_localization_interfaces.msg import ViewEmbeddingMap as ViewEmbeddingMapMsg
 from dmn_localization_interfaces.srv import BuildMap
 from geometry_msgs.msg import Pose, PoseArray, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
@@ -31,7 +32,7 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data, QoSProfile
+from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_srvs.srv import Empty
 
@@ -101,6 +102,12 @@ class DmnLocalizationNode(Node):
                                  callback_group=MutuallyExclusiveCallbackGroup())
         self.create_subscription(PoseWithCovarianceStamped, 'initialpose',
                                  self._on_initial_pose, QoSProfile(depth=1))
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.map_pub = self.create_publisher(ViewEmbeddingMapMsg, 'view_embedding_map', latched)
+        if self.params['map_source'] == 'topic':
+            self.create_subscription(ViewEmbeddingMapMsg, 'view_embedding_map',
+                                     self._on_map_message, latched)
         self.create_service(BuildMap, '~/build_map', self._on_build_map)
         self.create_service(Empty, '~/global_localization', self._on_global_localization)
         self.tf_broadcaster = self._make_tf_broadcaster()
@@ -160,6 +167,12 @@ class DmnLocalizationNode(Node):
         with self._filter_lock:
             the_map = self.localizer.build_map(views.images, views.poses, views.extent,
                                                views.frame_id)
+        if self.params['publish_map']:
+            from dmn_localization.ros.map_conversion import map_to_msg
+
+            msg = map_to_msg(the_map, self.params['map_dtype'], ViewEmbeddingMapMsg, Pose)
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self.map_pub.publish(msg)
         response.success = True
         response.num_views = the_map.num_views
         response.fingerprint = the_map.fingerprint
@@ -167,6 +180,24 @@ class DmnLocalizationNode(Node):
                             f'extent {[round(float(v), 2) for v in the_map.extent]}')
         self.get_logger().info(response.message)
         return response
+
+    def _on_map_message(self, msg: ViewEmbeddingMapMsg) -> None:
+        from dmn_localization.core.maps import MapError
+        from dmn_localization.ros.map_conversion import msg_to_map
+
+        if self.localizer is None:
+            self.get_logger().error('map received but no model is loaded: ignored')
+            return
+        try:
+            the_map = msg_to_map(msg)
+            with self._filter_lock:
+                self.localizer.set_map(the_map)
+        except MapError as exc:
+            self.get_logger().error(f'map from view_embedding_map refused, belief kept: {exc}')
+            return
+        self.get_logger().info(f'map of {the_map.num_views} views from {the_map.model_name} '
+                               f'(fingerprint {the_map.fingerprint}) received; belief '
+                               're-initialized')
 
     def _on_global_localization(self, request: Empty.Request,
                                 response: Empty.Response) -> Empty.Response:

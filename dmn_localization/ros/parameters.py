@@ -64,6 +64,16 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'tf_broadcast', True,
         'Broadcast map -> odom on /tf (needs tf2_ros, which apt ROS has and PyPI lacks).'),
     ParameterSpec(
+        'map_source', 'service',
+        'Where the map comes from: service (~/build_map) or topic (view_embedding_map, '
+        'published by another robot).', choices=('service', 'topic')),
+    ParameterSpec(
+        'publish_map', True,
+        'Publish every map built by ~/build_map on view_embedding_map (latched).'),
+    ParameterSpec(
+        'map_dtype', 'float32',
+        'Precision of the published embeddings.', choices=('float32', 'float16')),
+    ParameterSpec(
         'max_map_views', 256,
         'Most context views one BuildMap call may hold; larger requests are refused.',
         value_range=(1, 4096)),
