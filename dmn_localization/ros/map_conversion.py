@@ -51,7 +51,7 @@ def map_to_msg(the_map: ViewEmbeddingMap, dtype: str, msg_factory: Callable[[], 
 
 def msg_to_map(msg: Any) -> ViewEmbeddingMap:
     """Rebuild a map (float32 embeddings) from a message; raise MapMessageError if bad."""
-    by_code = {code: np_dtype for code, np_dtype in DTYPES.values()}
+    by_code = dict(DTYPES.values())
     if msg.dtype not in by_code:
         raise MapMessageError(f'unknown embedding dtype code {msg.dtype}')
     shape = tuple(int(s) for s in msg.shape)
