@@ -44,7 +44,9 @@ def _ament_index() -> str:
 def _torch() -> str:
     import torch
 
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    from dmn_localization.core.device import resolve_device
+
+    device = resolve_device('auto')
     return f'PyTorch {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads'
 
 

@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Dict, List
 
 from dmn_localization.core import particle_filter as pf
+from dmn_localization.core.device import resolve_device
 from dmn_localization.core.inference import filter_step, FilterSettings, InitialBelief, localize
 from dmn_localization.core.losses import pose_loss
 from dmn_localization.core.models import build_model, config_for, parameter_table
@@ -173,9 +174,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--quick', action='store_true', help='fewer repetitions')
     args = parser.parse_args(argv)
-    name = args.device if args.device != 'auto' else (
-        'cuda' if torch.cuda.is_available() else 'cpu')
-    result = run(args.quick, torch.device(name))
+    result = run(args.quick, resolve_device(args.device))
     print(format_table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + '\n')

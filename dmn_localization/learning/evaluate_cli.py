@@ -18,12 +18,13 @@ import sys
 from typing import Dict, List, Optional
 
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
+from dmn_localization.core.device import resolve_device
 from dmn_localization.core.models import NON_LEARNED_MODELS
 from dmn_localization.data.dataset import Dataset, DatasetError
 from dmn_localization.learning.evaluation import (evaluate, fixed_episodes, format_table, Protocol,
                                                   PROTOCOLS, run_model)
 from dmn_localization.learning.plots import plot_belief, plot_curves, success_curve
-from dmn_localization.learning.trainer import resolve_device, SUCCESS_THRESHOLD
+from dmn_localization.learning.trainer import SUCCESS_THRESHOLD
 import torch
 
 

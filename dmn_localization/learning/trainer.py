@@ -28,6 +28,7 @@ import time
 from typing import Any, Dict, List
 
 from dmn_localization.core.checkpoint import save_checkpoint
+from dmn_localization.core.device import resolve_device
 from dmn_localization.core.inference import FilterSettings, localize
 from dmn_localization.core.losses import pose_loss, xy_squared_error
 from dmn_localization.core.models import build_model, config_for, count_parameters
@@ -95,13 +96,6 @@ class EpisodeLoss(nn.Module):
         result = localize(model, map_ctx, episodes.query_images, episodes.motions, initial,
                           self.settings, generator)
         return pose_loss(result.estimates, episodes.truth)
-
-
-def resolve_device(name: str) -> torch.device:
-    """Map ``auto`` to CUDA when available, else the CPU."""
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(name)
 
 
 def _distributed() -> tuple:

@@ -18,6 +18,7 @@ import os
 import threading
 from typing import Any, Optional
 
+from dmn_localization.core.device import resolve_device
 from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings, map_to_odom
 from dmn_localization.ros import image_conversion
 from dmn_localization.ros.conversions import (InvalidRequestError, parse_build_map_request,
@@ -38,17 +39,6 @@ from std_srvs.srv import Empty
 
 #: File name of the default model in share/dmn_localization/models.
 DEFAULT_MODEL = 'dmn-pf-rooms.pt'
-
-
-def resolve_device(requested: str) -> str:
-    """Map the ``device`` parameter (auto, cpu, cuda) to the torch device to use."""
-    import torch
-
-    if requested == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if requested == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('parameter device is cuda but torch sees no CUDA device')
-    return requested
 
 
 def default_model_path() -> str:
@@ -82,7 +72,7 @@ class DmnLocalizationNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.params = declare_parameters(self)
-        self.device = resolve_device(self.params['device'])
+        self.device = str(resolve_device(self.params['device']))
         self.localizer: Optional[Localizer] = None
         self._load_model(self.params['model_path'] or default_model_path())
         self.frames_processed = 0
