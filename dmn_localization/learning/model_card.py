@@ -48,7 +48,8 @@ def regression_success(checkpoint: Path, domain: str, workdir: Optional[Path] = 
     return float((errors < 0.2).mean())
 
 
-def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int) -> Path:
+def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
+               status: str = '') -> Path:
     """Copy ``checkpoint`` to ``models/NAME.pt`` and write its card; return the card path."""
     loaded = load_checkpoint(checkpoint)
     dataset = Dataset(test_data)
@@ -75,7 +76,7 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int) -> P
 
 `{loaded.name}` ({data["parameters"]:,} parameters, encoder fingerprint
 `{loaded.fingerprint}`), the default model of `dmn_localization_node`.
-
+{chr(10) + "**Status:** " + status + chr(10) if status else ""}
 ## Training
 
 - Data: `{meta.get("train_data")}` (`dmn_dataset generate --domain {dataset.domain} --split
@@ -123,8 +124,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--name', required=True, help='e.g. dmn-pf-rooms')
     p.add_argument('--test-data', type=Path, required=True)
     p.add_argument('--episodes', type=int, default=1000)
+    p.add_argument('--status', default='', help='a sentence on the state of this model')
     a = p.parse_args(argv)
-    print(write_card(a.name, a.checkpoint, a.test_data, a.episodes))
+    print(write_card(a.name, a.checkpoint, a.test_data, a.episodes, a.status))
     return 0
 
 
