@@ -17,6 +17,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 from dmn_localization.data.dataset import DatasetError, write_manifest, write_shard
 from dmn_localization.data.worlds import bounding_world
+from dmn_localization.ros.conversions import pose_to_xyyaw
 from dmn_localization.ros.image_conversion import ImageConversionError, imgmsg_to_rgb8
 import numpy as np
 
@@ -32,11 +33,9 @@ def _stamp_ns(msg: Any) -> int:
     return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
 
 
-def _pose_of(msg: Any) -> Tuple[float, float, float]:
-    pose = msg.pose.pose if hasattr(msg.pose, 'pose') else msg.pose
-    q = pose.orientation
-    yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
-    return float(pose.position.x), float(pose.position.y), yaw
+def pose_of_message(msg: Any) -> Tuple[float, float, float]:
+    """Return ``(x, y, yaw)`` of a PoseStamped, PoseWithCovarianceStamped or Odometry."""
+    return pose_to_xyyaw(msg.pose.pose if hasattr(msg.pose, 'pose') else msg.pose)
 
 
 def read_topics(bag: Path, image_topic: str,
@@ -64,7 +63,7 @@ def read_topics(bag: Path, image_topic: str,
                 images.append((_stamp_ns(msg), msg))
             else:
                 stamps.append(_stamp_ns(msg))
-                poses.append(_pose_of(msg))
+                poses.append(pose_of_message(msg))
     if not poses:
         raise BagTopicError(f'{bag}: no messages on {pose_topic}')
     order = np.argsort(stamps, kind='stable')

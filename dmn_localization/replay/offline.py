@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from dmn_localization.data.from_bag import BagTopicError, POSE_TYPES, posed_images
+from dmn_localization.data.from_bag import (BagTopicError, pose_of_message, POSE_TYPES,
+                                            posed_images)
 from dmn_localization.localizer import FrameResult, Localizer
 from dmn_localization.ros.image_conversion import imgmsg_to_rgb8
 import numpy as np
@@ -48,12 +49,6 @@ def _seconds(msg: Any) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
-def _yaw_pose(msg: Any) -> Tuple[float, float, float]:
-    from dmn_localization.data.from_bag import _pose_of
-
-    return _pose_of(msg)
-
-
 def mapping_views(bag: Path, topics: BagTopics) -> Tuple[List[np.ndarray], np.ndarray]:
     """Return the mapping part of a bag: images and their poses (paired by stamp)."""
     from rosbags.highlevel import AnyReader
@@ -74,7 +69,7 @@ def mapping_views(bag: Path, topics: BagTopics) -> Tuple[List[np.ndarray], np.nd
             if conn.topic == topics.mapping_image:
                 images[key] = imgmsg_to_rgb8(msg)
             else:
-                poses[key] = _yaw_pose(msg)
+                poses[key] = pose_of_message(msg)
     keys = sorted(set(images) & set(poses))
     if not keys:
         raise BagTopicError(f'{bag}: no image on {topics.mapping_image} has a pose with the '
@@ -138,10 +133,10 @@ def replay(bag: Path, localizer: Localizer, topics: BagTopics,
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
             if conn.topic == topics.odom:
-                localizer.add_odometry(_seconds(msg), _yaw_pose(msg))
+                localizer.add_odometry(_seconds(msg), pose_of_message(msg))
             elif conn.topic == topics.truth:
                 result.truth_stamps.append(_seconds(msg))
-                result.truth.append(_yaw_pose(msg))
+                result.truth.append(pose_of_message(msg))
             else:
                 stamp = _seconds(msg)
                 frame = localizer.process_frame(stamp, imgmsg_to_rgb8(msg))
