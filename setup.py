@@ -41,6 +41,7 @@ setup(
             'dmn_evaluate = dmn_localization.learning.evaluate_cli:main',
             'dmn_results = dmn_localization.learning.results:main',
             'dmn_evaluate_bag = dmn_localization.replay.cli:main',
+            'dmn_map = dmn_localization.ros.map_tool:main',
         ],
     },
 )
