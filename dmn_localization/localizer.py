@@ -22,6 +22,7 @@ from dmn_localization.core.checkpoint import LoadedModel
 from dmn_localization.core.inference import filter_step, FilterSettings, maybe_resample
 from dmn_localization.core.maps import ViewEmbeddingMap
 from dmn_localization.core.preprocessing import preprocess_images
+from dmn_localization.data.episodes import relative_motions
 import numpy as np
 import torch
 
@@ -188,10 +189,7 @@ class Localizer:
     def initialize_global(self) -> None:
         """Spread the particles uniformly over the map extent and all headings."""
         the_map = self._require_map()
-        corners = torch.stack([the_map.extent[:2], the_map.extent[2:]])
-        corners = torch.cat([corners, torch.zeros(2, 1, device=self.device)], -1)
-        box = geometry.normalize_poses(corners, the_map.extent)
-        bounds = torch.cat([box[0, :2], box[1, :2]])[None]
+        bounds = geometry.normalized_bounds(the_map.extent, the_map.extent)[None]
         self.belief = pf.uniform_belief(bounds, self.settings.num_particles, self.generator)
 
     def initialize_gaussian(self, pose: Sequence[float], covariance: np.ndarray) -> None:
@@ -229,10 +227,7 @@ class Localizer:
         b = self.odometry.pose_at(stamp, gap)
         if a is None or b is None:
             return None
-        dx, dy = b[0] - a[0], b[1] - a[1]
-        c, s = math.cos(a[2]), math.sin(a[2])
-        return np.array([c * dx + s * dy, -s * dx + c * dy, math.remainder(b[2] - a[2],
-                                                                           2 * math.pi)])
+        return relative_motions(np.stack([a, b]))[1]
 
     @torch.no_grad()
     def process_frame(self, stamp: float, image: np.ndarray) -> FrameResult:

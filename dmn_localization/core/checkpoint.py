@@ -2,8 +2,9 @@
 Model checkpoints that rebuild their model with no other input.
 
 A checkpoint holds the weights, the config (architecture and input preprocessing:
-image size, pixel normalization), the metric extent of the training environments
-(the default map extent), the encoder fingerprint and free-form training metadata.
+image size, pixel normalization), the typical metric extent of the training
+environments (for reference: a map's extent comes with the map), the encoder
+fingerprint and free-form training metadata.
 """
 
 from __future__ import annotations

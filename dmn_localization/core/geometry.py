@@ -59,6 +59,17 @@ def denormalize_poses(poses: Tensor, extent: ExtentLike) -> Tensor:
     return torch.cat([poses[..., :2] * half + center, poses[..., 2:3]], -1)
 
 
+def normalized_bounds(extent: ExtentLike, like: Tensor) -> Tensor:
+    """
+    Return the extent itself in normalized coordinates: ``[x_min, y_min, x_max, y_max]``.
+
+    ``extent`` is ``(..., 4)``; the result has its shape (``[-1, -1, 1, 1]`` for a square).
+    """
+    ext = _extent(extent, like)
+    center, half = extent_center_scale(ext, like)
+    return torch.cat([(ext[..., :2] - center) / half, (ext[..., 2:] - center) / half], -1)
+
+
 def normalize_motion(motion: Tensor, extent: ExtentLike) -> Tensor:
     """Scale a relative motion ``(..., 3)`` (robot frame, metres) to normalized units."""
     _, half = extent_center_scale(extent, motion)

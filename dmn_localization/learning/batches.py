@@ -58,10 +58,7 @@ def to_tensors(batch: EpisodeBatch, config: InputConfig,
         return geometry.normalize_poses(torch.as_tensor(array, dtype=torch.float32,
                                                         device=device), extents)
 
-    corners = torch.stack([extents[:, 0, :2], extents[:, 0, 2:]], 1)  # (B, 2, 2)
-    corners = torch.cat([corners, torch.zeros_like(corners[..., :1])], -1)
-    normalized = geometry.normalize_poses(corners, extents)
-    bounds = torch.cat([normalized[:, 0, :2], normalized[:, 1, :2]], -1)
+    bounds = geometry.normalized_bounds(extents[:, 0], extents)
     motions = geometry.normalize_motion(
         torch.as_tensor(batch.motions, dtype=torch.float32, device=device), extents)
     return TensorEpisodes(preprocess_images(batch.context_images, config, device),

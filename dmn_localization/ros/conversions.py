@@ -21,6 +21,16 @@ class InvalidRequestError(ValueError):
     """A service request that cannot be served; the message says what was wrong."""
 
 
+def make_pose(x: float, y: float, yaw: float, factory: Any = None) -> Any:
+    """Return a ``geometry_msgs/Pose`` (or ``factory()``) at (x, y) heading ``yaw``."""
+    if factory is None:
+        from geometry_msgs.msg import Pose as factory
+    pose = factory()
+    pose.position.x, pose.position.y = float(x), float(y)
+    pose.orientation.z, pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+    return pose
+
+
 def pose_to_xyyaw(pose: Any) -> Tuple[float, float, float]:
     """
     Return ``(x, y, yaw)`` of a ``geometry_msgs/Pose``; raise ValueError when invalid.

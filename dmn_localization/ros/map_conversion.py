@@ -9,11 +9,10 @@ a map made by another encoder.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 from dmn_localization.core.maps import MapError, ViewEmbeddingMap
-from dmn_localization.ros.conversions import pose_to_xyyaw
+from dmn_localization.ros.conversions import make_pose, pose_to_xyyaw
 import numpy as np
 import torch
 
@@ -34,13 +33,8 @@ def map_to_msg(the_map: ViewEmbeddingMap, dtype: str, msg_factory: Callable[[], 
     msg.header.frame_id = the_map.frame_id
     msg.model_name = the_map.model_name
     msg.fingerprint = the_map.fingerprint
-    poses = []
-    for x, y, yaw in the_map.poses.detach().cpu().numpy().astype(float):
-        pose = pose_factory()
-        pose.position.x, pose.position.y = float(x), float(y)
-        pose.orientation.z, pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
-        poses.append(pose)
-    msg.view_poses = poses
+    msg.view_poses = [make_pose(x, y, yaw, pose_factory)
+                      for x, y, yaw in the_map.poses.detach().cpu().numpy().astype(float)]
     msg.extent = [float(v) for v in the_map.extent.detach().cpu().numpy()]
     embeddings = the_map.embeddings.detach().cpu().numpy().astype(np_dtype)
     msg.shape = [int(s) for s in embeddings.shape]

@@ -21,8 +21,8 @@ from typing import Any, Optional
 from dmn_localization.core.device import resolve_device
 from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings, map_to_odom
 from dmn_localization.ros import image_conversion
-from dmn_localization.ros.conversions import (InvalidRequestError, parse_build_map_request,
-                                              pose_to_xyyaw)
+from dmn_localization.ros.conversions import (InvalidRequestError, make_pose,
+                                              parse_build_map_request, pose_to_xyyaw)
 from dmn_localization.ros.parameters import declare_parameters, NODE_NAME
 from dmn_localization_interfaces.msg import ViewEmbeddingMap as ViewEmbeddingMapMsg
 from dmn_localization_interfaces.srv import BuildMap
@@ -56,14 +56,6 @@ def default_model_path() -> str:
 def stamp_seconds(stamp: Any) -> float:
     """Return a builtin_interfaces/Time as float seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
-
-
-def make_pose(x: float, y: float, yaw: float) -> Pose:
-    """Return a geometry_msgs/Pose at (x, y) heading ``yaw``."""
-    pose = Pose()
-    pose.position.x, pose.position.y = float(x), float(y)
-    pose.orientation.z, pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
-    return pose
 
 
 class DmnLocalizationNode(Node):
