@@ -124,3 +124,25 @@ def test_trajectory_episodes_follow_the_path(renderer):
     integrated = compose_motions(batch.query_poses[0, 0], batch.motions[0])
     np.testing.assert_allclose(integrated[:, :2], batch.query_poses[0, :, :2], atol=1e-4)
     assert np.array_equal(renderer.render(batch.query_poses[0, 3:4])[0], batch.query_images[0, 3])
+
+
+def test_each_wall_of_a_room_has_a_panel_of_its_own_colour(renderer):
+    world = generate_world('rooms', 5)
+    panels = [o for o in world.objects if o.kind == 'panel']
+    assert len(panels) == 4 and len({p.color for p in panels}) == 4
+    side = world.extent[2]
+    # one panel against each wall: south, east, north, west
+    walls = {('y', 0.0): 0, ('x', 1.0): 0, ('y', 1.0): 0, ('x', 0.0): 0}
+    for p in panels:
+        if min(p.y, side - p.y) < 0.1:
+            walls[('y', round(p.y / side))] += 1
+        else:
+            walls[('x', round(p.x / side))] += 1
+    assert list(walls.values()) == [1, 1, 1, 1]
+    # the red one, looked at from the room centre, fills the middle of the image
+    room = Rect(0.0, 0.0, 6.0, 6.0, 'white', 'concrete', 'white')
+    red = SceneObject('panel', 'red', 3.0, 5.95, 0.0, 2.0)
+    renderer.load(World('rooms', 0, [room], [], [red]))
+    facing, away = renderer.render(np.array([[3.0, 3.0, math.pi / 2], [3.0, 3.0, -math.pi / 2]]))
+    assert abs(red_columns(facing) - 23.5) < 2.0 and redness(facing[None]).sum() > 100
+    assert red_columns(away) is None

@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from dmn_localization.data.worlds import DOMAINS, generate_world, World
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLITS = ('train', 'val', 'test')
 #: (domain, split) -> (environments, views per environment); see the README.
 DEFAULT_SIZES: Dict[Tuple[str, str], Tuple[int, int]] = {

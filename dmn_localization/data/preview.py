@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
 from dmn_localization.data.dataset import Dataset
-from dmn_localization.data.worlds import World
+from dmn_localization.data.worlds import PANEL_DEPTH, World
 import numpy as np
 
 VIEW_COLORS = ('tab:red', 'tab:blue', 'tab:green', 'tab:orange', 'tab:purple', 'tab:brown',
@@ -44,9 +45,14 @@ def draw_world(ax: 'object', world: World) -> None:
         ax.plot(xs, ys, color='0.2', linewidth=1.5)
     for obj in world.objects:
         color = obj.color if obj.color not in ('none', 'grey') else 'dimgray'
-        ax.add_patch(Rectangle((obj.x - obj.size / 2, obj.y - obj.size / 2), obj.size, obj.size,
+        # a panel's long side runs along its yaw (0 or 90 degrees, against a wall)
+        along_x = obj.kind != 'panel' or abs(math.cos(obj.yaw)) > 0.5
+        sx = obj.size if along_x else PANEL_DEPTH
+        sy = obj.size if obj.kind != 'panel' or not along_x else PANEL_DEPTH
+        ax.add_patch(Rectangle((obj.x - sx / 2, obj.y - sy / 2), sx, sy,
                                facecolor=color, edgecolor='k', alpha=0.8))
-        ax.annotate(obj.kind, (obj.x, obj.y), fontsize=6, ha='center', va='center')
+        if obj.kind != 'panel':
+            ax.annotate(obj.kind, (obj.x, obj.y), fontsize=6, ha='center', va='center')
     x_min, y_min, x_max, y_max = world.extent
     ax.set_xlim(x_min - 0.3, x_max + 0.3)
     ax.set_ylim(y_min - 0.3, y_max + 0.3)

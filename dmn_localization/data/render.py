@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any, Optional, Tuple
 
-from dmn_localization.data.worlds import ros_to_miniworld, World
+from dmn_localization.data.worlds import PANEL_DEPTH, PANEL_HEIGHT, ros_to_miniworld, World
 import numpy as np
 
 _ENV_CLASS: Any = None
@@ -44,6 +44,8 @@ def _scene_env_class() -> Any:
         raise RenderError(f'MiniWorld cannot render here: {exc}') from exc
 
     def make_entity(obj: Any) -> Any:
+        if obj.kind == 'panel':
+            return entity.Box(color=obj.color, size=[obj.size, PANEL_HEIGHT, PANEL_DEPTH])
         if obj.kind == 'box':
             return entity.Box(color=obj.color, size=obj.size)
         if obj.kind == 'ball':

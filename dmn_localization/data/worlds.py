@@ -32,6 +32,11 @@ CEILING_TEXTURES = ('ceiling_tiles', 'ceiling_tile_noborder', 'concrete', 'white
 OBJECT_KINDS = ('box', 'ball', 'key', 'duckie', 'cone', 'barrel', 'medkit')
 COLORED_KINDS = ('box', 'ball', 'key')
 OBJECT_COLORS = ('red', 'green', 'blue', 'purple', 'yellow', 'grey')
+#: Colours of the wall panels of a room, one per wall, all different.
+PANEL_COLORS = ('red', 'green', 'blue', 'purple', 'yellow')
+#: A wall panel (a door, a cabinet) stands on the floor against a wall: height, depth in m.
+PANEL_HEIGHT = 1.2
+PANEL_DEPTH = 0.1
 
 #: Margin kept between a camera and any wall, metres.
 CAMERA_MARGIN = 0.3
@@ -57,7 +62,13 @@ class Rect:
 
 @dataclass
 class SceneObject:
-    """An object: ``kind`` (:data:`OBJECT_KINDS`), colour, position, yaw, size in metres."""
+    """
+    An object: ``kind``, colour, position, yaw, size in metres.
+
+    ``kind`` is one of :data:`OBJECT_KINDS`, or ``panel``: a flat box of width ``size``,
+    :data:`PANEL_HEIGHT` high and :data:`PANEL_DEPTH` deep against a wall, its long side
+    along ``yaw``.
+    """
 
     kind: str
     color: str
@@ -113,6 +124,8 @@ class World:
                 free |= (y >= r.y_min) & (y <= r.y_max) & (x >= r.x_min + margin) & (
                     x <= r.x_max - margin)
         for obj in self.objects:
+            if obj.kind == 'panel':  # thinner than the wall margin: never in the way
+                continue
             free &= np.hypot(x - obj.x, y - obj.y) > obj.size / 2 + margin
         return free
 
@@ -156,16 +169,19 @@ def _choice(rng: np.random.Generator, options: Sequence[str]) -> str:
 
 def generate_room(seed: int) -> World:
     """
-    One square room, random textures, 1 to 3 objects of random kind, colour and yaw.
+    One square room, random textures, a coloured panel per wall, 1 to 3 random objects.
 
     The paper's "Rooms with object rotations". Side 5 to 8 m; objects keep 0.8 m from
-    the walls and from each other.
+    the walls and from each other. Each wall carries a panel (a door, a cabinet) of
+    its own colour at a random place: without them a square room with one wall texture
+    is four-fold symmetric, and at a robot's camera height most views show only wall,
+    so most views could not be localized by any method.
     """
     rng = np.random.default_rng(seed)
     side = float(rng.uniform(5.0, 8.0))
     room = Rect(0.0, 0.0, side, side, _choice(rng, WALL_TEXTURES),
                 _choice(rng, FLOOR_TEXTURES), _choice(rng, CEILING_TEXTURES))
-    objects: List[SceneObject] = []
+    objects = _wall_panels(rng, side)
     for _ in range(int(rng.integers(1, 4))):
         kind = _choice(rng, OBJECT_KINDS)
         color = _choice(rng, OBJECT_COLORS) if kind in COLORED_KINDS else 'none'
@@ -177,6 +193,21 @@ def generate_room(seed: int) -> World:
         objects.append(SceneObject(kind, color, float(x), float(y),
                                    float(rng.uniform(-math.pi, math.pi)), size))
     return World('rooms', seed, [room], [], objects)
+
+
+def _wall_panels(rng: np.random.Generator, side: float) -> List[SceneObject]:
+    """One panel per wall of a square room of ``side`` metres, in four different colours."""
+    colors = rng.permutation(len(PANEL_COLORS))[:4]
+    panels = []
+    # walls: south (y = 0), east (x = side), north (y = side), west (x = 0)
+    for wall, color in enumerate(colors):
+        width = float(rng.uniform(1.0, 2.0))
+        along = float(rng.uniform(0.3 + width / 2, side - 0.3 - width / 2))
+        off = PANEL_DEPTH / 2
+        x, y, yaw = [(along, off, 0.0), (side - off, along, math.pi / 2),
+                     (along, side - off, 0.0), (off, along, math.pi / 2)][wall]
+        panels.append(SceneObject('panel', PANEL_COLORS[int(color)], x, y, yaw, width))
+    return panels
 
 
 def generate_maze(seed: int, rows: int = 5, cols: int = 5, cell: float = 2.5,
