@@ -156,3 +156,32 @@ def test_core_imports_no_ros():
             'assert not bad, bad\n')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_tracking_belief_with_uniform_share_spreads_that_share():
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.zeros(2, 3)
+    bounds = torch.tensor([[-1.0, -1.0, 1.0, 1.0], [-0.5, -1.0, 0.5, 1.0]])
+    belief = InitialBelief('gaussian', bounds=bounds, mean=mean,
+                           uniform_share=0.25).sample(64, gen)
+    assert belief.particles.shape == (2, 64, 3)
+    near, far = belief.particles[:, :48], belief.particles[:, 48:]
+    # the Gaussian part keeps the tracking spread, the uniform part fills the box and yaw
+    assert float(near[..., :2].std()) < 0.45
+    assert float(far[0, :, 2].abs().max()) > 2.0
+    assert bool((far[1, :, 0].abs() <= 0.5).all())
+    assert torch.allclose(belief.weights.sum(-1), torch.ones(2))
+    with pytest.raises(ValueError, match='bounds'):
+        InitialBelief('gaussian', mean=mean, uniform_share=0.5).sample(8, gen)
+
+
+def test_dmn_configs_saved_before_match_score_load_without_it():
+    from dmn_localization.core.configs import DMNConfig
+
+    legacy = DMNConfig(match_score=False).to_dict()
+    assert 'match_score' not in legacy  # the form those checkpoints have on disk
+    assert DMNConfig.from_dict(legacy).match_score is False
+    assert DMNConfig.from_dict(DMNConfig().to_dict()).match_score is True
+    with_score = build_model(config_for('dmn-pf'))
+    without = build_model(DMNConfig.from_dict(legacy))
+    assert count_parameters(with_score) == count_parameters(without) + 64

@@ -69,8 +69,12 @@ class EgocentricSpatialAttention(nn.Module):
 
     # -- per particle ------------------------------------------------------------------------
     def weights_fast(self, partials: Tensor, ego: Tensor, query: QueryKey) -> Tensor:
+        """Attention weights ``(B, K, N)``: the softmax over views of :meth:`logits_fast`."""
+        return torch.softmax(self.logits_fast(partials, ego, query), dim=-1)
+
+    def logits_fast(self, partials: Tensor, ego: Tensor, query: QueryKey) -> Tensor:
         """
-        Attention weights ``(B, K, N)`` from precomputed parts.
+        Scalar products ``(B, K, N)`` of the query key with the view keys seen from particles.
 
         ``partials``: ``(B, N, C1)`` from :meth:`view_partials`; ``ego``: ``(B, K, N, 4)``.
         """
@@ -78,11 +82,15 @@ class EgocentricSpatialAttention(nn.Module):
                                            self.view_conv.in_channels - EGO_CHANNELS)
         hidden = torch.relu(partials[:, None] + ego @ ego_weight.T)
         logits = hidden @ query.vector[:, None, :, None]
-        return torch.softmax(logits[..., 0] + query.offset[:, None, None], dim=-1)
+        return logits[..., 0] + query.offset[:, None, None]
 
     def weights_direct(self, view_features: Tensor, ego: Tensor, query: QueryKey) -> Tensor:
+        """Attention weights ``(B, K, N)``: the softmax over views of :meth:`logits_direct`."""
+        return torch.softmax(self.logits_direct(view_features, ego, query), dim=-1)
+
+    def logits_direct(self, view_features: Tensor, ego: Tensor, query: QueryKey) -> Tensor:
         """
-        Attention weights ``(B, K, N)`` computed as described: a CNN per particle and view.
+        Attention logits ``(B, K, N)`` computed as described: a CNN per particle and view.
 
         This is the reference the fast path is tested against; it runs the key CNN on
         ``[features_i, e_ki]`` for every particle ``k`` and view ``i``.
@@ -93,5 +101,4 @@ class EgocentricSpatialAttention(nn.Module):
         x = torch.cat([feats, broadcast_channels(ego, height, width)], dim=-3)
         hidden = torch.relu(spatial_mean(self.view_conv(x.reshape(-1, *x.shape[-3:]))))
         keys = self.view_fc(hidden).reshape(batch, num_particles, num_views, -1)
-        logits = (keys * query.key[:, None, None, :]).sum(-1)
-        return torch.softmax(logits, dim=-1)
+        return (keys * query.key[:, None, None, :]).sum(-1)

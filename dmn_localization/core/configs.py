@@ -63,6 +63,20 @@ class DMNConfig(InputConfig):
     key_dim: int = 32
     head_channels: int = 32
     head_hidden: int = 64
+    #: the head also reads the log-sum-exp of the attention logits (see ``core/dmn.py``)
+    match_score: bool = True
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain dict; without ``match_score`` when off, as saved before it existed."""
+        data = super().to_dict()
+        if not self.match_score:
+            del data['match_score']  # keeps the fingerprints of those checkpoints
+        return data
+
+    @classmethod
+    def from_dict(cls: Type['DMNConfig'], data: Dict[str, Any]) -> 'DMNConfig':
+        """Inverse of :meth:`to_dict`: a config without ``match_score`` has it off."""
+        return super().from_dict({'match_score': False, **data})
 
 
 @dataclass

@@ -71,8 +71,8 @@ class DMN(nn.Module):
                                                     config.key_dim)
         self.head_conv = nn.Conv2d(2 * channels + EGO_CHANNELS, config.head_channels, 3)
         self.head_mlp = nn.Sequential(
-            nn.Linear(config.head_channels, config.head_hidden), nn.ReLU(inplace=True),
-            nn.Linear(config.head_hidden, config.out_dim))
+            nn.Linear(config.head_channels + int(config.match_score), config.head_hidden),
+            nn.ReLU(inplace=True), nn.Linear(config.head_hidden, config.out_dim))
 
     def embed_views(self, images: Tensor, poses: Tensor) -> Tensor:
         """View embeddings ``(B, N, C, h, w)`` of context images ``(B, N, 3, H, W)``."""
@@ -98,11 +98,17 @@ class DMN(nn.Module):
         """Observation model outputs ``(B, K, out_dim)`` for particles ``(B, K, 3)``."""
         ego = geometry.egocentric(particles, map_.poses)  # (B, K, N, 4)
         if fast:
-            weights = self.attention.weights_fast(map_.key_partials, ego, query.key)
+            logits = self.attention.logits_fast(map_.key_partials, ego, query.key)
+            weights = torch.softmax(logits, dim=-1)
             hidden = self._head_fast(map_, query, weights, ego)
         else:
-            weights = self.attention.weights_direct(map_.features, ego, query.key)
+            logits = self.attention.logits_direct(map_.features, ego, query.key)
+            weights = torch.softmax(logits, dim=-1)
             hidden = self._head_direct(map_, query, weights, ego)
+        if self.config.match_score:
+            # how well the query matches the map's views as seen from the particle at all:
+            # the softmax over views keeps only which view matches best, not how well
+            hidden = torch.cat([hidden, torch.logsumexp(logits, dim=-1, keepdim=True)], -1)
         return self.head_mlp(hidden)
 
     def _head_fast(self, map_: DMNMap, query: DMNQuery, weights: Tensor, ego: Tensor) -> Tensor:

@@ -38,13 +38,16 @@ class InitialBelief:
     The initial belief of an episode.
 
     ``uniform``: over ``bounds`` ``(B, 4)`` (normalized box) and all yaws (global
-    localization). ``gaussian``: around ``mean`` ``(B, 3)`` with ``std`` (tracking).
+    localization). ``gaussian``: around ``mean`` ``(B, 3)`` with ``std`` (tracking);
+    with ``uniform_share`` > 0 that share of the particles is drawn uniformly over
+    ``bounds`` instead (a tracking belief with outliers, used for training).
     """
 
     kind: str
     bounds: Optional[Tensor] = None
     mean: Optional[Tensor] = None
     std: Sequence[float] = TRACKING_STD
+    uniform_share: float = 0.0
 
     def sample(self, num_particles: int,
                generator: Optional[torch.Generator] = None) -> Belief:
@@ -52,7 +55,15 @@ class InitialBelief:
         if self.kind == 'uniform':
             return pf.uniform_belief(self.bounds, num_particles, generator)
         if self.kind == 'gaussian':
-            return pf.gaussian_belief(self.mean, self.std, num_particles, generator)
+            belief = pf.gaussian_belief(self.mean, self.std, num_particles, generator)
+            outliers = int(round(self.uniform_share * num_particles))
+            if outliers == 0:
+                return belief
+            if self.bounds is None or not 0.0 <= self.uniform_share <= 1.0:
+                raise ValueError('a uniform share in [0, 1] needs the bounds to draw from')
+            spread = pf.uniform_belief(self.bounds, outliers, generator).particles
+            particles = torch.cat([belief.particles[:, :num_particles - outliers], spread], 1)
+            return Belief(particles, belief.log_weights)
         raise ValueError(f'initial belief kind must be uniform or gaussian, got {self.kind!r}')
 
     def mean_pose(self) -> Tensor:

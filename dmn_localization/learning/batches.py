@@ -67,13 +67,17 @@ def to_tensors(batch: EpisodeBatch, config: InputConfig,
                           poses(batch.query_poses), motions, bounds)
 
 
-def tracking_belief(truth: Tensor, generator: Optional[torch.Generator] = None) -> InitialBelief:
+def tracking_belief(truth: Tensor, generator: Optional[torch.Generator] = None,
+                    bounds: Optional[Tensor] = None, uniform_share: float = 0.0) -> InitialBelief:
     """
     Tracking initial belief around the true first pose ``truth`` ``(B, 3)``.
 
     The belief's mean is itself drawn from the paper's Gaussian (sigma 0.3, 0.3, 30
     degrees) around the truth, so the true pose is a sample of the belief, not its mean
-    (otherwise a regression model could answer the mean and be exact).
+    (otherwise a regression model could answer the mean and be exact). With
+    ``uniform_share`` > 0, that share of the particles is spread uniformly over
+    ``bounds`` ``(B, 4)``: a model trained only on particles near the truth never sees
+    the far-off positions and headings that global localization asks it to reject.
     """
     std = torch.tensor(TRACKING_STD, dtype=truth.dtype, device=truth.device)
     noise = torch.randn(truth.shape, generator=generator, dtype=truth.dtype,
@@ -81,7 +85,7 @@ def tracking_belief(truth: Tensor, generator: Optional[torch.Generator] = None) 
     mean = truth + noise
     mean = torch.cat([mean[:, :2], torch.remainder(mean[:, 2:] + math.pi, 2 * math.pi) - math.pi],
                      -1)
-    return InitialBelief('gaussian', mean=mean)
+    return InitialBelief('gaussian', bounds=bounds, mean=mean, uniform_share=uniform_share)
 
 
 def global_belief(bounds: Tensor) -> InitialBelief:

@@ -69,6 +69,8 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     seed: int = 0
     device: str = 'auto'
+    #: share of training particles drawn uniformly over the map (see ``tracking_belief``)
+    uniform_share: float = 0.25
 
     def identity(self) -> Dict[str, Any]:
         """Return the fields a resumed run must share with the saved one."""
@@ -81,15 +83,17 @@ class TrainConfig:
 class EpisodeLoss(nn.Module):
     """Pose loss of a batch of tracking episodes; a module so DDP can wrap it."""
 
-    def __init__(self, model: nn.Module, num_particles: int) -> None:
+    def __init__(self, model: nn.Module, num_particles: int, uniform_share: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.settings = FilterSettings(num_particles=num_particles)
+        self.uniform_share = uniform_share
 
     def forward(self, episodes: TensorEpisodes, generator: torch.Generator) -> Tensor:
         """Return the mean pose loss over the batch and its time steps."""
         model = self.model
-        initial = tracking_belief(episodes.truth[:, 0], generator)
+        initial = tracking_belief(episodes.truth[:, 0], generator, episodes.bounds,
+                                  self.uniform_share)
         map_ctx = model.prepare_map(model.embed_views(episodes.context_images,
                                                       episodes.context_poses),
                                     episodes.context_poses)
@@ -106,7 +110,8 @@ def _distributed() -> tuple:
 
 @torch.no_grad()
 def validate(model: nn.Module, episodes: TensorEpisodes, global_episodes: TensorEpisodes,
-             num_particles: int, seed: int, chunk: int = 100) -> Dict[str, float]:
+             num_particles: int, seed: int, chunk: int = 100,
+             uniform_share: float = 0.0) -> Dict[str, float]:
     """Return the validation loss (tracking, as trained) and one-step global success (K=1024)."""
     was_training = model.training
     model.eval()
@@ -114,7 +119,8 @@ def validate(model: nn.Module, episodes: TensorEpisodes, global_episodes: Tensor
     losses = []
     for start in range(0, len(episodes), chunk):
         part = episodes.select(slice(start, start + chunk))
-        losses.append(float(EpisodeLoss(model, num_particles)(part, generator)) * len(part))
+        loss = EpisodeLoss(model, num_particles, uniform_share)(part, generator)
+        losses.append(float(loss) * len(part))
     successes = []
     settings = FilterSettings(num_particles=1024)
     for start in range(0, len(global_episodes), 20):
@@ -175,7 +181,8 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
             dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
         if device.type == 'cuda':
             device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
-    if device.type == 'cpu':
+    if device.type == 'cpu' and 'OMP_NUM_THREADS' not in os.environ:
+        # all cores, shared among the processes (OMP_NUM_THREADS, when set, decides)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +221,7 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
                               model.config, device)
     val_global = to_tensors(val_sampler.sample(config.val_global_episodes, val_rng),
                             model.config, device)
-    loss_module: nn.Module = EpisodeLoss(model, config.num_particles)
+    loss_module: nn.Module = EpisodeLoss(model, config.num_particles, config.uniform_share)
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     if rank == 0 and counters['samples'] == 0:
@@ -282,7 +289,8 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
             counters['samples'] - per_step) // config.val_every_samples
         if validate_now or counters['samples'] >= config.budget_samples:
             metrics = validate(model, val_episodes, val_global, config.num_particles,
-                               config.seed) if rank == 0 else {}
+                               config.seed, uniform_share=config.uniform_share
+                               ) if rank == 0 else {}
             if world_size > 1:
                 import torch.distributed as dist
 
