@@ -17,9 +17,10 @@ setup:
 test: setup
 	$(RUN) $(XVFB) python -m pytest $(PYTEST_ARGS)
 
-## demo: set up, then run the main job (at this stage: the environment check)
+## demo: set up, then localize a simulated robot live over DDS (dmn_demo, a few minutes)
 demo: setup
 	$(RUN) dmn_env_check
+	$(RUN) dmn_demo --out runs/demo
 
 ## bench: set up, then run the benchmarks (not tests: they print tables and write JSON)
 bench: setup

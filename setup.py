@@ -42,6 +42,7 @@ setup(
             'dmn_results = dmn_localization.learning.results:main',
             'dmn_evaluate_bag = dmn_localization.replay.cli:main',
             'dmn_map = dmn_localization.ros.map_tool:main',
+            'dmn_demo = dmn_localization.demo:main',
         ],
     },
 )

@@ -15,7 +15,7 @@ from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 import math
-from typing import Deque, Optional, Sequence, Tuple
+from typing import Deque, List, Optional, Sequence, Tuple
 
 from dmn_localization.core import geometry, particle_filter as pf
 from dmn_localization.core.checkpoint import LoadedModel
@@ -62,6 +62,14 @@ class LocalizerSettings:
     #: margin around the context views of the default map extent, metres
     map_margin: float = 0.5
     seed: int = 0
+
+
+def default_extent(poses: np.ndarray, margin: float) -> List[float]:
+    """Return the map extent of context poses ``(N, 3)``: their bounding box plus ``margin``."""
+    poses_arr = np.asarray(poses, dtype=float).reshape(-1, 3)
+    low = poses_arr[:, :2].min(0) - margin
+    high = poses_arr[:, :2].max(0) + margin
+    return [float(low[0]), float(low[1]), float(high[0]), float(high[1])]
 
 
 @dataclass
@@ -163,10 +171,7 @@ class Localizer:
         resized = np.stack([img if img.shape[:2] == size else cv2.resize(
             img, (size[1], size[0]), interpolation=cv2.INTER_AREA) for img in images])
         if extent is None:
-            poses_arr = np.asarray(poses, dtype=float)
-            low = poses_arr[:, :2].min(0) - self.settings.map_margin
-            high = poses_arr[:, :2].max(0) + self.settings.map_margin
-            extent = [low[0], low[1], high[0], high[1]]
+            extent = default_extent(poses, self.settings.map_margin)
         the_map = ViewEmbeddingMap.build(self.model, resized, poses, extent, frame_id)
         self.set_map(the_map)
         return the_map

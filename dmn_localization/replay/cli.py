@@ -2,8 +2,13 @@
 ``dmn_evaluate_bag``: replay a ROS 2 bag through the localizer and measure it.
 
     dmn_evaluate_bag BAG [--model PATH] [--out DIR] [--map-from bag|other|run]
+    dmn_evaluate_bag BAG --live [--rate 1.0] [--node /dmn_localization]
 
-Writes ``metrics.json``, ``truth.tum`` and ``estimate.tum`` (``evo_ape tum truth.tum
+Offline (default) the bag runs through the localizer in this process, as fast as it
+goes and deterministic for ``--seed``. With ``--live`` it is played over DDS, at bag
+timing scaled by ``--rate``, to a running ``dmn_localization_node``: its map comes from
+the node's ``~/build_map`` service and its published poses are measured. Writes
+``metrics.json``, ``truth.tum`` and ``estimate.tum`` (``evo_ape tum truth.tum
 estimate.tum`` works on them) and ``replay.png`` (trajectory against ground truth on the
 map with the context poses, error against time, particle snapshots) into ``--out``.
 """
@@ -14,12 +19,14 @@ import argparse
 import json
 from pathlib import Path
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.data.dataset import DatasetError
 from dmn_localization.localizer import Localizer, LocalizerSettings
-from dmn_localization.replay.metrics import errors, trajectory_metrics, write_tum
+from dmn_localization.replay.live import LiveReplayError, LiveTarget
+from dmn_localization.replay.metrics import (errors, trajectory_metrics, TrajectoryMetrics,
+                                             write_tum)
 from dmn_localization.replay.offline import BagTopics, replay, ReplayResult
 import numpy as np
 
@@ -85,6 +92,29 @@ def plot_replay(result: ReplayResult, path: Path, title: str) -> Path:
     return path
 
 
+def write_outputs(out: Path, result: ReplayResult, metrics: TrajectoryMetrics,
+                  info: Dict[str, Any], title: str) -> Path:
+    """Write ``metrics.json`` (``info`` and the metrics), the TUM files and the plot."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'metrics.json').write_text(json.dumps(
+        {**info, 'metrics': metrics.to_dict()}, indent=1) + '\n')
+    write_tum(out / 'estimate.tum', result.stamps, np.array(result.estimates))
+    write_tum(out / 'truth.tum', result.truth_stamps, np.array(result.truth))
+    return plot_replay(result, out / 'replay.png', title)
+
+
+def run_live(args: argparse.Namespace, topics: BagTopics) -> ReplayResult:
+    """Replay to a running node (``--live``); the node's model and particles apply."""
+    from dmn_localization.replay.live import live_replay
+
+    if args.model is not None:
+        raise ValueError('--model does not apply to --live: the running node uses its own')
+    target = LiveTarget(node=args.node, rate=args.rate, connect_timeout=args.connect_timeout)
+    return live_replay(args.bag, topics, target,
+                       args.map_from, args.map_bag, args.every_metres, args.every_degrees,
+                       args.extent, snapshot_times=args.snapshots, progress=not args.quiet)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point of ``dmn_evaluate_bag``."""
     topics = BagTopics()
@@ -109,32 +139,44 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--snapshots', type=float, nargs='*', default=[0.0, 5.0, 20.0],
                    help='seconds after the first frame to plot the particles')
     p.add_argument('--quiet', action='store_true')
+    live = p.add_argument_group('live replay to a running node')
+    live.add_argument('--live', action='store_true',
+                      help='play the bag over DDS to a running dmn_localization_node')
+    live.add_argument('--rate', type=float, default=1.0, help='bag seconds per second')
+    live.add_argument('--node', default=LiveTarget.node,
+                      help='fully qualified name of the node (its ~/build_map is called)')
+    live.add_argument('--connect-timeout', type=float, default=LiveTarget.connect_timeout,
+                      help='seconds to wait for the node')
     a = p.parse_args(argv)
-    model = a.model or default_model()
+    names = BagTopics(a.image_topic, a.odom_topic, a.truth_topic, a.mapping_image_topic,
+                      a.mapping_pose_topic)
     try:
-        if model is None:
-            raise CheckpointError('no --model given and no shipped default model')
-        loaded = load_checkpoint(model)
-        localizer = Localizer(loaded, 'cpu', LocalizerSettings(num_particles=a.particles,
-                                                               seed=a.seed))
-        names = BagTopics(a.image_topic, a.odom_topic, a.truth_topic, a.mapping_image_topic,
-                          a.mapping_pose_topic)
-        result = replay(a.bag, localizer, names, a.map_from, a.map_bag, a.every_metres,
-                        a.every_degrees, a.extent, snapshot_times=a.snapshots,
-                        progress=not a.quiet)
+        if a.live:
+            model, title = None, f'{a.bag.name}: {a.node} (live)'
+            result = run_live(a, names)
+        else:
+            model = a.model or default_model()
+            if model is None:
+                raise CheckpointError('no --model given and no shipped default model')
+            loaded = load_checkpoint(model)
+            title = f'{a.bag.name}: {loaded.name}'
+            localizer = Localizer(loaded, 'cpu', LocalizerSettings(num_particles=a.particles,
+                                                                   seed=a.seed))
+            result = replay(a.bag, localizer, names, a.map_from, a.map_bag, a.every_metres,
+                            a.every_degrees, a.extent, snapshot_times=a.snapshots,
+                            progress=not a.quiet)
         metrics = trajectory_metrics(result.stamps, np.array(result.estimates),
                                      result.truth_stamps, np.array(result.truth),
                                      result.extent)
-    except (CheckpointError, DatasetError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, DatasetError, FileNotFoundError, LiveReplayError,
+            ValueError) as exc:
         print(f'dmn_evaluate_bag: error: {exc}', file=sys.stderr)
         return 2
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / 'metrics.json').write_text(json.dumps(
-        {'bag': str(a.bag), 'model': str(model), 'seed': a.seed, 'particles': a.particles,
-         'map_from': a.map_from, 'metrics': metrics.to_dict()}, indent=1) + '\n')
-    write_tum(a.out / 'estimate.tum', result.stamps, np.array(result.estimates))
-    write_tum(a.out / 'truth.tum', result.truth_stamps, np.array(result.truth))
-    plot = plot_replay(result, a.out / 'replay.png', f'{a.bag.name}: {loaded.name}')
+    plot = write_outputs(a.out, result, metrics, {
+        'bag': str(a.bag), 'model': str(model) if model else None,
+        'node': a.node if a.live else None, 'mode': 'live' if a.live else 'offline',
+        'seed': None if a.live else a.seed, 'particles': None if a.live else a.particles,
+        'map_from': a.map_from}, title)
     for key, value in metrics.to_dict().items():
         print(f'  {key:<32} {value}')
     print(f'plot: {plot}')

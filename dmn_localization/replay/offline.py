@@ -77,51 +77,65 @@ def mapping_views(bag: Path, topics: BagTopics) -> Tuple[List[np.ndarray], np.nd
     return [images[k] for k in keys], np.array([poses[k] for k in keys])
 
 
+def map_views(bag: Path, topics: BagTopics, map_source: str = 'bag',
+              map_bag: Optional[Path] = None, every_metres: Optional[float] = None,
+              every_degrees: Optional[float] = None) -> Tuple[List[np.ndarray], np.ndarray]:
+    """
+    Return the context images and poses ``(N, 3)`` to build the map from.
+
+    ``map_source``: ``bag`` (this bag's mapping part), ``other`` (``map_bag``'s mapping
+    part) or ``run`` (frames of this bag's run with ground-truth poses, every
+    ``every_metres``/``every_degrees``).
+    """
+    bag = Path(bag)
+    if not bag.exists():
+        raise FileNotFoundError(f'{bag}: no such bag')
+    if map_source == 'bag':
+        return mapping_views(bag, topics)
+    if map_source == 'other':
+        if map_bag is None or not Path(map_bag).exists():
+            raise FileNotFoundError(f'{map_bag}: no such map bag')
+        return mapping_views(Path(map_bag), topics)
+    if map_source == 'run':
+        picked = list(posed_images(bag, topics.image, topics.truth, every_metres or 1.0,
+                                   every_degrees))
+        return [p[0] for p in picked], np.array([p[1] for p in picked])
+    raise ValueError(f'map source must be bag, other or run, got {map_source!r}')
+
+
+def run_connections(reader: Any, bag: Path, topics: BagTopics) -> List[Any]:
+    """Return the reader's connections of the run (image, odometry, truth), checked."""
+    types = {c.topic: c.msgtype for c in reader.connections}
+    for topic, wanted in ((topics.image, ('sensor_msgs/msg/Image',)),
+                          (topics.odom, ('nav_msgs/msg/Odometry',)),
+                          (topics.truth, POSE_TYPES)):
+        if topic not in types:
+            raise BagTopicError(f'{bag}: no topic {topic}; it has: {", ".join(sorted(types))}')
+        if types[topic] not in wanted:
+            raise BagTopicError(f'{bag}: {topic} is {types[topic]}, expected '
+                                f'{" or ".join(wanted)}')
+    return [c for c in reader.connections if c.topic in (topics.image, topics.odom, topics.truth)]
+
+
 def replay(bag: Path, localizer: Localizer, topics: BagTopics,
            map_source: str = 'bag', map_bag: Optional[Path] = None,
            every_metres: Optional[float] = None, every_degrees: Optional[float] = None,
            extent: Optional[Sequence[float]] = None,
            snapshot_times: Sequence[float] = (), progress: bool = True) -> ReplayResult:
     """
-    Build the map, then replay ``bag``'s odometry and frames through ``localizer``.
+    Build the map (see :func:`map_views`), then replay ``bag``'s odometry and frames.
 
-    ``map_source``: ``bag`` (this bag's mapping part), ``other`` (``map_bag``'s mapping
-    part) or ``run`` (frames of this bag's run with ground-truth poses, every
-    ``every_metres``/``every_degrees``). ``snapshot_times`` (seconds from the first frame)
-    keep the particles of the frame nearest to each.
+    ``snapshot_times`` (seconds from the first frame) keep the particles of the frame
+    nearest to each.
     """
     from rosbags.highlevel import AnyReader
 
     bag = Path(bag)
-    if not bag.exists():
-        raise FileNotFoundError(f'{bag}: no such bag')
-    if map_source == 'bag':
-        images, poses = mapping_views(bag, topics)
-    elif map_source == 'other':
-        if map_bag is None or not Path(map_bag).exists():
-            raise FileNotFoundError(f'{map_bag}: no such map bag')
-        images, poses = mapping_views(Path(map_bag), topics)
-    elif map_source == 'run':
-        picked = list(posed_images(bag, topics.image, topics.truth, every_metres or 1.0,
-                                   every_degrees))
-        images, poses = [p[0] for p in picked], np.array([p[1] for p in picked])
-    else:
-        raise ValueError(f'map source must be bag, other or run, got {map_source!r}')
+    images, poses = map_views(bag, topics, map_source, map_bag, every_metres, every_degrees)
     the_map = localizer.build_map(images, poses, extent)
     result = ReplayResult(map_poses=poses, extent=[float(v) for v in the_map.extent])
     with AnyReader([bag]) as reader:
-        types = {c.topic: c.msgtype for c in reader.connections}
-        for topic, wanted in ((topics.image, ('sensor_msgs/msg/Image',)),
-                              (topics.odom, ('nav_msgs/msg/Odometry',)),
-                              (topics.truth, POSE_TYPES)):
-            if topic not in types:
-                raise BagTopicError(f'{bag}: no topic {topic}; it has: '
-                                    f'{", ".join(sorted(types))}')
-            if types[topic] not in wanted:
-                raise BagTopicError(f'{bag}: {topic} is {types[topic]}, expected '
-                                    f'{" or ".join(wanted)}')
-        conns = [c for c in reader.connections
-                 if c.topic in (topics.image, topics.odom, topics.truth)]
+        conns = run_connections(reader, bag, topics)
         total = sum(c.msgcount for c in conns if c.topic == topics.image)
         bar = None
         if progress:

@@ -13,7 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
+from dmn_localization.localizer import LocalizerSettings
+
 Number = Union[int, float]
+
+#: The runtime's defaults: filter parameters below take theirs from here.
+_RUNTIME = LocalizerSettings()
 
 #: Name the node runs under; the YAML file nests its parameters under it.
 NODE_NAME = 'dmn_localization'
@@ -78,22 +83,22 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'Most context views one BuildMap call may hold; larger requests are refused.',
         value_range=(1, 4096)),
     ParameterSpec(
-        'num_particles', 2048,
+        'num_particles', _RUNTIME.num_particles,
         'Particles of the filter (K).', value_range=(16, 65536)),
     ParameterSpec(
         'max_published_particles', 500,
         'Most particles published on particle_cloud (the heaviest ones).',
         value_range=(1, 65536)),
     ParameterSpec(
-        'motion_noise_xy', 0.05,
+        'motion_noise_xy', _RUNTIME.motion_noise_xy,
         "Std of the noise added to each particle's motion per frame, metres.",
         value_range=(0.0, 5.0)),
     ParameterSpec(
-        'motion_noise_yaw', 0.05,
+        'motion_noise_yaw', _RUNTIME.motion_noise_yaw,
         "Std of the noise added to each particle's turn per frame, radians.",
         value_range=(0.0, 3.2)),
     ParameterSpec(
-        'max_odom_gap', 0.5,
+        'max_odom_gap', _RUNTIME.max_odom_gap_s,
         'Seconds between a frame and the nearest odometry beyond which the frame gets '
         'no motion update (observation only, with a warning).', value_range=(0.0, 10.0)),
 )

@@ -1,0 +1,248 @@
+"""
+Live replay: play a bag over DDS to a running ``dmn_localization_node`` and record it.
+
+The node is measured as deployed: this player calls its ``~/build_map`` service with
+the map's context views (see :func:`~dmn_localization.replay.offline.map_views`), then
+publishes the bag's camera frames and odometry on the node's input topics at the bag's
+timing (scaled by ``rate``), and records the poses and particle clouds the node
+publishes. Messages go out exactly as recorded: the bag's CDR bytes are deserialized
+into rclpy messages, so stamps and frame ids are the bag's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+import threading
+import time
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from dmn_localization.data.from_bag import pose_of_message
+from dmn_localization.localizer import default_extent, LocalizerSettings
+from dmn_localization.replay.offline import (BagTopics, map_views, ReplayResult,
+                                             run_connections)
+import numpy as np
+
+
+class LiveReplayError(RuntimeError):
+    """The node could not be reached, refused the map, or published nothing."""
+
+
+@dataclass
+class LiveTarget:
+    """
+    The running node: its fully qualified name and its topics (as the node sees them).
+
+    Topic names are relative to the player's namespace, like the node's own (``image``,
+    ``odom``, ``pose``, ``particle_cloud``), so the same remappings apply to both.
+    """
+
+    node: str = '/dmn_localization'
+    image_topic: str = 'image'
+    odom_topic: str = 'odom'
+    pose_topic: str = 'pose'
+    cloud_topic: str = 'particle_cloud'
+    #: bag seconds per wall-clock second (2.0 plays twice as fast)
+    rate: float = 1.0
+    #: seconds to wait for the node's service and its subscriptions
+    connect_timeout: float = 60.0
+    #: seconds to wait after the last frame for the node's last poses
+    settle: float = 5.0
+
+
+@dataclass
+class CloudSnapshot:
+    """A published particle cloud: particles ``(K, 3)``, equal ``weights`` ``(K,)``."""
+
+    particles: np.ndarray
+    weights: np.ndarray
+
+
+def _seconds(stamp: Any) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _cloud_array(msg: Any) -> np.ndarray:
+    from dmn_localization.ros.conversions import pose_to_xyyaw
+
+    return np.array([pose_to_xyyaw(p) for p in msg.poses]).reshape(-1, 3)
+
+
+class _Player:
+    """The player's node: service client, publishers, recorders, spun in a thread."""
+
+    def __init__(self, target: LiveTarget) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import qos_profile_sensor_data, QoSProfile
+
+        from dmn_localization_interfaces.srv import BuildMap
+        from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+        from nav_msgs.msg import Odometry
+        from sensor_msgs.msg import Image
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node('dmn_bag_player', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.build_map = self.node.create_client(BuildMap, f'{target.node}/build_map')
+        self.image_pub = self.node.create_publisher(Image, target.image_topic,
+                                                    qos_profile_sensor_data)
+        self.odom_pub = self.node.create_publisher(Odometry, target.odom_topic,
+                                                   QoSProfile(depth=100))
+        self.poses: List[Tuple[float, Tuple[float, float, float]]] = []
+        self.clouds: List[Tuple[float, np.ndarray]] = []
+        self.node.create_subscription(PoseWithCovarianceStamped, target.pose_topic,
+                                      self._on_pose, QoSProfile(depth=100))
+        self.node.create_subscription(PoseArray, target.cloud_topic, self._on_cloud,
+                                      qos_profile_sensor_data)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _on_pose(self, msg: Any) -> None:
+        from dmn_localization.ros.conversions import pose_to_xyyaw
+
+        self.poses.append((_seconds(msg.header.stamp), pose_to_xyyaw(msg.pose.pose)))
+
+    def _on_cloud(self, msg: Any) -> None:
+        self.clouds.append((_seconds(msg.header.stamp), _cloud_array(msg)))
+
+    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return predicate()
+
+    def close(self) -> None:
+        import rclpy
+
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def _build_map_request(images: Sequence[np.ndarray], poses: np.ndarray,
+                       extent: Optional[Sequence[float]], frame_id: str) -> Any:
+    from dmn_localization.ros.conversions import make_pose
+    from dmn_localization.ros.image_conversion import array_to_imgmsg
+    from dmn_localization_interfaces.srv import BuildMap
+
+    request = BuildMap.Request()
+    request.header.frame_id = frame_id
+    request.images = [array_to_imgmsg(np.ascontiguousarray(img), 'rgb8') for img in images]
+    request.poses = [make_pose(*p) for p in np.asarray(poses, dtype=float)]
+    request.extent = [float(v) for v in extent] if extent is not None else []
+    return request
+
+
+def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = None,
+                map_source: str = 'bag', map_bag: Optional[Path] = None,
+                every_metres: Optional[float] = None, every_degrees: Optional[float] = None,
+                extent: Optional[Sequence[float]] = None, frame_id: str = 'map',
+                snapshot_times: Sequence[float] = (), progress: bool = True) -> ReplayResult:
+    """
+    Build the node's map over its service, play ``bag`` to it, return what it published.
+
+    The estimates are the node's published poses (by their stamps: the frames it
+    processed; frames it dropped while busy have none). Raises :class:`LiveReplayError`
+    when the node is not there, refuses the map, or publishes no pose.
+    """
+    from rclpy.serialization import deserialize_message
+    from rosbags.highlevel import AnyReader
+
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import Image
+
+    bag = Path(bag)
+    target = target or LiveTarget()
+    images, poses = map_views(bag, topics, map_source, map_bag, every_metres, every_degrees)
+    player = _Player(target)
+    try:
+        if not player.build_map.wait_for_service(timeout_sec=target.connect_timeout):
+            raise LiveReplayError(f'no service {target.node}/build_map within '
+                                  f'{target.connect_timeout:.0f} s: is the node running '
+                                  '(same ROS_DOMAIN_ID)?')
+        future = player.build_map.call_async(_build_map_request(images, poses, extent,
+                                                                frame_id))
+        if not player.wait(future.done, target.connect_timeout):
+            raise LiveReplayError(f'{target.node}/build_map did not answer')
+        response = future.result()
+        if not response.success:
+            raise LiveReplayError(f'{target.node} refused the map: {response.message}')
+        if not player.wait(lambda: player.image_pub.get_subscription_count() > 0
+                           and player.odom_pub.get_subscription_count() > 0,
+                           target.connect_timeout):
+            raise LiveReplayError(f'the node does not subscribe to {target.image_topic} and '
+                                  f'{target.odom_topic}')
+        map_extent = list(extent) if extent is not None else default_extent(
+            poses, LocalizerSettings().map_margin)
+        result = ReplayResult(map_poses=poses, extent=[float(v) for v in map_extent])
+        frame_stamps = _play(bag, topics, target, player, result, deserialize_message,
+                             AnyReader, Image, Odometry, progress)
+        last = frame_stamps[-1] if frame_stamps else None
+        player.wait(lambda: bool(player.poses) and last is not None
+                    and player.poses[-1][0] >= last - 1e-6, target.settle)
+        received = sorted(player.poses)
+        if not received:
+            raise LiveReplayError(f'{target.node} published no pose on {target.pose_topic}')
+        result.stamps = [s for s, _ in received]
+        result.estimates = [np.array(p) for _, p in received]
+        if player.clouds and snapshot_times:
+            start = result.stamps[0]
+            for when in sorted(snapshot_times):
+                after = [c for c in player.clouds if c[0] - start >= when]
+                if after:
+                    cloud = after[0][1]
+                    result.snapshots[when] = CloudSnapshot(
+                        cloud, np.full(len(cloud), 1.0 / max(len(cloud), 1)))
+        return result
+    finally:
+        player.close()
+
+
+def _play(bag: Path, topics: BagTopics, target: LiveTarget, player: _Player,
+          result: ReplayResult, deserialize: Any, reader_cls: Any, image_type: Any,
+          odom_type: Any, progress: bool) -> List[float]:
+    """Publish the run at bag timing; record the truth; return the frames' stamps."""
+    if target.rate <= 0:
+        raise ValueError(f'rate must be positive, got {target.rate}')
+    frames: List[float] = []
+    with reader_cls([bag]) as reader:
+        conns = run_connections(reader, bag, topics)
+        total = sum(c.msgcount for c in conns if c.topic == topics.image)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit='frame', desc=f'{bag.name} (live)', mininterval=1.0)
+        wall0: Optional[float] = None
+        bag0 = 0
+        for conn, timestamp, raw in reader.messages(connections=conns):
+            if wall0 is None:
+                wall0, bag0 = time.monotonic(), timestamp
+            delay = wall0 + (timestamp - bag0) * 1e-9 / target.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if conn.topic == topics.truth:
+                msg = reader.deserialize(raw, conn.msgtype)
+                result.truth_stamps.append(_seconds(msg.header.stamp))
+                result.truth.append(pose_of_message(msg))
+            elif conn.topic == topics.odom:
+                player.odom_pub.publish(deserialize(bytes(raw), odom_type))
+            else:
+                msg = deserialize(bytes(raw), image_type)
+                frames.append(_seconds(msg.header.stamp))
+                player.image_pub.publish(msg)
+                if bar is not None:
+                    bar.update()
+        if bar is not None:
+            bar.close()
+    return frames
