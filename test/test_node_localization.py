@@ -141,3 +141,63 @@ def test_node_builds_the_map_and_publishes_poses_and_particles(start_process, ro
     assert not robot.call(robot.build_map, bad).success
     assert robot.call(robot.build_map, request).success  # still serving
     assert node.alive() and node.stop() == 0, node.log()
+
+
+@pytest.mark.ros
+def test_bad_sensor_input_is_logged_and_the_node_keeps_localizing(start_process, robot,
+                                                                  tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / 'dmn.pt'
+    save_checkpoint(checkpoint, build_model(config_for('dmn-pf')), [0.0, 0.0, 8.0, 8.0])
+    node = start_process('dmn_localization_node', '--ros-args', '-p',
+                         f'model_path:={checkpoint}', '-p', 'num_particles:=128',
+                         '-p', 'max_odom_gap:=0.5')
+    assert robot.build_map.wait_for_service(timeout_sec=60.0), node.log()
+    rng = np.random.default_rng(1)
+    request = BuildMap.Request()
+    request.header.frame_id = 'map'
+    request.images = [array_to_imgmsg(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+                                      'rgb8') for _ in range(2)]
+    request.poses = [pose(1.0, 1.0, 0.0), pose(6.0, 6.0, 1.5)]
+    assert robot.call(robot.build_map, request).success
+    image = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+
+    def frame_gets_a_pose(seconds, odom=(0.0, 0.0, 0.0), odom_frame='odom'):
+        count = len(robot.poses)
+        if odom is not None:
+            msg = stamp_of(seconds, Odometry())
+            msg.header.frame_id = odom_frame
+            msg.pose.pose = pose(*odom)
+            robot.odom_pub.publish(msg)
+        robot.image_pub.publish(stamp_of(seconds, array_to_imgmsg(image, 'rgb8')))
+        return robot.spin_until(lambda: len(robot.poses) > count, timeout=30.0)
+
+    def logged(text):
+        return robot.spin_until(lambda: text in node.log(), timeout=10.0)
+
+    assert frame_gets_a_pose(STAMP0)
+    assert frame_gets_a_pose(STAMP0 + 0.2, (0.1, 0.0, 0.0))
+    # odometry in another frame than odom_frame_id: ignored, said so
+    assert frame_gets_a_pose(STAMP0 + 0.4, (0.2, 0.0, 0.0), odom_frame='wheel_odom')
+    assert logged("odometry ignored: it is in frame 'wheel_odom', expected odom_frame_id "
+                  "'odom'"), node.log()
+    # an initial pose in another frame than global_frame_id is refused; the belief stays wide
+    initial = stamp_of(STAMP0 + 0.5, PoseWithCovarianceStamped())
+    initial.header.frame_id = 'odom'
+    initial.pose.pose = pose(2.0, 3.0, 0.0)
+    robot.init_pub.publish(initial)
+    assert logged("initialpose refused: it is in frame 'odom'"), node.log()
+    assert frame_gets_a_pose(STAMP0 + 0.6, (0.3, 0.0, 0.0))
+    assert robot.poses[-1].pose.covariance[0] > 0.5
+    # odometry stops: frames 3 s later get an observation-only update and a warning
+    assert frame_gets_a_pose(STAMP0 + 3.6, odom=None)
+    assert logged('no odometry around this frame: observation-only update'), node.log()
+    # time jumps back (a bag loops): the odometry buffer is reset and poses keep coming
+    assert frame_gets_a_pose(STAMP0 - 100.0, (0.0, 0.0, 0.0))
+    assert logged('odometry time went backwards: buffer reset'), node.log()
+    assert frame_gets_a_pose(STAMP0 - 99.8, (0.1, 0.0, 0.0))
+    stamp = robot.poses[-1].header.stamp
+    assert abs(stamp.sec + stamp.nanosec * 1e-9 - (STAMP0 - 99.8)) < 1e-6
+    assert node.alive() and node.stop() == 0, node.log()

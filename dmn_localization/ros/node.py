@@ -195,6 +195,12 @@ class DmnLocalizationNode(Node):
     def _on_odom(self, msg: Odometry) -> None:
         if self.localizer is None:
             return
+        expected = self.params['odom_frame_id']
+        if msg.header.frame_id not in ('', expected):
+            self.get_logger().error(
+                f"odometry ignored: it is in frame '{msg.header.frame_id}', expected "
+                f"odom_frame_id '{expected}'", throttle_duration_sec=5.0)
+            return
         try:
             pose = pose_to_xyyaw(msg.pose.pose)
         except ValueError as exc:
@@ -206,6 +212,12 @@ class DmnLocalizationNode(Node):
     def _on_initial_pose(self, msg: PoseWithCovarianceStamped) -> None:
         if self.localizer is None or self.localizer.map is None:
             self.get_logger().warning('initialpose ignored: no map yet')
+            return
+        expected = self.params['global_frame_id']
+        if msg.header.frame_id != expected:
+            self.get_logger().error(
+                f"initialpose refused: it is in frame '{msg.header.frame_id}', expected "
+                f"global_frame_id '{expected}'")
             return
         try:
             pose = pose_to_xyyaw(msg.pose.pose)

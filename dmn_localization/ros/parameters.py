@@ -5,7 +5,8 @@ The tuple :data:`PARAMETERS` is the single source of truth: the node declares ex
 these (with descriptions and ranges), ``config/dmn_localization.yaml`` documents their
 defaults, and the README table lists them; tests check that the YAML, the launch file
 and the README agree with this module. ``python -m dmn_localization.ros.parameters``
-prints the YAML and the README table generated from it.
+prints the YAML and the README table generated from it; ``python
+scripts/sync_parameters.py`` rewrites both files.
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         choices=('auto', 'cpu', 'cuda')),
     ParameterSpec(
         'global_frame_id', 'map',
-        'Map frame: frame of the published pose and particles and of the BuildMap poses.'),
+        'Map frame: frame of the published pose and particles, of the BuildMap poses and '
+        'of initialpose (another frame is refused).'),
     ParameterSpec(
         'odom_frame_id', 'odom',
-        'Odometry frame: child of the broadcast map -> odom transform.'),
+        'Odometry frame: child of the broadcast map -> odom transform; odometry in '
+        'another frame is ignored with an error.'),
     ParameterSpec(
         'tf_broadcast', True,
         'Broadcast map -> odom on /tf (needs tf2_ros, which apt ROS has and PyPI lacks).'),
