@@ -25,6 +25,7 @@ demo: setup
 ## bench: set up, then run the benchmarks (not tests: they print tables and write JSON)
 bench: setup
 	$(RUN) python -m dmn_localization.bench.core_bench --out runs/bench/core.json
+	$(RUN) python -m dmn_localization.bench.map_sharing_bench --out runs/bench/map_sharing.json
 
 ## data: set up, then generate the default Rooms and Mazes datasets into data/ (resumable)
 DATASETS := $(foreach d,rooms mazes,$(foreach s,train val test,data/$(d)-$(s)/manifest.json))

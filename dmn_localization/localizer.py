@@ -176,14 +176,27 @@ class Localizer:
         self.set_map(the_map)
         return the_map
 
-    def set_map(self, the_map: ViewEmbeddingMap) -> None:
-        """Use ``the_map`` (checked against the model's encoder) and restart globally."""
+    def set_map(self, the_map: ViewEmbeddingMap, keep_belief: bool = False) -> None:
+        """
+        Use ``the_map`` (checked against the model's encoder) and restart globally.
+
+        With ``keep_belief`` (and a belief to keep) the particles stay where they are in
+        metres, re-expressed in the new map's extent: a map that grew by merging does
+        not make a localized robot start over.
+        """
         the_map.check_compatible(self.model)
+        old_map, old_belief = self.map, self.belief
         self.map = the_map.to(self.device)
         poses = self.map.normalized_poses()[None]
         with torch.no_grad():
             self.map_context = self.model.prepare_map(self.map.embeddings[None], poses)
-        self.initialize_global()
+        if keep_belief and old_map is not None and old_belief is not None:
+            metric = geometry.denormalize_poses(old_belief.particles, old_map.extent.to(
+                self.device))
+            self.belief = pf.Belief(geometry.normalize_poses(metric, self.map.extent),
+                                    old_belief.log_weights)
+        else:
+            self.initialize_global()
 
     def _require_map(self) -> ViewEmbeddingMap:
         if self.map is None:

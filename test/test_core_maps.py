@@ -129,3 +129,19 @@ def test_bad_checkpoints_are_refused(tmp_path):
     torch.save(data, path)
     with pytest.raises(CheckpointError, match='corrupted'):
         load_checkpoint(path)
+
+
+def test_dmn_maps_of_different_extents_merge_over_the_union(model):
+    a = ViewEmbeddingMap.build(model, camera_images(2, 1), poses(2, 1), [0.0, 0.0, 8.0, 8.0])
+    b = ViewEmbeddingMap.build(model, camera_images(3, 2), poses(3, 2), [-2.0, 1.0, 6.0, 12.0])
+    merged = a.merge(b)
+    assert merged.num_views == 5
+    assert merged.extent.tolist() == [-2.0, 0.0, 8.0, 12.0]
+    torch.testing.assert_close(merged.embeddings[2:], b.embeddings)  # poses do not enter
+    torch.manual_seed(0)
+    latent = build_model(config_for('image-pf')).eval()
+    c = ViewEmbeddingMap.build(latent, camera_images(2, 1), poses(2, 1), [0.0, 0.0, 8.0, 8.0])
+    d = ViewEmbeddingMap.build(latent, camera_images(2, 2), poses(2, 2), [0.0, 0.0, 9.0, 9.0])
+    with pytest.raises(MapError, match='different extents'):
+        c.merge(d)
+    assert c.merge(c).num_views == 4

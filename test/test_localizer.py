@@ -107,3 +107,21 @@ def test_map_to_odom_closes_the_tf_tree():
         assert abs(math.remainder(yaw - map_pose[2], 2 * math.pi)) < 1e-9
     # odometry that agrees with the map: identity transform
     np.testing.assert_allclose(map_to_odom((1.0, 2.0, 0.5), (1.0, 2.0, 0.5)), 0.0, atol=1e-12)
+
+
+def test_a_merged_map_keeps_the_belief_where_it_was_in_metres(loaded):
+    settings = LocalizerSettings(num_particles=64, motion_noise_xy=0.0, motion_noise_yaw=0.0)
+    loc = Localizer(loaded, settings=settings)
+    first = loc.build_map(images(2), np.array([[1.0, 1.0, 0.0], [5.0, 5.0, 1.0]]), EXTENT)
+    loc.initialize_gaussian((2.0, 3.0, 0.5), np.diag([1e-6, 1e-6, 1e-6]))
+    before = loc.process_frame(0.0, images(1, seed=1)[0])
+    other = ViewEmbeddingMap.build(loaded.model, images(2, seed=3),
+                                   np.array([[9.0, 2.0, 0.0], [12.0, 9.0, 2.0]]),
+                                   [6.0, 0.0, 14.0, 10.0])
+    loc.set_map(first.merge(other), keep_belief=True)
+    assert loc.map.num_views == 4 and loc.map.extent.tolist() == [0.0, 0.0, 14.0, 10.0]
+    after = loc.process_frame(0.0, images(1, seed=1)[0])
+    np.testing.assert_allclose(after.pose, before.pose, atol=0.01)
+    assert after.covariance[0, 0] < 1e-3
+    loc.set_map(first)  # without keep_belief: global again
+    assert loc.process_frame(0.0, images(1, seed=1)[0]).covariance[0, 0] > 0.5

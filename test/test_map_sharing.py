@@ -157,3 +157,60 @@ def test_robots_share_a_map_over_a_topic(start_process, checkpoints, ros_domain)
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_a_robot_with_map_update_merge_merges_a_second_map(start_process, checkpoints,
+                                                           ros_domain):
+    common = ['-p', 'num_particles:=128', '-p', f'model_path:={checkpoints[0]}']
+    robot1 = start_process('dmn_localization_node', '--ros-args', '-r', '__ns:=/robot1',
+                           *common)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('merge_test', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def spin_until(predicate, timeout):
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def build(positions):
+        rng = np.random.default_rng(len(positions))
+        request = BuildMap.Request()
+        request.header.frame_id = 'map'
+        request.images = [array_to_imgmsg(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+                                          'rgb8') for _ in positions]
+        request.poses = [pose(x, y, 0.0) for x, y in positions]
+        future = client.call_async(request)
+        executor.spin_until_future_complete(future, timeout_sec=60.0)
+        assert future.result().success, future.result().message
+
+    try:
+        client = node.create_client(BuildMap, '/robot1/dmn_localization/build_map')
+        assert client.wait_for_service(timeout_sec=60.0), robot1.log()
+        build([(1.0, 1.0), (5.0, 5.0), (2.0, 6.0), (6.0, 1.0)])
+        robot2 = start_process('dmn_localization_node', '--ros-args', '-r', '__ns:=/robot2',
+                               '-r', 'view_embedding_map:=/robot1/view_embedding_map',
+                               '-p', 'map_source:=topic', '-p', 'map_update:=merge', *common)
+        assert spin_until(lambda: 'received; belief re-initialized' in robot2.log(), 60.0), (
+            robot2.log())
+        build([(10.0, 2.0), (12.0, 8.0), (9.0, 9.0)])  # another part of the building
+        assert spin_until(lambda: 'received and merged: 7 views' in robot2.log(), 60.0), (
+            robot2.log())
+        assert 'extent [0.5, 0.5, 12.5, 9.5]; belief kept' in robot2.log()
+        poses = []
+        node.create_subscription(PoseWithCovarianceStamped, '/robot2/pose', poses.append, 10)
+        images = node.create_publisher(Image, '/robot2/image', qos_profile_sensor_data)
+        frame = np.zeros((32, 32, 3), dtype=np.uint8)
+        assert spin_until(lambda: images.publish(stamp_of(5.0, array_to_imgmsg(
+            frame, 'rgb8'))) or poses, 30.0), robot2.log()
+        assert robot2.alive()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_yaml_holds_every_declared_parameter_with_its_default():
     doc = yaml.safe_load((ROOT / 'config' / 'dmn_localization.yaml').read_text())
-    assert list(doc) == [parameters.NODE_NAME]
-    values = doc[parameters.NODE_NAME]['ros__parameters']
+    assert list(doc) == [parameters.YAML_KEY]
+    values = doc[parameters.YAML_KEY]['ros__parameters']
     assert set(values) == set(parameters.BY_NAME), 'YAML and parameters.py name different sets'
     for name, value in values.items():
         assert value == parameters.BY_NAME[name].default, name
@@ -99,3 +99,57 @@ def test_rviz_config_shows_the_node_topics():
         'global_frame_id'].default
     tools = {t['Class']: t for t in manager['Tools']}
     assert tools['rviz_default_plugins/SetInitialPose']['Topic']['Value'] == 'initialpose'
+
+
+@pytest.mark.ros
+def test_the_yaml_applies_to_the_node_in_any_namespace(start_process, tmp_path):
+    from conftest import wait_until
+
+    custom = tmp_path / 'robot.yaml'
+    custom.write_text((ROOT / 'config' / 'dmn_localization.yaml').read_text().replace(
+        'num_particles: 2048', 'num_particles: 123'))
+    for ns in ('/', '/robot7'):
+        node = start_process('dmn_localization_node', '--ros-args', '-r', f'__ns:={ns}',
+                             '--params-file', str(custom))
+        assert wait_until(lambda: 'particles' in node.log(), 60.0), node.log()
+        assert ', 123 particles' in node.log(), node.log()
+        node.stop()
+
+
+def test_multi_robot_launch_file_uses_the_fleet_plan_and_declared_parameters():
+    from dmn_localization.ros.fleet import fleet_plan
+
+    source = (ROOT / 'launch' / 'multi_robot.launch.py').read_text()
+    tree = ast.parse(source)
+    declared = {ast.literal_eval(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and getattr(n.func, 'id', None) == 'DeclareLaunchArgument'}
+    assert {'namespaces', 'mapper', 'map_topic', 'map_update', 'params_file', 'model_path',
+            'use_sim_time'} == declared
+    named = {ast.literal_eval(key) for node in ast.walk(tree) if isinstance(node, ast.Dict)
+             for key in node.keys if isinstance(key, ast.Constant)}
+    assert named <= set(parameters.BY_NAME) | {'use_sim_time'}, named
+    assert 'fleet_plan(' in source
+    plan = fleet_plan('robot1, /robot2 robot3', map_update='merge')
+    assert [r.namespace for r in plan] == ['robot1', 'robot2', 'robot3']
+    assert [r.parameters['map_source'] for r in plan] == ['service', 'topic', 'topic']
+    assert set(plan[0].parameters) <= set(parameters.BY_NAME)
+    for robot in plan:
+        assert robot.parameters['map_update'] == 'merge'
+        assert robot.remappings == [('view_embedding_map', '/shared/view_embedding_map')]
+    assert [r.parameters['map_source'] for r in fleet_plan('a,b', mapper='b')] == [
+        'topic', 'service']
+    assert parameters.BY_NAME['map_update'].choices == ('replace', 'merge')
+
+
+@pytest.mark.parametrize('namespaces, mapper, topic, match', [
+    ('', '', '/shared/m', 'empty'),
+    ('robot1,robot1', '', '/shared/m', 'repeat: robot1'),
+    ('robot-1', '', '/shared/m', 'not a valid ROS name'),
+    ('robot1,robot2', 'robot9', '/shared/m', 'mapper'),
+    ('robot1,robot2', '', 'shared/m', 'absolute'),
+])
+def test_bad_fleets_are_refused(namespaces, mapper, topic, match):
+    from dmn_localization.ros.fleet import fleet_plan, FleetError
+
+    with pytest.raises(FleetError, match=match):
+        fleet_plan(namespaces, mapper, topic)

@@ -115,19 +115,31 @@ class ViewEmbeddingMap:
         return self.merge(more)
 
     def merge(self, other: 'ViewEmbeddingMap') -> 'ViewEmbeddingMap':
-        """Union of the views of two maps of the same encoder, frame and extent."""
+        """
+        Union of the views of two maps of the same encoder and frame.
+
+        DMN view embeddings do not depend on the view poses, so maps of different
+        extents merge into one over the union of the extents. The latent map baselines
+        embed normalized poses: their maps merge only when the extents are equal.
+        """
         if other.fingerprint != self.fingerprint:
             raise MapFingerprintError(
                 f'cannot merge maps of encoders {self.fingerprint} and {other.fingerprint}')
         if other.frame_id != self.frame_id:
             raise MapError(f'cannot merge maps in frames {self.frame_id!r} and '
                            f'{other.frame_id!r}')
-        if not torch.allclose(other.extent.to(self.device), self.extent):
-            raise MapError('cannot merge maps with different extents')
+        other_extent = other.extent.to(self.device)
+        extent = self.extent
+        if not torch.allclose(other_extent, self.extent):
+            if not self.model_name.startswith('dmn-'):
+                raise MapError(f'cannot merge {self.model_name} maps of different extents: '
+                               'its embeddings depend on the normalized view poses')
+            extent = torch.cat([torch.minimum(self.extent[:2], other_extent[:2]),
+                                torch.maximum(self.extent[2:], other_extent[2:])])
         return ViewEmbeddingMap(
             torch.cat([self.embeddings, other.embeddings.to(self.device)]),
             torch.cat([self.poses, other.poses.to(self.device)]),
-            self.extent, self.model_name, self.fingerprint, self.frame_id)
+            extent, self.model_name, self.fingerprint, self.frame_id)
 
     def to(self, device: Union[str, torch.device]) -> 'ViewEmbeddingMap':
         """Return the map on ``device``."""

@@ -170,12 +170,25 @@ class DmnLocalizationNode(Node):
         if self.localizer is None:
             self.get_logger().error('map received but no model is loaded: ignored')
             return
+        merge = self.params['map_update'] == 'merge'
         try:
             the_map = msg_to_map(msg)
             with self._filter_lock:
-                self.localizer.set_map(the_map)
+                current = self.localizer.map
+                if merge and current is not None:
+                    the_map.check_compatible(self.localizer.model)
+                    merged = current.merge(the_map)
+                    self.localizer.set_map(merged, keep_belief=True)
+                else:
+                    self.localizer.set_map(the_map)
         except MapError as exc:
             self.get_logger().error(f'map from view_embedding_map refused, belief kept: {exc}')
+            return
+        if merge and current is not None:
+            self.get_logger().info(
+                f'map of {the_map.num_views} views from {the_map.model_name} (fingerprint '
+                f'{the_map.fingerprint}) received and merged: {merged.num_views} views over '
+                f'extent {[round(float(v), 2) for v in merged.extent]}; belief kept')
             return
         self.get_logger().info(f'map of {the_map.num_views} views from {the_map.model_name} '
                                f'(fingerprint {the_map.fingerprint}) received; belief '

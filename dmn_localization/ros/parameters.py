@@ -23,6 +23,8 @@ _RUNTIME = LocalizerSettings()
 
 #: Name the node runs under; the YAML file nests its parameters under it.
 NODE_NAME = 'dmn_localization'
+#: The YAML key: the node name in any namespace (a bare name matches only ``/``).
+YAML_KEY = f'/**/{NODE_NAME}'
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'map_source', 'service',
         'Where the map comes from: service (~/build_map) or topic (view_embedding_map, '
         'published by another robot).', choices=('service', 'topic')),
+    ParameterSpec(
+        'map_update', 'replace',
+        'What a map from view_embedding_map does to a map the node already has: replace '
+        'it (belief re-initialized globally) or merge with it (the union of the views, over '
+        'the union of the extents; the belief is kept).', choices=('replace', 'merge')),
     ParameterSpec(
         'publish_map', True,
         'Publish every map built by ~/build_map on view_embedding_map (latched).'),
@@ -147,8 +154,8 @@ def _yaml_value(value: Any) -> str:
 
 
 def render_yaml() -> str:
-    """Return the parameter YAML (under :data:`NODE_NAME`) with every default."""
-    lines = [f'{NODE_NAME}:', '  ros__parameters:']
+    """Return the parameter YAML (under :data:`YAML_KEY`) with every default."""
+    lines = [f'{YAML_KEY}:', '  ros__parameters:']
     for spec in PARAMETERS:
         lines.append(f'    # {spec.description}')
         lines.append(f'    {spec.name}: {_yaml_value(spec.default)}')
