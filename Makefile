@@ -22,10 +22,11 @@ demo: setup
 	$(RUN) dmn_env_check
 	$(RUN) dmn_demo --out runs/demo
 
-## bench: set up, then run the benchmarks (not tests: they print tables and write JSON)
+## bench: set up, then run the benchmarks (not tests: tables and JSON; about 20 minutes)
 bench: setup
 	$(RUN) python -m dmn_localization.bench.core_bench --out runs/bench/core.json
 	$(RUN) python -m dmn_localization.bench.map_sharing_bench --out runs/bench/map_sharing.json
+	$(RUN) python -m dmn_localization.bench.node_bench --out runs/bench/node.json
 
 ## data: set up, then generate the default Rooms and Mazes datasets into data/ (resumable)
 DATASETS := $(foreach d,rooms mazes,$(foreach s,train val test,data/$(d)-$(s)/manifest.json))

@@ -18,13 +18,13 @@ import json
 import os
 from pathlib import Path
 import platform
-import random
 import statistics
 import sys
 import tempfile
 import time
 from typing import Any, Dict, List
 
+from dmn_localization.bench.ros_process import BenchNode, isolate_dds
 import numpy as np
 
 CAMERA = (128, 128)
@@ -65,8 +65,6 @@ def message_sizes(model: Any, counts: List[int]) -> List[Dict[str, Any]]:
 
 def first_pose_latency(checkpoint: Path, repeats: int, views: int) -> List[float]:
     """Seconds from publishing a map to a receiving node to its first pose, per repeat."""
-    import subprocess
-
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
@@ -79,15 +77,9 @@ def first_pose_latency(checkpoint: Path, repeats: int, views: int) -> List[float
     from geometry_msgs.msg import Pose, PoseWithCovarianceStamped
     from sensor_msgs.msg import Image
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.SystemRandom().randint(101, 200)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
-    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE')})
-    script = Path(sys.executable).parent / 'dmn_localization_node'
-    log = tempfile.NamedTemporaryFile('w', suffix='.log', delete=False)
-    proc = subprocess.Popen([str(script), '--ros-args', '-p', f'model_path:={checkpoint}',
-                             '-p', 'map_source:=topic', '-p', 'num_particles:=2048'],
-                            stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    isolate_dds()
+    node_proc = BenchNode(['-p', f'model_path:={checkpoint}', '-p', 'map_source:=topic',
+                           '-p', 'num_particles:=2048'])
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node('map_latency_bench', context=context)
@@ -115,7 +107,7 @@ def first_pose_latency(checkpoint: Path, repeats: int, views: int) -> List[float
                ) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
         if map_pub.get_subscription_count() == 0:
-            raise RuntimeError(f'the node did not subscribe; its log: {log.name}')
+            raise RuntimeError(f'the node did not subscribe; its log: {node_proc.log.name}')
         stamp = 0.0
         for _ in range(repeats):
             poses.clear()
@@ -131,7 +123,8 @@ def first_pose_latency(checkpoint: Path, repeats: int, views: int) -> List[float
                     next_frame += 0.05
                 executor.spin_once(timeout_sec=0.005)
             if not poses:
-                raise RuntimeError(f'no pose within 30 s of the map; node log: {log.name}')
+                raise RuntimeError('no pose within 30 s of the map; node log: '
+                                   f'{node_proc.log.name}')
             results.append(poses[0] - sent)
             time.sleep(0.5)  # let the last frames drain before the next map
             executor.spin_once(timeout_sec=0.01)
@@ -139,14 +132,7 @@ def first_pose_latency(checkpoint: Path, repeats: int, views: int) -> List[float
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
-        import signal
-
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        node_proc.stop()
     return results
 
 
