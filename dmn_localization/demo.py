@@ -81,8 +81,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     print(f'[2/4] dmn_localization_node (ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}, model '
           f'{model}, {a.particles} particles); log: {a.out / "node.log"}', flush=True)
-    node = NodeProcess(['--ros-args', '-p', f'model_path:={model}',
-                        '-p', f'num_particles:={a.particles}'], a.out / 'node.log')
+    # every frame's pose, converged or not: the demo measures the search too
+    node = NodeProcess(['--ros-args', '-p', f'model_path:={model}', '-p',
+                        'publish_pose_when:=always', '-p', f'num_particles:={a.particles}'],
+                       a.out / 'node.log')
     try:
         print(f"[3/4] build_map with the bag's context views, then the drive live at "
               f'{a.rate}x', flush=True)

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import math
 from typing import Deque, List, Optional, Sequence, Tuple
 
+from dmn_localization import status
 from dmn_localization.core import geometry, particle_filter as pf
 from dmn_localization.core.checkpoint import LoadedModel
-from dmn_localization.core.inference import filter_step, FilterSettings, maybe_resample
+from dmn_localization.core.inference import (filter_step_with_evidence, FilterSettings,
+                                             maybe_resample)
 from dmn_localization.core.maps import ViewEmbeddingMap
 from dmn_localization.core.preprocessing import preprocess_images
 from dmn_localization.data.episodes import relative_motions
@@ -62,6 +64,8 @@ class LocalizerSettings:
     #: margin around the context views of the default map extent, metres
     map_margin: float = 0.5
     seed: int = 0
+    #: thresholds of initializing / global / converged / lost
+    status_thresholds: status.StatusSettings = field(default_factory=status.StatusSettings)
 
 
 def default_extent(poses: np.ndarray, margin: float) -> List[float]:
@@ -83,6 +87,16 @@ class FrameResult:
     effective_sample_size: float
     moved_by_odometry: bool
     odom_pose: Optional[np.ndarray] = None  # (3,) the robot in the odometry frame, if known
+    #: log of the frame's likelihood averaged over the belief (see ``filter_step_with_evidence``)
+    evidence: float = 0.0
+    #: the localizer's state after this frame (:mod:`dmn_localization.status`)
+    state: str = status.INITIALIZING
+
+    @property
+    def spread(self) -> Tuple[float, float]:
+        """Return the belief's spread: the larger x/y std in metres, the yaw std in radians."""
+        cov = self.covariance
+        return float(np.sqrt(max(cov[0, 0], cov[1, 1]))), float(np.sqrt(cov[2, 2]))
 
 
 class OdometryBuffer:
@@ -149,6 +163,12 @@ class Localizer:
         self.belief: Optional[pf.Belief] = None
         self.odometry = OdometryBuffer(self.settings.odom_buffer_s)
         self.last_frame_stamp: Optional[float] = None
+        self.status = status.StatusTracker(self.settings.status_thresholds)
+
+    @property
+    def state(self) -> str:
+        """Return the current localization state, one of ``dmn_localization.status.STATES``."""
+        return self.status.state
 
     @property
     def fingerprint(self) -> str:
@@ -209,6 +229,7 @@ class Localizer:
         the_map = self._require_map()
         bounds = geometry.normalized_bounds(the_map.extent, the_map.extent)[None]
         self.belief = pf.uniform_belief(bounds, self.settings.num_particles, self.generator)
+        self.status.reset(has_map=True)
 
     def initialize_gaussian(self, pose: Sequence[float], covariance: np.ndarray) -> None:
         """Draw the particles from a Gaussian: ``pose`` (metres) and 3x3 x, y, yaw covariance."""
@@ -228,6 +249,7 @@ class Localizer:
         std_n = torch.as_tensor(std, dtype=torch.float32, device=self.device) * scale
         self.belief = pf.gaussian_belief(normalized, std_n, self.settings.num_particles,
                                          self.generator)
+        self.status.reset(has_map=True)
 
     # -- odometry and frames --------------------------------------------------------------
     def add_odometry(self, stamp: float, pose: Sequence[float]) -> bool:
@@ -267,8 +289,8 @@ class Localizer:
                                   self.settings.soft_resample_alpha, noise)
         query = self.model.prepare_query(preprocess_images(image[None], self.model.config,
                                                            self.device))
-        self.belief = filter_step(self.model, self.map_context, query, self.belief, motion,
-                                  settings, self.generator)
+        self.belief, evidence = filter_step_with_evidence(
+            self.model, self.map_context, query, self.belief, motion, settings, self.generator)
         mean = pf.estimate(self.belief)
         cov = pf.covariance(self.belief, mean)[0]
         ess = float(pf.effective_sample_size(self.belief.log_weights)[0])
@@ -279,7 +301,8 @@ class Localizer:
             (scale @ cov @ scale).cpu().numpy(),
             geometry.denormalize_poses(self.belief.particles[0], the_map.extent).cpu().numpy(),
             self.belief.weights[0].cpu().numpy(), ess, moved,
-            self.odometry.pose_at(stamp, self.settings.max_odom_gap_s))
+            self.odometry.pose_at(stamp, self.settings.max_odom_gap_s), float(evidence[0]))
+        result.state = self.status.update(*result.spread, result.evidence)
         self.belief = maybe_resample(self.belief, settings, self.generator)
         self.last_frame_stamp = stamp
         return result

@@ -153,3 +153,28 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
     assert 'Closest context' in text and '32 samples for every learned model' in text
     assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
+
+
+def test_the_contrastive_term_scores_the_true_pose_among_the_particles():
+    from dmn_localization.core.models import build_model, config_for
+    from dmn_localization.learning.batches import TensorEpisodes
+    from dmn_localization.learning.trainer import EpisodeLoss
+
+    torch.manual_seed(0)
+    batch, steps = 3, 1
+    episodes = TensorEpisodes(torch.randn(batch, 4, 3, 32, 32), torch.rand(batch, 4, 3) - 0.5,
+                              torch.randn(batch, steps, 3, 32, 32),
+                              torch.rand(batch, steps, 3) - 0.5, torch.zeros(batch, steps, 3),
+                              torch.tensor([[-1.0, -1.0, 1.0, 1.0]] * batch))
+    model = build_model(config_for('dmn-pf'))
+    losses = {}
+    for weight in (0.0, 1.0):
+        module = EpisodeLoss(model, 16, uniform_share=0.25, nce_weight=weight)
+        losses[weight] = module(episodes, torch.Generator().manual_seed(1))
+    # the contrastive term is a cross-entropy over K + 1 = 17 candidates: about log(17)
+    extra = float(losses[1.0] - losses[0.0])
+    assert 1.0 < extra < 6.0, extra
+    losses[1.0].backward()
+    assert all(p.grad is not None for p in model.head_mlp.parameters())
+    regression = build_model(config_for('dmn-regression'))
+    assert EpisodeLoss(regression, 16, nce_weight=1.0).nce_weight == 0.0

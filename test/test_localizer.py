@@ -125,3 +125,16 @@ def test_a_merged_map_keeps_the_belief_where_it_was_in_metres(loaded):
     assert after.covariance[0, 0] < 1e-3
     loc.set_map(first)  # without keep_belief: global again
     assert loc.process_frame(0.0, images(1, seed=1)[0]).covariance[0, 0] > 0.5
+
+
+def test_frames_report_the_state_and_the_evidence(loaded):
+    settings = LocalizerSettings(num_particles=64, motion_noise_xy=0.0, motion_noise_yaw=0.0)
+    loc = Localizer(loaded, settings=settings)
+    assert loc.state == 'initializing'
+    loc.build_map(images(2), np.array([[1.0, 1.0, 0.0], [5.0, 5.0, 1.0]]), EXTENT)
+    wide = loc.process_frame(0.0, images(1, seed=1)[0])
+    assert wide.state == 'global' and np.isfinite(wide.evidence)
+    assert wide.spread[0] > 1.0
+    loc.initialize_gaussian((2.0, 3.0, 0.5), np.diag([1e-4, 1e-4, 1e-4]))
+    states = [loc.process_frame(0.1 * k, images(1, seed=1)[0]).state for k in range(1, 5)]
+    assert states == ['global', 'global', 'converged', 'converged']

@@ -93,7 +93,7 @@ def test_inconsistent_messages_are_refused(checkpoints):
 
 @pytest.mark.ros
 def test_robots_share_a_map_over_a_topic(start_process, checkpoints, ros_domain):
-    common = ['-p', 'num_particles:=256']
+    common = ['-p', 'num_particles:=256', '-p', 'publish_pose_when:=always']
     robot1 = start_process('dmn_localization_node', '--ros-args', '-r', '__ns:=/robot1',
                            '-p', f'model_path:={checkpoints[0]}', *common)
     context = rclpy.Context()
@@ -162,7 +162,8 @@ def test_robots_share_a_map_over_a_topic(start_process, checkpoints, ros_domain)
 @pytest.mark.ros
 def test_a_robot_with_map_update_merge_merges_a_second_map(start_process, checkpoints,
                                                            ros_domain):
-    common = ['-p', 'num_particles:=128', '-p', f'model_path:={checkpoints[0]}']
+    common = ['-p', 'num_particles:=128', '-p', f'model_path:={checkpoints[0]}',
+              '-p', 'publish_pose_when:=always']
     robot1 = start_process('dmn_localization_node', '--ros-args', '-r', '__ns:=/robot1',
                            *common)
     context = rclpy.Context()

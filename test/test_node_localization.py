@@ -90,6 +90,7 @@ def test_node_builds_the_map_and_publishes_poses_and_particles(start_process, ro
     save_checkpoint(checkpoint, model, [0.0, 0.0, 8.0, 8.0])
     node = start_process('dmn_localization_node', '--ros-args',
                          '-p', f'model_path:={checkpoint}', '-p', 'num_particles:=256',
+                         '-p', 'publish_pose_when:=always',
                          '-p', 'max_published_particles:=50')
     assert robot.build_map.wait_for_service(timeout_sec=60.0), node.log()
     rng = np.random.default_rng(0)
@@ -153,6 +154,7 @@ def test_bad_sensor_input_is_logged_and_the_node_keeps_localizing(start_process,
     save_checkpoint(checkpoint, build_model(config_for('dmn-pf')), [0.0, 0.0, 8.0, 8.0])
     node = start_process('dmn_localization_node', '--ros-args', '-p',
                          f'model_path:={checkpoint}', '-p', 'num_particles:=128',
+                         '-p', 'publish_pose_when:=always',
                          '-p', 'max_odom_gap:=0.5')
     assert robot.build_map.wait_for_service(timeout_sec=60.0), node.log()
     rng = np.random.default_rng(1)
@@ -201,3 +203,73 @@ def test_bad_sensor_input_is_logged_and_the_node_keeps_localizing(start_process,
     stamp = robot.poses[-1].header.stamp
     assert abs(stamp.sec + stamp.nanosec * 1e-9 - (STAMP0 - 99.8)) < 1e-6
     assert node.alive() and node.stop() == 0, node.log()
+
+
+@pytest.mark.ros
+def test_diagnostics_and_no_pose_until_converged(start_process, robot, tmp_path):
+    import torch
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / 'dmn.pt'
+    save_checkpoint(checkpoint, build_model(config_for('dmn-pf')), [0.0, 0.0, 8.0, 8.0])
+    node = start_process('dmn_localization_node', '--ros-args', '-p',
+                         f'model_path:={checkpoint}', '-p', 'num_particles:=128',
+                         '-p', 'motion_noise_xy:=0.0', '-p', 'motion_noise_yaw:=0.0')
+    diagnostics = []
+    robot.node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
+    assert robot.build_map.wait_for_service(timeout_sec=60.0), node.log()
+    rng = np.random.default_rng(2)
+    request = BuildMap.Request()
+    request.header.frame_id = 'map'
+    request.images = [array_to_imgmsg(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+                                      'rgb8') for _ in range(2)]
+    request.poses = [pose(1.0, 1.0, 0.0), pose(6.0, 6.0, 1.5)]
+    assert robot.call(robot.build_map, request).success
+    image = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+
+    def last_status():
+        status = diagnostics[-1].status[0]
+        return status, {kv.key: kv.value for kv in status.values}
+
+    # a global belief: particles, no pose, state global with level WARN
+    for k in range(3):
+        robot.send_frame(STAMP0 + 0.2 * k, image, (0.0, 0.0, 0.0))
+        assert robot.spin_until(lambda: len(robot.clouds) > k, timeout=30.0), node.log()
+    assert robot.spin_until(lambda: diagnostics and last_status()[1].get(
+        'frames_processed') == '3', timeout=5.0)
+    status, values = last_status()
+    assert robot.poses == []
+    assert values['state'] == 'global' and status.level == DiagnosticStatus.WARN
+    for key in ('spread_x_m', 'spread_y_m', 'spread_yaw_rad', 'effective_sample_size',
+                'frames_processed', 'frames_dropped', 'last_step_latency_ms',
+                'map_fingerprint', 'device', 'evidence'):
+        assert key in values, key
+    assert float(values['spread_x_m']) > 1.0
+    # a narrow initial pose: converged after converged_frames frames, then poses come
+    initial = stamp_of(STAMP0 + 1.0, PoseWithCovarianceStamped())
+    initial.header.frame_id = 'map'
+    initial.pose.pose = pose(2.0, 3.0, 0.0)
+    c = np.zeros(36)
+    c[[0, 7, 35]] = 1e-4
+    initial.pose.covariance = c.tolist()
+    robot.init_pub.publish(initial)
+    assert robot.spin_until(lambda: 're-initialized around' in node.log(), timeout=10.0)
+    for k in range(4):
+        robot.send_frame(STAMP0 + 2.0 + 0.2 * k, image, (0.0, 0.0, 0.0))
+        robot.spin_until(lambda: len(robot.clouds) > 3 + k, timeout=30.0)
+    assert robot.spin_until(lambda: len(robot.poses) >= 2, timeout=10.0), node.log()
+    assert robot.spin_until(lambda: last_status()[1]['state'] == 'converged', timeout=5.0)
+    assert last_status()[0].level == DiagnosticStatus.OK
+    assert node.alive() and node.stop() == 0, node.log()
+
+
+@pytest.mark.ros
+def test_inconsistent_state_thresholds_stop_the_node_with_the_parameter_named(start_process):
+    node = start_process('dmn_localization_node', '--ros-args', '-p', 'converged_xy_std:=2.0',
+                         '-p', 'lost_xy_std:=1.0')
+    deadline = time.monotonic() + 60.0
+    while node.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not node.alive()
+    assert 'lost_xy_std (1.0) must exceed converged_xy_std (2.0)' in node.log()

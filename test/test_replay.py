@@ -117,7 +117,7 @@ def test_live_replay_to_the_node_agrees_with_offline_replay(bag_and_model, tmp_p
     assert replay_main([str(bag), '--model', str(model), '--out', str(offline), '--particles',
                         '256', '--seed', '0', '--quiet']) == 0
     node = start_process('dmn_localization_node', '--ros-args', '-p', f'model_path:={model}',
-                         '-p', 'num_particles:=256')
+                         '-p', 'num_particles:=256', '-p', 'publish_pose_when:=always')
     code = replay_main([str(bag), '--live', '--rate', '1.0', '--out', str(live), '--quiet'])
     assert code == 0, node.log()
     for file in ('metrics.json', 'truth.tum', 'estimate.tum', 'replay.png'):

@@ -79,6 +79,7 @@ def first_pose_latency(checkpoint: Path, repeats: int, views: int) -> List[float
 
     isolate_dds()
     node_proc = BenchNode(['-p', f'model_path:={checkpoint}', '-p', 'map_source:=topic',
+                           '-p', 'publish_pose_when:=always',
                            '-p', 'num_particles:=2048'])
     context = rclpy.Context()
     rclpy.init(context=context)

@@ -137,8 +137,8 @@ def run_case(particles: int, action: Any) -> Dict[str, Any]:
         torch.manual_seed(0)
         checkpoint = Path(tmp) / 'dmn.pt'
         save_checkpoint(checkpoint, build_model(config_for('dmn-pf')), [0.0, 0.0, 8.0, 8.0])
-        node = BenchNode(['-p', f'model_path:={checkpoint}', '-p',
-                          f'num_particles:={particles}', '-p', 'publish_map:=false'])
+        node = BenchNode(['-p', f'model_path:={checkpoint}', '-p', 'publish_pose_when:=always',
+                          '-p', f'num_particles:={particles}', '-p', 'publish_map:=false'])
         context = rclpy.Context()
         rclpy.init(context=context)
         driver = Driver(context)

@@ -9,7 +9,7 @@ at time ``-1`` (for the paper's one-step episodes ``motions[:, 0]`` is zero).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from dmn_localization.core import geometry, particle_filter as pf
 from dmn_localization.core.particle_filter import Belief, TRACKING_STD
@@ -87,9 +87,25 @@ def filter_step(model: nn.Module, map_ctx: Any, query_ctx: Any, belief: Belief,
                 motion: Tensor, settings: FilterSettings,
                 generator: Optional[torch.Generator] = None) -> Belief:
     """One particle filter step: transition by ``motion`` ``(B, 3)``, observation update."""
+    return filter_step_with_evidence(model, map_ctx, query_ctx, belief, motion, settings,
+                                     generator)[0]
+
+
+def filter_step_with_evidence(model: nn.Module, map_ctx: Any, query_ctx: Any, belief: Belief,
+                              motion: Tensor, settings: FilterSettings,
+                              generator: Optional[torch.Generator] = None
+                              ) -> Tuple[Belief, Tensor]:
+    """
+    :func:`filter_step`, and the evidence of the observation ``(B,)``.
+
+    The evidence is the log of the likelihood averaged over the moved belief,
+    ``logsumexp(log w + log l)``: how well the image agrees with the belief as a whole
+    (it falls when a converged robot has been carried elsewhere).
+    """
     belief = pf.transition(belief, motion, settings.transition_noise, generator)
     log_likelihood = model.observe(map_ctx, query_ctx, belief.particles, settings.fast)[..., 0]
-    return pf.update(belief, log_likelihood)
+    evidence = torch.logsumexp(belief.log_weights + log_likelihood, dim=-1)
+    return pf.update(belief, log_likelihood), evidence
 
 
 def maybe_resample(belief: Belief, settings: FilterSettings,

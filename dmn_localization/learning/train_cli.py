@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--uniform-share', type=float, default=defaults.uniform_share,
                    help='share of the training particles drawn uniformly over the map '
                    "(0: the paper's pure tracking belief)")
+    p.add_argument('--nce-weight', type=float, default=defaults.nce_weight,
+                   help='weight of the contrastive term (particle filter models; 0: the '
+                   "paper's pose loss alone)")
     p.add_argument('--val-every-samples', type=int, default=defaults.val_every_samples)
     p.add_argument('--val-episodes', type=int, default=defaults.val_episodes)
     p.add_argument('--patience', type=int, default=defaults.patience,
@@ -52,7 +55,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     config = TrainConfig(a.model, a.train, a.val, a.out, a.budget_samples, a.batch_size, a.lr,
                          a.contexts, a.particles, a.val_every_samples, a.val_episodes,
                          patience=a.patience, checkpoint_minutes=a.checkpoint_minutes,
-                         seed=a.seed, device=a.device, uniform_share=a.uniform_share)
+                         seed=a.seed, device=a.device, uniform_share=a.uniform_share,
+                         nce_weight=a.nce_weight)
     try:
         summary = train(config, progress=not a.quiet)
     except (TrainingError, DatasetError, ValueError) as exc:

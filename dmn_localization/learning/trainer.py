@@ -71,6 +71,8 @@ class TrainConfig:
     device: str = 'auto'
     #: share of training particles drawn uniformly over the map (see ``tracking_belief``)
     uniform_share: float = 0.25
+    #: weight of the contrastive term of particle filter models (``EpisodeLoss.contrastive``)
+    nce_weight: float = 0.0
 
     def identity(self) -> Dict[str, Any]:
         """Return the fields a resumed run must share with the saved one."""
@@ -83,11 +85,13 @@ class TrainConfig:
 class EpisodeLoss(nn.Module):
     """Pose loss of a batch of tracking episodes; a module so DDP can wrap it."""
 
-    def __init__(self, model: nn.Module, num_particles: int, uniform_share: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, num_particles: int, uniform_share: float = 0.0,
+                 nce_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.settings = FilterSettings(num_particles=num_particles)
         self.uniform_share = uniform_share
+        self.nce_weight = nce_weight if model.config.kind == 'pf' else 0.0
 
     def forward(self, episodes: TensorEpisodes, generator: torch.Generator) -> Tensor:
         """Return the mean pose loss over the batch and its time steps."""
@@ -99,7 +103,28 @@ class EpisodeLoss(nn.Module):
                                     episodes.context_poses)
         result = localize(model, map_ctx, episodes.query_images, episodes.motions, initial,
                           self.settings, generator)
-        return pose_loss(result.estimates, episodes.truth)
+        loss = pose_loss(result.estimates, episodes.truth)
+        if self.nce_weight > 0:
+            loss = loss + self.nce_weight * self.contrastive(map_ctx, episodes, initial,
+                                                             generator)
+        return loss
+
+    def contrastive(self, map_ctx: Any, episodes: TensorEpisodes, initial: Any,
+                    generator: torch.Generator) -> Tensor:
+        """
+        Cross-entropy of the true first pose among it and K particles of the belief.
+
+        The observation model's log-likelihoods of ``[truth, particles]`` ``(B, K + 1)``
+        are read as logits and the truth is the class: a direct signal for the model to
+        score the true pose above others, beside the pose loss that only sees the
+        weighted mean.
+        """
+        model = self.model
+        query = model.prepare_query(episodes.query_images[:, 0])
+        others = initial.sample(self.settings.num_particles, generator).particles
+        poses = torch.cat([episodes.truth[:, :1], others], 1)
+        logits = model.observe(map_ctx, query, poses)[..., 0]
+        return -torch.log_softmax(logits, dim=-1)[:, 0].mean()
 
 
 def _distributed() -> tuple:
@@ -221,7 +246,8 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
                               model.config, device)
     val_global = to_tensors(val_sampler.sample(config.val_global_episodes, val_rng),
                             model.config, device)
-    loss_module: nn.Module = EpisodeLoss(model, config.num_particles, config.uniform_share)
+    loss_module: nn.Module = EpisodeLoss(model, config.num_particles, config.uniform_share,
+                                         config.nce_weight)
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     if rank == 0 and counters['samples'] == 0:

@@ -5,7 +5,9 @@ Topics: subscribes ``image`` (sensor_msgs/Image, sensor-data QoS), ``odom``
 (nav_msgs/Odometry), ``initialpose`` (PoseWithCovarianceStamped); publishes ``pose``
 (PoseWithCovarianceStamped) and ``particle_cloud`` (PoseArray). Services:
 ``~/build_map`` (dmn_localization_interfaces/BuildMap), ``~/global_localization``
-(std_srvs/Empty). The node only converts messages and calls
+(std_srvs/Empty). ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) carries the state
+(:mod:`dmn_localization.status`) at 1 Hz and on every change. The node only converts
+messages and calls
 :class:`dmn_localization.localizer.Localizer`; the newest camera frame is processed by
 a worker thread, frames arriving meanwhile replace it and are counted as dropped,
 odometry keeps arriving on the executor.
@@ -16,14 +18,17 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from typing import Any, Optional
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dmn_localization.core.device import resolve_device
 from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings, map_to_odom
 from dmn_localization.ros import image_conversion
 from dmn_localization.ros.conversions import (InvalidRequestError, make_pose,
                                               parse_build_map_request, pose_to_xyyaw)
 from dmn_localization.ros.parameters import declare_parameters, NODE_NAME
+from dmn_localization.status import StatusSettings, StatusSettingsError
 from dmn_localization_interfaces.msg import ViewEmbeddingMap as ViewEmbeddingMapMsg
 from dmn_localization_interfaces.srv import BuildMap
 from geometry_msgs.msg import Pose, PoseArray, PoseWithCovarianceStamped
@@ -36,6 +41,16 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_srvs.srv import Empty
+
+#: /diagnostics level of each localization state.
+DIAGNOSTIC_LEVELS = {'converged': DiagnosticStatus.OK, 'global': DiagnosticStatus.WARN,
+                     'initializing': DiagnosticStatus.WARN, 'lost': DiagnosticStatus.ERROR}
+STATE_MESSAGES = {
+    'initializing': 'no map, or no frame since the map: call ~/build_map, send images',
+    'global': 'searching: the belief is spread out, no pose is trusted yet',
+    'converged': 'localized: the belief is narrow and agrees with the images',
+    'lost': 'lost: the images no longer agree with the belief it had converged to',
+}
 
 #: File name of the default model in share/dmn_localization/models.
 DEFAULT_MODEL = 'dmn-pf-rooms.pt'
@@ -93,6 +108,12 @@ class DmnLocalizationNode(Node):
         self.create_service(BuildMap, '~/build_map', self._on_build_map)
         self.create_service(Empty, '~/global_localization', self._on_global_localization)
         self.tf_broadcaster = self._make_tf_broadcaster()
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics',
+                                                     QoSProfile(depth=10))
+        self._last: Optional[Any] = None
+        self._last_latency_ms = float('nan')
+        self._published_state = ''
+        self.create_timer(1.0, self.publish_diagnostics)
         self._worker = threading.Thread(target=self._process_frames, daemon=True)
         self._worker.start()
 
@@ -120,11 +141,19 @@ class DmnLocalizationNode(Node):
         except CheckpointError as exc:
             self.get_logger().error(f'cannot load the model: {exc}')
             return
+        thresholds = StatusSettings(
+            self.params['converged_xy_std'], self.params['converged_yaw_std'],
+            self.params['converged_frames'], self.params['lost_xy_std'],
+            self.params['lost_evidence_drop'])
+        try:
+            thresholds.check()
+        except StatusSettingsError as exc:
+            raise ValueError(f'parameter {exc}') from exc
         settings = LocalizerSettings(
             num_particles=self.params['num_particles'],
             motion_noise_xy=self.params['motion_noise_xy'],
             motion_noise_yaw=self.params['motion_noise_yaw'],
-            max_odom_gap_s=self.params['max_odom_gap'])
+            max_odom_gap_s=self.params['max_odom_gap'], status_thresholds=thresholds)
         self.localizer = Localizer(loaded, self.device, settings)
         self.get_logger().info(
             f'model {loaded.name} (fingerprint {loaded.fingerprint}) from {path} on '
@@ -274,9 +303,15 @@ class DmnLocalizationNode(Node):
         except image_conversion.ImageConversionError as exc:
             self.get_logger().error(f'image ignored: {exc}', throttle_duration_sec=5.0)
             return
+        started = time.monotonic()
         with self._filter_lock:
             result = self.localizer.process_frame(stamp_seconds(msg.header.stamp), pixels)
+        self._last_latency_ms = (time.monotonic() - started) * 1000.0
+        self._last = result
         self.frames_processed += 1
+        if result.state != self._published_state:
+            self.get_logger().info(f'state: {result.state}')
+            self.publish_diagnostics()
         if not result.moved_by_odometry and self.frames_processed > 1:
             self.get_logger().warning('no odometry around this frame: observation-only update',
                                       throttle_duration_sec=5.0)
@@ -291,7 +326,8 @@ class DmnLocalizationNode(Node):
         index = [0, 1, 5]
         cov[np.ix_(index, index)] = result.covariance
         out.pose.covariance = cov.reshape(-1).tolist()
-        self.pose_pub.publish(out)
+        if self.params['publish_pose_when'] == 'always' or result.state == 'converged':
+            self.pose_pub.publish(out)
         cloud = PoseArray()
         cloud.header.stamp, cloud.header.frame_id = stamp, frame
         count = min(self.params['max_published_particles'], len(result.weights))
@@ -308,6 +344,35 @@ class DmnLocalizationNode(Node):
             tf.transform.translation.x, tf.transform.translation.y = float(x), float(y)
             tf.transform.rotation.z, tf.transform.rotation.w = math.sin(yaw / 2), math.cos(yaw / 2)
             self.tf_broadcaster.sendTransform(tf)
+
+    def publish_diagnostics(self) -> None:
+        """Publish the state and its evidence on /diagnostics (1 Hz and on every change)."""
+        state = self.localizer.state if self.localizer is not None else 'initializing'
+        status = DiagnosticStatus()
+        status.name = f'{self.get_fully_qualified_name()}: localization'
+        status.hardware_id = self.device
+        status.level = DIAGNOSTIC_LEVELS[state]
+        status.message = STATE_MESSAGES[state]
+        values = {'state': state, 'frames_processed': self.frames_processed,
+                  'frames_dropped': self.frames_dropped, 'device': self.device,
+                  'map_fingerprint': (self.localizer.map.fingerprint if self.localizer is not
+                                      None and self.localizer.map is not None else '')}
+        last = self._last
+        if last is not None:
+            cov = last.covariance
+            values.update({
+                'spread_x_m': f'{math.sqrt(cov[0, 0]):.3f}',
+                'spread_y_m': f'{math.sqrt(cov[1, 1]):.3f}',
+                'spread_yaw_rad': f'{math.sqrt(cov[2, 2]):.3f}',
+                'effective_sample_size': f'{last.effective_sample_size:.1f}',
+                'evidence': f'{last.evidence:.3f}',
+                'last_step_latency_ms': f'{self._last_latency_ms:.1f}'})
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [status]
+        self.diagnostics_pub.publish(array)
+        self._published_state = state
 
     def destroy_node(self) -> None:
         """Stop the frame worker, then destroy the node."""

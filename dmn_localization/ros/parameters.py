@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
 from dmn_localization.localizer import LocalizerSettings
+from dmn_localization.status import StatusSettings
 
 Number = Union[int, float]
 
 #: The runtime's defaults: filter parameters below take theirs from here.
 _RUNTIME = LocalizerSettings()
+_STATES = StatusSettings()
 
 #: Name the node runs under; the YAML file nests its parameters under it.
 NODE_NAME = 'dmn_localization'
@@ -111,6 +113,28 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'max_odom_gap', _RUNTIME.max_odom_gap_s,
         'Seconds between a frame and the nearest odometry beyond which the frame gets '
         'no motion update (observation only, with a warning).', value_range=(0.0, 10.0)),
+    ParameterSpec(
+        'publish_pose_when', 'converged',
+        'When pose is published: only while converged (searching or lost publishes no pose; '
+        'particle_cloud always), or always.', choices=('converged', 'always')),
+    ParameterSpec(
+        'converged_xy_std', _STATES.converged_xy_std,
+        'Converged: the larger weighted std of x and y under this, metres ...',
+        value_range=(0.01, 10.0)),
+    ParameterSpec(
+        'converged_yaw_std', _STATES.converged_yaw_std,
+        '... and the weighted std of yaw under this, radians ...', value_range=(0.01, 3.2)),
+    ParameterSpec(
+        'converged_frames', _STATES.converged_frames,
+        '... for this many consecutive frames.', value_range=(1, 1000)),
+    ParameterSpec(
+        'lost_xy_std', _STATES.lost_xy_std,
+        'Lost: after convergence the x-y std grows past this, metres (must exceed '
+        'converged_xy_std) ...', value_range=(0.02, 100.0)),
+    ParameterSpec(
+        'lost_evidence_drop', _STATES.lost_evidence_drop,
+        '... or the evidence of a frame (log mean likelihood under the belief) falls this '
+        'far below its running level, nats.', value_range=(0.1, 100.0)),
 )
 
 BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}

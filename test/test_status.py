@@ -1,0 +1,58 @@
+"""The localization states on hand-made spreads and evidence sequences."""
+
+from dmn_localization.status import (CONVERGED, GLOBAL, INITIALIZING, LOST, StatusSettings,
+                                     StatusSettingsError, StatusTracker)
+import pytest
+
+WIDE, NARROW = (3.0, 1.5), (0.1, 0.05)
+
+
+def run(tracker, frames):
+    """Feed ``(xy_std, yaw_std, evidence)`` frames; return the states after each."""
+    return [tracker.update(*f) for f in frames]
+
+
+def test_converges_after_enough_narrow_frames_only():
+    tracker = StatusTracker(StatusSettings(converged_frames=3))
+    assert tracker.state == INITIALIZING
+    states = run(tracker, [(*WIDE, -5.0), (*NARROW, 1.0), (*NARROW, 1.0), (*WIDE, 1.0),
+                           (*NARROW, 1.0), (*NARROW, 1.0), (*NARROW, 1.0)])
+    assert states == [GLOBAL, GLOBAL, GLOBAL, GLOBAL, GLOBAL, GLOBAL, CONVERGED]
+    # a narrow x-y spread with a wide yaw is not converged
+    other = StatusTracker(StatusSettings(converged_frames=1))
+    assert run(other, [(0.1, 1.0, 0.0)]) == [GLOBAL]
+
+
+def test_an_evidence_collapse_after_convergence_is_lost_then_search_then_converged():
+    tracker = StatusTracker(StatusSettings(converged_frames=2, lost_evidence_drop=3.0))
+    run(tracker, [(*NARROW, 2.0)] * 2)
+    assert tracker.state == CONVERGED
+    # the images keep agreeing: small changes of the evidence stay converged
+    assert run(tracker, [(*NARROW, 1.5), (*NARROW, 2.2)]) == [CONVERGED, CONVERGED]
+    # kidnapped: the belief is still narrow, the images no longer fit it
+    assert run(tracker, [(*NARROW, -4.0)]) == [LOST]
+    # recovery spreads the particles: searching again, then converged elsewhere
+    assert run(tracker, [(*WIDE, -3.0), (*NARROW, 0.5), (*NARROW, 0.6)]) == [
+        GLOBAL, GLOBAL, CONVERGED]
+
+
+def test_a_spread_growing_past_the_threshold_is_lost_and_lost_can_come_back():
+    tracker = StatusTracker(StatusSettings(converged_frames=2, lost_xy_std=1.0))
+    run(tracker, [(*NARROW, 0.0)] * 2)
+    assert run(tracker, [(1.2, 0.1, 0.0)]) == [LOST]
+    # narrow again and agreeing with the images for enough frames: converged
+    assert run(tracker, [(*NARROW, 0.0), (*NARROW, 0.0)]) == [LOST, CONVERGED]
+
+
+def test_reset_and_bad_thresholds():
+    tracker = StatusTracker()
+    run(tracker, [(*NARROW, 0.0)] * 5)
+    assert tracker.state == CONVERGED
+    assert tracker.reset(has_map=True) == GLOBAL
+    assert tracker.reset(has_map=False) == INITIALIZING
+    with pytest.raises(StatusSettingsError, match='converged_frames'):
+        StatusTracker(StatusSettings(converged_frames=0))
+    with pytest.raises(StatusSettingsError, match='lost_xy_std'):
+        StatusTracker(StatusSettings(converged_xy_std=1.0, lost_xy_std=0.5))
+    with pytest.raises(StatusSettingsError, match='evidence_alpha'):
+        StatusTracker(StatusSettings(evidence_alpha=0.0))
