@@ -64,6 +64,12 @@ class LocalizerSettings:
     #: margin around the context views of the default map extent, metres
     map_margin: float = 0.5
     seed: int = 0
+    #: update gating: frames update the belief only after odometry says the robot moved
+    #: this far (metres) or turned this much (radians) since the last update; 0, 0: never
+    #: gate. Any positive value keeps a standing robot's particles from collapsing on one
+    #: repeated image; these are small so that a moving robot updates on almost every frame.
+    update_min_d: float = 0.05
+    update_min_a: float = 0.05
     #: thresholds of initializing / global / converged / lost
     status_thresholds: status.StatusSettings = field(default_factory=status.StatusSettings)
 
@@ -91,6 +97,8 @@ class FrameResult:
     evidence: float = 0.0
     #: the localizer's state after this frame (:mod:`dmn_localization.status`)
     state: str = status.INITIALIZING
+    #: False when update gating skipped the frame (the belief is as it was)
+    updated: bool = True
 
     @property
     def spread(self) -> Tuple[float, float]:
@@ -163,6 +171,9 @@ class Localizer:
         self.belief: Optional[pf.Belief] = None
         self.odometry = OdometryBuffer(self.settings.odom_buffer_s)
         self.last_frame_stamp: Optional[float] = None
+        self._odom_at_update: Optional[np.ndarray] = None
+        self._last_result: Optional[FrameResult] = None
+        self.updates_skipped = 0
         self.status = status.StatusTracker(self.settings.status_thresholds)
 
     @property
@@ -230,6 +241,7 @@ class Localizer:
         bounds = geometry.normalized_bounds(the_map.extent, the_map.extent)[None]
         self.belief = pf.uniform_belief(bounds, self.settings.num_particles, self.generator)
         self.status.reset(has_map=True)
+        self._last_result = None  # a new belief: the next frame updates it
 
     def initialize_gaussian(self, pose: Sequence[float], covariance: np.ndarray) -> None:
         """Draw the particles from a Gaussian: ``pose`` (metres) and 3x3 x, y, yaw covariance."""
@@ -250,6 +262,7 @@ class Localizer:
         self.belief = pf.gaussian_belief(normalized, std_n, self.settings.num_particles,
                                          self.generator)
         self.status.reset(has_map=True)
+        self._last_result = None  # a new belief: the next frame updates it
 
     # -- odometry and frames --------------------------------------------------------------
     def add_odometry(self, stamp: float, pose: Sequence[float]) -> bool:
@@ -257,17 +270,25 @@ class Localizer:
         ok = self.odometry.add(stamp, pose)
         if not ok:
             self.last_frame_stamp = None
+            self._odom_at_update = None
         return ok
 
     def _motion(self, stamp: float) -> Optional[np.ndarray]:
-        if self.last_frame_stamp is None:
+        """Odometry motion from the last belief update to ``stamp``, if odometry knows it."""
+        if self.last_frame_stamp is None or self._odom_at_update is None:
             return None
-        gap = self.settings.max_odom_gap_s
-        a = self.odometry.pose_at(self.last_frame_stamp, gap)
-        b = self.odometry.pose_at(stamp, gap)
-        if a is None or b is None:
+        b = self.odometry.pose_at(stamp, self.settings.max_odom_gap_s)
+        if b is None:
             return None
-        return relative_motions(np.stack([a, b]))[1]
+        return relative_motions(np.stack([self._odom_at_update, b]))[1]
+
+    def _gated(self, motion_m: Optional[np.ndarray]) -> bool:
+        """Return True when odometry says the robot barely moved since the last update."""
+        s = self.settings
+        if motion_m is None or self._last_result is None:
+            return False
+        return bool(math.hypot(motion_m[0], motion_m[1]) < s.update_min_d
+                    and abs(motion_m[2]) < s.update_min_a)
 
     @torch.no_grad()
     def process_frame(self, stamp: float, image: np.ndarray) -> FrameResult:
@@ -276,6 +297,14 @@ class Localizer:
         if self.last_frame_stamp is not None and stamp < self.last_frame_stamp:
             self.last_frame_stamp = None  # time went backwards: no motion across the jump
         motion_m = self._motion(stamp)
+        if self._gated(motion_m):
+            # standing still: no update, no resampling; the pose of the current belief
+            self.updates_skipped += 1
+            last = self._last_result
+            return FrameResult(last.pose, last.covariance, last.particles, last.weights,
+                               last.effective_sample_size, False,
+                               self.odometry.pose_at(stamp, self.settings.max_odom_gap_s),
+                               last.evidence, last.state, updated=False)
         moved = motion_m is not None
         motion = torch.zeros(1, 3, device=self.device)
         noise = None
@@ -305,4 +334,6 @@ class Localizer:
         result.state = self.status.update(*result.spread, result.evidence)
         self.belief = maybe_resample(self.belief, settings, self.generator)
         self.last_frame_stamp = stamp
+        self._odom_at_update = result.odom_pose
+        self._last_result = result
         return result

@@ -138,3 +138,30 @@ def test_frames_report_the_state_and_the_evidence(loaded):
     loc.initialize_gaussian((2.0, 3.0, 0.5), np.diag([1e-4, 1e-4, 1e-4]))
     states = [loc.process_frame(0.1 * k, images(1, seed=1)[0]).state for k in range(1, 5)]
     assert states == ['global', 'global', 'converged', 'converged']
+
+
+@pytest.mark.parametrize('gating', [True, False])
+def test_a_standing_robot_keeps_its_particles_only_with_gating(loaded, gating):
+    settings = LocalizerSettings(num_particles=256, motion_noise_xy=0.0, motion_noise_yaw=0.0,
+                                 update_min_d=0.05 if gating else 0.0,
+                                 update_min_a=0.05 if gating else 0.0)
+    import copy
+
+    sharp = copy.deepcopy(loaded)  # random weights with large likelihood differences
+    with torch.no_grad():
+        sharp.model.head_mlp[-1].weight.mul_(200.0)
+    loc = Localizer(sharp, settings=settings)
+    loc.build_map(images(3), np.array([[1.0, 1.0, 0.0], [5.0, 5.0, 1.0], [2.0, 6.0, 3.0]]),
+                  EXTENT)
+    frame = images(1, seed=7)[0]
+    spreads = []
+    for k in range(50):  # the robot stands: the same odometry pose, the same image
+        loc.add_odometry(0.1 * k, (2.0, 2.0, 0.0))
+        spreads.append(loc.process_frame(0.1 * k, frame).spread[0])
+    if gating:
+        assert spreads[-1] == pytest.approx(spreads[0]) and loc.updates_skipped == 49
+    else:
+        assert spreads[-1] < 0.5 * spreads[0] and loc.updates_skipped == 0
+    # moving on updates again
+    loc.add_odometry(5.0, (2.5, 2.0, 0.0))
+    assert loc.process_frame(5.0, frame).updated

@@ -242,7 +242,7 @@ def test_diagnostics_and_no_pose_until_converged(start_process, robot, tmp_path)
     assert robot.poses == []
     assert values['state'] == 'global' and status.level == DiagnosticStatus.WARN
     for key in ('spread_x_m', 'spread_y_m', 'spread_yaw_rad', 'effective_sample_size',
-                'frames_processed', 'frames_dropped', 'last_step_latency_ms',
+                'frames_processed', 'frames_dropped', 'updates_skipped', 'last_step_latency_ms',
                 'map_fingerprint', 'device', 'evidence'):
         assert key in values, key
     assert float(values['spread_x_m']) > 1.0
@@ -255,8 +255,8 @@ def test_diagnostics_and_no_pose_until_converged(start_process, robot, tmp_path)
     initial.pose.covariance = c.tolist()
     robot.init_pub.publish(initial)
     assert robot.spin_until(lambda: 're-initialized around' in node.log(), timeout=10.0)
-    for k in range(4):
-        robot.send_frame(STAMP0 + 2.0 + 0.2 * k, image, (0.0, 0.0, 0.0))
+    for k in range(4):  # driving on (a standing robot's frames would be gated)
+        robot.send_frame(STAMP0 + 2.0 + 0.2 * k, image, (0.1 * k, 0.0, 0.0))
         robot.spin_until(lambda: len(robot.clouds) > 3 + k, timeout=30.0)
     assert robot.spin_until(lambda: len(robot.poses) >= 2, timeout=10.0), node.log()
     assert robot.spin_until(lambda: last_status()[1]['state'] == 'converged', timeout=5.0)

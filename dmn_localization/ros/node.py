@@ -153,7 +153,8 @@ class DmnLocalizationNode(Node):
             num_particles=self.params['num_particles'],
             motion_noise_xy=self.params['motion_noise_xy'],
             motion_noise_yaw=self.params['motion_noise_yaw'],
-            max_odom_gap_s=self.params['max_odom_gap'], status_thresholds=thresholds)
+            max_odom_gap_s=self.params['max_odom_gap'], status_thresholds=thresholds,
+            update_min_d=self.params['update_min_d'], update_min_a=self.params['update_min_a'])
         self.localizer = Localizer(loaded, self.device, settings)
         self.get_logger().info(
             f'model {loaded.name} (fingerprint {loaded.fingerprint}) from {path} on '
@@ -354,7 +355,10 @@ class DmnLocalizationNode(Node):
         status.level = DIAGNOSTIC_LEVELS[state]
         status.message = STATE_MESSAGES[state]
         values = {'state': state, 'frames_processed': self.frames_processed,
-                  'frames_dropped': self.frames_dropped, 'device': self.device,
+                  'frames_dropped': self.frames_dropped,
+                  'updates_skipped': (self.localizer.updates_skipped
+                                      if self.localizer is not None else 0),
+                  'device': self.device,
                   'map_fingerprint': (self.localizer.map.fingerprint if self.localizer is not
                                       None and self.localizer.map is not None else '')}
         last = self._last

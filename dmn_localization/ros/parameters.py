@@ -114,6 +114,14 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'Seconds between a frame and the nearest odometry beyond which the frame gets '
         'no motion update (observation only, with a warning).', value_range=(0.0, 10.0)),
     ParameterSpec(
+        'update_min_d', _RUNTIME.update_min_d,
+        'Update gating: a frame updates the belief only when odometry says the robot moved '
+        'this far since the last update, metres ...', value_range=(0.0, 10.0)),
+    ParameterSpec(
+        'update_min_a', _RUNTIME.update_min_a,
+        '... or turned this much, radians (0 and 0: every frame updates).',
+        value_range=(0.0, 3.2)),
+    ParameterSpec(
         'publish_pose_when', 'converged',
         'When pose is published: only while converged (searching or lost publishes no pose; '
         'particle_cloud always), or always.', choices=('converged', 'always')),
