@@ -25,6 +25,7 @@ from dmn_localization.core.inference import (filter_step_with_evidence, FilterSe
 from dmn_localization.core.maps import ViewEmbeddingMap
 from dmn_localization.core.preprocessing import preprocess_images
 from dmn_localization.data.episodes import relative_motions
+from dmn_localization.recovery import RecoveryRates
 import numpy as np
 import torch
 
@@ -70,6 +71,12 @@ class LocalizerSettings:
     #: repeated image; these are small so that a moving robot updates on almost every frame.
     update_min_d: float = 0.05
     update_min_a: float = 0.05
+    #: kidnap recovery (augmented MCL, :mod:`dmn_localization.recovery`); 0, 0: off, as
+    #: AMCL's defaults, until measured on kidnapped runs
+    recovery_alpha_slow: float = 0.0
+    recovery_alpha_fast: float = 0.0
+    #: random particles of the recovery fall within the context views' box plus this, metres
+    recovery_margin: float = 0.5
     #: thresholds of initializing / global / converged / lost
     status_thresholds: status.StatusSettings = field(default_factory=status.StatusSettings)
 
@@ -99,6 +106,8 @@ class FrameResult:
     state: str = status.INITIALIZING
     #: False when update gating skipped the frame (the belief is as it was)
     updated: bool = True
+    #: share of the particles kidnap recovery replaces at this frame's resampling
+    recovery_share: float = 0.0
 
     @property
     def spread(self) -> Tuple[float, float]:
@@ -175,6 +184,8 @@ class Localizer:
         self._last_result: Optional[FrameResult] = None
         self.updates_skipped = 0
         self.status = status.StatusTracker(self.settings.status_thresholds)
+        self.recovery = RecoveryRates(self.settings.recovery_alpha_slow,
+                                      self.settings.recovery_alpha_fast)
 
     @property
     def state(self) -> str:
@@ -229,6 +240,15 @@ class Localizer:
         else:
             self.initialize_global()
 
+    def _recovery_area(self) -> torch.Tensor:
+        """Return the normalized box ``(1, 4)`` of the context views plus the recovery margin."""
+        the_map = self._require_map()
+        x0, y0, x1, y1 = default_extent(the_map.poses.cpu().numpy(),
+                                        self.settings.recovery_margin)
+        corners = torch.tensor([[x0, y0, 0.0], [x1, y1, 0.0]], device=self.device)
+        low, high = geometry.normalize_poses(corners, the_map.extent)[:, :2]
+        return torch.cat([low, high])[None]
+
     def _require_map(self) -> ViewEmbeddingMap:
         if self.map is None:
             raise LocalizerError('no map: build one first')
@@ -242,6 +262,7 @@ class Localizer:
         self.belief = pf.uniform_belief(bounds, self.settings.num_particles, self.generator)
         self.status.reset(has_map=True)
         self._last_result = None  # a new belief: the next frame updates it
+        self.recovery.reset()
 
     def initialize_gaussian(self, pose: Sequence[float], covariance: np.ndarray) -> None:
         """Draw the particles from a Gaussian: ``pose`` (metres) and 3x3 x, y, yaw covariance."""
@@ -263,6 +284,7 @@ class Localizer:
                                          self.generator)
         self.status.reset(has_map=True)
         self._last_result = None  # a new belief: the next frame updates it
+        self.recovery.reset()
 
     # -- odometry and frames --------------------------------------------------------------
     def add_odometry(self, stamp: float, pose: Sequence[float]) -> bool:
@@ -332,7 +354,13 @@ class Localizer:
             self.belief.weights[0].cpu().numpy(), ess, moved,
             self.odometry.pose_at(stamp, self.settings.max_odom_gap_s), float(evidence[0]))
         result.state = self.status.update(*result.spread, result.evidence)
+        result.recovery_share = self.recovery.update(result.evidence)
+        before = self.belief
         self.belief = maybe_resample(self.belief, settings, self.generator)
+        if self.belief is not before and result.recovery_share > 0:
+            count = round(result.recovery_share * self.settings.num_particles)
+            self.belief = pf.inject_uniform(self.belief, count, self._recovery_area(),
+                                            self.generator)
         self.last_frame_stamp = stamp
         self._odom_at_update = result.odom_pose
         self._last_result = result

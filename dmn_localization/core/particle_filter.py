@@ -149,3 +149,27 @@ def covariance(belief: Belief, mean: Optional[Tensor] = None) -> Tensor:
     dev = torch.cat([dev[..., :2], geometry.wrap_angle(dev[..., 2:])], -1)
     w = belief.weights
     return torch.einsum('bk,bki,bkj->bij', w, dev, dev)
+
+
+def inject_uniform(belief: Belief, count: int, bounds: Tensor,
+                   generator: Optional[torch.Generator] = None) -> Belief:
+    """
+    Replace ``count`` random particles by particles uniform over ``bounds`` ``(B, 4)``.
+
+    The new particles get the mean weight ``1 / K``; the weights are normalized again
+    (augmented MCL's random particles after a kidnapping).
+    """
+    batch, num_particles = belief.log_weights.shape
+    count = max(0, min(int(count), num_particles))
+    if count == 0:
+        return belief
+    index = torch.stack([torch.randperm(num_particles, generator=generator,
+                                        device=belief.particles.device)[:count]
+                         for _ in range(batch)])
+    fresh = uniform_belief(bounds, count, generator).particles
+    particles = belief.particles.clone()
+    particles.scatter_(1, index[..., None].expand(-1, -1, 3), fresh)
+    log_weights = belief.log_weights.clone()
+    log_weights.scatter_(1, index, torch.full_like(index, -math.log(num_particles),
+                                                   dtype=log_weights.dtype))
+    return Belief(particles, normalize_log_weights(log_weights))

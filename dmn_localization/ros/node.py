@@ -24,6 +24,7 @@ from typing import Any, Optional
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dmn_localization.core.device import resolve_device
 from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings, map_to_odom
+from dmn_localization.recovery import RecoverySettingsError
 from dmn_localization.ros import image_conversion
 from dmn_localization.ros.conversions import (InvalidRequestError, make_pose,
                                               parse_build_map_request, pose_to_xyyaw)
@@ -154,8 +155,14 @@ class DmnLocalizationNode(Node):
             motion_noise_xy=self.params['motion_noise_xy'],
             motion_noise_yaw=self.params['motion_noise_yaw'],
             max_odom_gap_s=self.params['max_odom_gap'], status_thresholds=thresholds,
-            update_min_d=self.params['update_min_d'], update_min_a=self.params['update_min_a'])
-        self.localizer = Localizer(loaded, self.device, settings)
+            update_min_d=self.params['update_min_d'], update_min_a=self.params['update_min_a'],
+            recovery_alpha_slow=self.params['recovery_alpha_slow'],
+            recovery_alpha_fast=self.params['recovery_alpha_fast'],
+            recovery_margin=self.params['recovery_margin'])
+        try:
+            self.localizer = Localizer(loaded, self.device, settings)
+        except RecoverySettingsError as exc:
+            raise ValueError(f'parameter {exc}') from exc
         self.get_logger().info(
             f'model {loaded.name} (fingerprint {loaded.fingerprint}) from {path} on '
             f'{self.device}, {settings.num_particles} particles; image conversion {backend}')
@@ -370,6 +377,7 @@ class DmnLocalizationNode(Node):
                 'spread_yaw_rad': f'{math.sqrt(cov[2, 2]):.3f}',
                 'effective_sample_size': f'{last.effective_sample_size:.1f}',
                 'evidence': f'{last.evidence:.3f}',
+                'recovery_share': f'{last.recovery_share:.3f}',
                 'last_step_latency_ms': f'{self._last_latency_ms:.1f}'})
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray()

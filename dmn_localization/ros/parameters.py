@@ -122,6 +122,20 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         '... or turned this much, radians (0 and 0: every frame updates).',
         value_range=(0.0, 3.2)),
     ParameterSpec(
+        'recovery_alpha_slow', _RUNTIME.recovery_alpha_slow,
+        'Kidnap recovery (augmented MCL): rate of the long-term average of the evidence; '
+        'with recovery_alpha_fast 0 as well, recovery is off (as in AMCL).',
+        value_range=(0.0, 1.0)),
+    ParameterSpec(
+        'recovery_alpha_fast', _RUNTIME.recovery_alpha_fast,
+        'Rate of the short-term average (above recovery_alpha_slow); each resampling '
+        'replaces max(0, 1 - fast / slow) of the particles with uniform ones.',
+        value_range=(0.0, 1.0)),
+    ParameterSpec(
+        'recovery_margin', _RUNTIME.recovery_margin,
+        'Recovery particles fall within the box of the context views plus this, metres.',
+        value_range=(0.0, 100.0)),
+    ParameterSpec(
         'publish_pose_when', 'converged',
         'When pose is published: only while converged (searching or lost publishes no pose; '
         'particle_cloud always), or always.', choices=('converged', 'always')),
