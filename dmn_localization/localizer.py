@@ -297,12 +297,17 @@ class Localizer:
 
     def _motion(self, stamp: float) -> Optional[np.ndarray]:
         """Odometry motion from the last belief update to ``stamp``, if odometry knows it."""
-        if self.last_frame_stamp is None or self._odom_at_update is None:
+        if self.last_frame_stamp is None:
             return None
-        b = self.odometry.pose_at(stamp, self.settings.max_odom_gap_s)
-        if b is None:
+        gap = self.settings.max_odom_gap_s
+        # looked up again now: odometry stamped at the last update may have arrived after
+        # its frame was processed; the pose kept then serves once the buffer has let go
+        a = self.odometry.pose_at(self.last_frame_stamp, gap)
+        a = a if a is not None else self._odom_at_update
+        b = self.odometry.pose_at(stamp, gap)
+        if a is None or b is None:
             return None
-        return relative_motions(np.stack([self._odom_at_update, b]))[1]
+        return relative_motions(np.stack([a, b]))[1]
 
     def _gated(self, motion_m: Optional[np.ndarray]) -> bool:
         """Return True when odometry says the robot barely moved since the last update."""

@@ -45,6 +45,18 @@ def test_metrics_of_a_constant_offset_and_of_late_convergence():
     assert late.distance_to_converge_m == pytest.approx(t[20] * 1.0, rel=0.02)  # 1 m/s
     assert late.share_within_0_5_m == pytest.approx(30 / 50)
     assert late.ate_rmse_after_convergence_m == pytest.approx(0.0, abs=1e-9)
+    # converged for 3 s, then off by 2 m for the last 10 frames: still converged at t[20],
+    # the excursion shows in the shares and the error after convergence
+    drifting = far.copy()
+    drifting[40:, 0] += 2.0
+    once = trajectory_metrics(t, drifting, t, truth, EXTENT)
+    assert once.time_to_converge_s == pytest.approx(t[20])
+    assert once.share_within_0_5_m == pytest.approx(20 / 50)
+    assert once.ate_rmse_after_convergence_m == pytest.approx(2.0 * math.sqrt(10 / 30))
+    # within 0.5 m for less than the 2 s hold (one frame every 0.2 s): not converged
+    flicker = truth + np.array([2.0, 0.0, 0.0])
+    flicker[10:15, 0] -= 2.0
+    assert trajectory_metrics(t, flicker, t, truth, EXTENT).time_to_converge_s is None
     # the paper's criterion: 2 m on a 10 m map is (2/5)^2 = 0.16 < 0.2: a success
     assert trajectory_metrics(t, truth + [2.0, 0.0, 0.0], t, truth, EXTENT).paper_success_final
     assert not trajectory_metrics(t, truth + [2.5, 0.0, 0.0], t, truth,

@@ -21,7 +21,13 @@ NORMALIZED_SUCCESS = 0.2
 
 @dataclass
 class TrajectoryMetrics:
-    """Summary of a run; distances in metres, angles in degrees, times in seconds."""
+    """
+    Summary of a run; distances in metres, angles in degrees, times in seconds.
+
+    Converged: the estimate first stays within 0.5 m of the truth for
+    :data:`CONVERGENCE_HOLD_S` seconds; ``ate_rmse_after_convergence_m`` covers the
+    whole rest of the run, excursions included.
+    """
 
     frames: int
     ate_rmse_m: float
@@ -50,13 +56,28 @@ def errors(stamps: np.ndarray, estimates: np.ndarray, truth_stamps: np.ndarray,
     return np.column_stack([pos, yaw])
 
 
-def convergence_index(position_error: np.ndarray, radius: float = 0.5) -> Optional[int]:
-    """Return the first index after which the error stays within ``radius``, or None."""
-    outside = np.nonzero(position_error > radius)[0]
-    if len(outside) == 0:
-        return 0
-    last = int(outside[-1]) + 1
-    return last if last < len(position_error) else None
+#: Seconds the estimate must stay within the radius to count as converged.
+CONVERGENCE_HOLD_S = 2.0
+
+
+def convergence_index(position_error: np.ndarray, stamps: np.ndarray, radius: float = 0.5,
+                      hold_s: float = CONVERGENCE_HOLD_S) -> Optional[int]:
+    """
+    Return the first index from which the error stays within ``radius`` for ``hold_s``.
+
+    Seconds count by the stamps; the hold must lie within the run. None when the estimate
+    never holds that long (a later excursion is not undone: it shows in the shares).
+    """
+    stamps = np.asarray(stamps, float)
+    inside = np.asarray(position_error) <= radius
+    for i in np.nonzero(inside)[0]:
+        end = stamps[i] + hold_s
+        if end > stamps[-1] + 1e-9:
+            return None
+        window = (stamps >= stamps[i]) & (stamps <= end + 1e-9)
+        if inside[window].all():
+            return int(i)
+    return None
 
 
 def trajectory_metrics(stamps: Sequence[float], estimates: np.ndarray,
@@ -71,7 +92,7 @@ def trajectory_metrics(stamps: Sequence[float], estimates: np.ndarray,
         raise ValueError('no estimate lies within the time span of the ground truth')
     stamps, estimates, err = stamps[valid], estimates[valid], err[valid]
     pos, yaw = err[:, 0], err[:, 1]
-    index = convergence_index(pos)
+    index = convergence_index(pos, stamps)
     gt = interpolate_poses(np.asarray(truth_stamps, float), np.asarray(truth, float), stamps)
     path = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(gt[:, :2], axis=0).T))])
     half = max(extent[2] - extent[0], extent[3] - extent[1]) / 2.0

@@ -53,6 +53,9 @@ STATE_MESSAGES = {
     'lost': 'lost: the images no longer agree with the belief it had converged to',
 }
 
+#: Longest wait of a frame for the odometry that brackets it, seconds.
+ODOM_WAIT_S = 0.05
+
 #: File name of the default model in share/dmn_localization/models.
 DEFAULT_MODEL = 'dmn-pf-rooms.pt'
 
@@ -311,9 +314,11 @@ class DmnLocalizationNode(Node):
         except image_conversion.ImageConversionError as exc:
             self.get_logger().error(f'image ignored: {exc}', throttle_duration_sec=5.0)
             return
+        stamp = stamp_seconds(msg.header.stamp)
+        self._wait_for_odometry(stamp)
         started = time.monotonic()
         with self._filter_lock:
-            result = self.localizer.process_frame(stamp_seconds(msg.header.stamp), pixels)
+            result = self.localizer.process_frame(stamp, pixels)
         self._last_latency_ms = (time.monotonic() - started) * 1000.0
         self._last = result
         self.frames_processed += 1
@@ -324,6 +329,22 @@ class DmnLocalizationNode(Node):
             self.get_logger().warning('no odometry around this frame: observation-only update',
                                       throttle_duration_sec=5.0)
         self._publish(msg.header.stamp, result)
+
+    def _wait_for_odometry(self, stamp: float) -> None:
+        """
+        Wait up to :data:`ODOM_WAIT_S` for odometry stamped at or after the frame.
+
+        Odometry comes on its own topic and may arrive just after the frame it brackets;
+        interpolating then, not extrapolating now, gives the motion a bag replay gives.
+        No wait when odometry has stopped (its newest stamp is older than max_odom_gap).
+        """
+        buffer = self.localizer.odometry
+        deadline = time.monotonic() + ODOM_WAIT_S
+        while time.monotonic() < deadline:
+            newest = buffer.stamps[-1] if buffer.stamps else None
+            if newest is None or newest >= stamp or newest < stamp - self.params['max_odom_gap']:
+                return
+            time.sleep(0.002)
 
     def _publish(self, stamp: Any, result: Any) -> None:
         frame = self.params['global_frame_id']
