@@ -178,3 +178,13 @@ def test_the_contrastive_term_scores_the_true_pose_among_the_particles():
     assert all(p.grad is not None for p in model.head_mlp.parameters())
     regression = build_model(config_for('dmn-regression'))
     assert EpisodeLoss(regression, 16, nce_weight=1.0).nce_weight == 0.0
+
+
+def test_model_options_are_typed_and_checked():
+    from dmn_localization.learning.train_cli import parse_model_options
+
+    assert parse_model_options('dmn-pf', ['match_score=false', 'head_hidden=96']) == {
+        'match_score': False, 'head_hidden': 96}
+    for bad in (['match_score=maybe'], ['no_such_field=1'], ['name=x'], ['head_hidden']):
+        with pytest.raises(ValueError, match='--model-option'):
+            parse_model_options('dmn-pf', bad)

@@ -49,7 +49,7 @@ def regression_success(checkpoint: Path, domain: str, workdir: Optional[Path] = 
 
 
 def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
-               status: str = '') -> Path:
+               status: str = '', train_command: str = '') -> Path:
     """Copy ``checkpoint`` to ``models/NAME.pt`` and write its card; return the card path."""
     loaded = load_checkpoint(checkpoint)
     dataset = Dataset(test_data)
@@ -61,7 +61,7 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
     config = loaded.model.config
     data: Dict[str, Any] = {
         'name': name, 'model': loaded.name, 'fingerprint': loaded.fingerprint,
-        'parameters': count_parameters(loaded.model), 'training': meta,
+        'parameters': count_parameters(loaded.model), 'training': {**meta, 'command': train_command},
         'input': {'image_size': list(config.image_size), 'pixel_mean': config.pixel_mean,
                   'pixel_std': config.pixel_std, 'training_extent_m': list(loaded.extent)},
         'test': {'data': str(test_data), 'episodes': episodes, 'results': results},
@@ -86,7 +86,7 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
   Nc={meta.get("num_contexts")}, K={meta.get("num_particles")}, seed {meta.get("seed")}.
 - Validation at that point: loss {meta.get("val_loss", float("nan")):.4f}, one-step global
   success {meta.get("val_global_success", float("nan")):.1%}.
-
+{"- Command: `" + train_command + "`" + chr(10) if train_command else ""}
 ## Test metrics
 
 `dmn_evaluate --data {test_data} --checkpoint models/{name}.pt --episodes {episodes}`
@@ -125,8 +125,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--test-data', type=Path, required=True)
     p.add_argument('--episodes', type=int, default=1000)
     p.add_argument('--status', default='', help='a sentence on the state of this model')
+    p.add_argument('--train-command', default='', help='the dmn_train command of the run')
     a = p.parse_args(argv)
-    print(write_card(a.name, a.checkpoint, a.test_data, a.episodes, a.status))
+    print(write_card(a.name, a.checkpoint, a.test_data, a.episodes, a.status,
+                     a.train_command))
     return 0
 
 

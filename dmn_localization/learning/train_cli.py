@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
-from dmn_localization.core.models import LEARNED_MODELS
+from dmn_localization.core.models import config_for, LEARNED_MODELS
 from dmn_localization.data.dataset import DatasetError
 from dmn_localization.learning.trainer import train, TrainConfig, TrainingError
 
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--nce-weight', type=float, default=defaults.nce_weight,
                    help='weight of the contrastive term (particle filter models; 0: the '
                    "paper's pose loss alone)")
+    p.add_argument('--model-option', action='append', default=[], metavar='FIELD=VALUE',
+                   help='set a model config field, e.g. match_score=false (repeatable)')
     p.add_argument('--val-every-samples', type=int, default=defaults.val_every_samples)
     p.add_argument('--val-episodes', type=int, default=defaults.val_episodes)
     p.add_argument('--patience', type=int, default=defaults.patience,
@@ -49,14 +51,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_model_options(model: str, items: List[str]) -> Dict[str, Any]:
+    """Turn ``['match_score=false', 'head_hidden=96']`` into typed config fields of ``model``."""
+    defaults = config_for(model)
+    options: Dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition('=')
+        if not sep or not hasattr(defaults, key) or key == 'name':
+            raise ValueError(f'--model-option {item!r}: expected FIELD=VALUE with a config '
+                             f'field of {model}')
+        kind = type(getattr(defaults, key))
+        if kind is bool:
+            if text.lower() not in ('true', 'false'):
+                raise ValueError(f'--model-option {item!r}: {key} is true or false')
+            options[key] = text.lower() == 'true'
+        elif kind in (int, float):
+            options[key] = kind(text)
+        else:
+            raise ValueError(f'--model-option {item!r}: {key} cannot be set from the command '
+                             'line')
+    return options
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point of ``dmn_train``."""
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        options = parse_model_options(a.model, a.model_option)
+    except ValueError as exc:
+        parser.error(str(exc))
     config = TrainConfig(a.model, a.train, a.val, a.out, a.budget_samples, a.batch_size, a.lr,
                          a.contexts, a.particles, a.val_every_samples, a.val_episodes,
                          patience=a.patience, checkpoint_minutes=a.checkpoint_minutes,
                          seed=a.seed, device=a.device, uniform_share=a.uniform_share,
-                         nce_weight=a.nce_weight)
+                         nce_weight=a.nce_weight, model_options=options)
     try:
         summary = train(config, progress=not a.quiet)
     except (TrainingError, DatasetError, ValueError) as exc:

@@ -18,7 +18,7 @@ logs and writes checkpoints.
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 import io
 import json
 import math
@@ -73,6 +73,8 @@ class TrainConfig:
     uniform_share: float = 0.25
     #: weight of the contrastive term of particle filter models (``EpisodeLoss.contrastive``)
     nce_weight: float = 0.0
+    #: model config fields other than their defaults, e.g. ``{'match_score': False}``
+    model_options: Dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> Dict[str, Any]:
         """Return the fields a resumed run must share with the saved one."""
@@ -213,8 +215,8 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     train_set, val_set = Dataset(Path(config.train_data)), Dataset(Path(config.val_data))
-    model = build_model(config_for(config.model,
-                                   image_size=tuple(train_set.image_size))).to(device)
+    model = build_model(config_for(config.model, image_size=tuple(train_set.image_size),
+                                   **config.model_options)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, rank]))
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)
@@ -225,10 +227,16 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
     if state_path.exists():
         state = torch.load(io.BytesIO(state_path.read_bytes()), map_location=device,
                            weights_only=True)
-        if state['config'] != config.identity():
+        # fields added since the run started take their defaults (the behaviour it had)
+        saved = {**TrainConfig(config.model, '', '', '').identity(), **state['config']}
+        if saved != config.identity():
             raise TrainingError(f'{out} holds a run of another configuration: '
                                 f'{state["config"]}; use another --out')
-        model.load_state_dict(state['model'])
+        try:
+            model.load_state_dict(state['model'])
+        except RuntimeError as exc:
+            raise TrainingError(f'{out} holds weights of another architecture (a run from '
+                                f'before a model option changed?): {exc}') from exc
         optimizer.load_state_dict(state['optimizer'])
         rng.bit_generator.state = state['numpy_rng'][rank]
         generator.set_state(state['torch_generator'][rank].cpu())
