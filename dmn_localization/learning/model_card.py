@@ -61,7 +61,8 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
     config = loaded.model.config
     data: Dict[str, Any] = {
         'name': name, 'model': loaded.name, 'fingerprint': loaded.fingerprint,
-        'parameters': count_parameters(loaded.model), 'training': {**meta, 'command': train_command},
+        'parameters': count_parameters(loaded.model),
+        'training': {**meta, 'command': train_command},
         'input': {'image_size': list(config.image_size), 'pixel_mean': config.pixel_mean,
                   'pixel_std': config.pixel_std, 'training_extent_m': list(loaded.extent)},
         'test': {'data': str(test_data), 'episodes': episodes, 'results': results},
