@@ -7,10 +7,9 @@ Topics: subscribes ``image`` (sensor_msgs/Image, sensor-data QoS), ``odom``
 ``~/build_map`` (dmn_localization_interfaces/BuildMap), ``~/global_localization``
 (std_srvs/Empty). ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) carries the state
 (:mod:`dmn_localization.status`) at 1 Hz and on every change. The node only converts
-messages and calls
-:class:`dmn_localization.localizer.Localizer`; the newest camera frame is processed by
-a worker thread, frames arriving meanwhile replace it and are counted as dropped,
-odometry keeps arriving on the executor.
+messages and calls :class:`dmn_localization.localizer.Localizer`; the newest camera
+frame is processed by a worker thread, frames arriving meanwhile replace it and are
+counted as dropped, odometry keeps arriving on the executor.
 """
 
 from __future__ import annotations
