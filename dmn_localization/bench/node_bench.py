@@ -137,8 +137,10 @@ def run_case(particles: int, action: Any) -> Dict[str, Any]:
         torch.manual_seed(0)
         checkpoint = Path(tmp) / 'dmn.pt'
         save_checkpoint(checkpoint, build_model(config_for('dmn-pf')), [0.0, 0.0, 8.0, 8.0])
+        # no update gating: the robot here stands, and every frame must be a full update
         node = BenchNode(['-p', f'model_path:={checkpoint}', '-p', 'publish_pose_when:=always',
-                          '-p', f'num_particles:={particles}', '-p', 'publish_map:=false'])
+                          '-p', f'num_particles:={particles}', '-p', 'publish_map:=false',
+                          '-p', 'update_min_d:=0.0', '-p', 'update_min_a:=0.0'])
         context = rclpy.Context()
         rclpy.init(context=context)
         driver = Driver(context)
