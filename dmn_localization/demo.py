@@ -15,38 +15,12 @@ import argparse
 import os
 from pathlib import Path
 import random
-import signal
-import subprocess
 import sys
 import time
 from typing import List, Optional
 
+from dmn_localization.node_process import NodeProcess
 import numpy as np
-
-
-class NodeProcess:
-    """``dmn_localization_node`` in its own process group, its output in a log file."""
-
-    def __init__(self, args: List[str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, 'w')
-        script = Path(sys.executable).parent / 'dmn_localization_node'
-        command = [str(script)] if script.exists() else [
-            sys.executable, '-m', 'dmn_localization.ros.node']
-        self.proc = subprocess.Popen(command + args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def stop(self, timeout: float = 15.0) -> Optional[int]:
-        """Ctrl-C the node; kill its process group if it does not exit in ``timeout`` s."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -85,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'[2/4] dmn_localization_node (ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}, model '
           f'{model}, {a.particles} particles); log: {a.out / "node.log"}', flush=True)
     # every frame's pose, converged or not: the demo measures the search too
-    node = NodeProcess(['--ros-args', '-p', f'model_path:={model}', '-p',
+    node = NodeProcess(['-p', f'model_path:={model}', '-p',
                         'publish_pose_when:=always', '-p', f'num_particles:={a.particles}'],
                        a.out / 'node.log')
     try:

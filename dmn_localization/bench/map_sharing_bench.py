@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Any, Dict, List
 
-from dmn_localization.bench.ros_process import BenchNode, isolate_dds
+from dmn_localization.node_process import isolate_dds, NodeProcess
 import numpy as np
 
 CAMERA = (128, 128)
@@ -78,9 +78,9 @@ def first_pose_latency(checkpoint: Path, repeats: int, views: int) -> List[float
     from sensor_msgs.msg import Image
 
     isolate_dds()
-    node_proc = BenchNode(['-p', f'model_path:={checkpoint}', '-p', 'map_source:=topic',
-                           '-p', 'publish_pose_when:=always',
-                           '-p', 'num_particles:=2048'])
+    node_proc = NodeProcess(['-p', f'model_path:={checkpoint}', '-p', 'map_source:=topic',
+                             '-p', 'publish_pose_when:=always',
+                             '-p', 'num_particles:=2048'])
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node('map_latency_bench', context=context)

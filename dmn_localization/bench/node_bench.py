@@ -26,7 +26,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from dmn_localization.bench.ros_process import BenchNode, isolate_dds
+from dmn_localization.node_process import isolate_dds, NodeProcess
 import numpy as np
 
 CAMERA = (128, 128)
@@ -138,9 +138,9 @@ def run_case(particles: int, action: Any) -> Dict[str, Any]:
         checkpoint = Path(tmp) / 'dmn.pt'
         save_checkpoint(checkpoint, build_model(config_for('dmn-pf')), [0.0, 0.0, 8.0, 8.0])
         # no update gating: the robot here stands, and every frame must be a full update
-        node = BenchNode(['-p', f'model_path:={checkpoint}', '-p', 'publish_pose_when:=always',
-                          '-p', f'num_particles:={particles}', '-p', 'publish_map:=false',
-                          '-p', 'update_min_d:=0.0', '-p', 'update_min_a:=0.0'])
+        node = NodeProcess(['-p', f'model_path:={checkpoint}', '-p', 'publish_pose_when:=always',
+                            '-p', f'num_particles:={particles}', '-p', 'publish_map:=false',
+                            '-p', 'update_min_d:=0.0', '-p', 'update_min_a:=0.0'])
         context = rclpy.Context()
         rclpy.init(context=context)
         driver = Driver(context)
@@ -153,7 +153,7 @@ def run_case(particles: int, action: Any) -> Dict[str, Any]:
             node.stop()
 
 
-def latency(driver: Driver, node: BenchNode, frames: int = 100) -> Dict[str, Any]:
+def latency(driver: Driver, node: NodeProcess, frames: int = 100) -> Dict[str, Any]:
     """Frames at 5 Hz: publish-to-pose latency in milliseconds."""
     driver.stream(5.0, 2.0)  # warm-up
     driver.received.clear()
@@ -163,7 +163,7 @@ def latency(driver: Driver, node: BenchNode, frames: int = 100) -> Dict[str, Any
             'p99_ms': float(np.percentile(ms, 99))}
 
 
-def drops(driver: Driver, node: BenchNode, seconds: float = 20.0) -> Dict[str, Any]:
+def drops(driver: Driver, node: NodeProcess, seconds: float = 20.0) -> Dict[str, Any]:
     """Frames at 30 Hz: the share that got no pose."""
     driver.stream(30.0, 2.0)
     driver.received.clear()
@@ -175,7 +175,7 @@ def drops(driver: Driver, node: BenchNode, seconds: float = 20.0) -> Dict[str, A
 
 def soak(minutes: float) -> Any:
     """Frames at 30 Hz for ``minutes``: the node's resident memory at 1 minute and at the end."""
-    def action(driver: Driver, node: BenchNode) -> Dict[str, Any]:
+    def action(driver: Driver, node: NodeProcess) -> Dict[str, Any]:
         readings: Dict[str, float] = {}
 
         def tick(elapsed: float) -> None:

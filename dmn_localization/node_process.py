@@ -1,4 +1,4 @@
-"""A node process for the DDS benchmarks: isolated domain, log file, stop, memory."""
+"""``dmn_localization_node`` as a child process, for the demo and the DDS benchmarks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import List
+from typing import List, Optional
 
 
 def isolate_dds() -> None:
@@ -18,13 +18,23 @@ def isolate_dds() -> None:
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 
 
-class BenchNode:
-    """``dmn_localization_node`` with ``args`` in its own process group."""
+class NodeProcess:
+    """
+    ``dmn_localization_node --ros-args ARGS`` in its own process group.
 
-    def __init__(self, args: List[str]) -> None:
+    Its output goes to ``log_path`` (a temporary file when not given); :meth:`stop`
+    Ctrl-Cs it and kills the group when it does not exit in time.
+    """
+
+    def __init__(self, args: List[str], log_path: Optional[Path] = None) -> None:
         script = Path(sys.executable).parent / 'dmn_localization_node'
-        self.log = tempfile.NamedTemporaryFile('w', suffix='-dmn-node.log', delete=False)
-        self.proc = subprocess.Popen([str(script), '--ros-args', *args], stdout=self.log,
+        command = [str(script)] if script.exists() else [
+            sys.executable, '-m', 'dmn_localization.ros.node']
+        if log_path is None:
+            self.log = tempfile.NamedTemporaryFile('w', suffix='-dmn-node.log', delete=False)
+        else:
+            self.log = open(log_path, 'w')
+        self.proc = subprocess.Popen(command + ['--ros-args', *args], stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def rss_mib(self) -> float:
@@ -34,13 +44,14 @@ class BenchNode:
                 return int(line.split()[1]) / 1024.0
         raise RuntimeError('no VmRSS in /proc status')
 
-    def stop(self) -> None:
-        """Ctrl-C the node, kill it when it does not exit within 15 s."""
+    def stop(self, timeout: float = 15.0) -> Optional[int]:
+        """Ctrl-C the node, kill its group when it does not exit within ``timeout`` s."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGINT)
             try:
-                self.proc.wait(15)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log.close()
+        return self.proc.returncode
