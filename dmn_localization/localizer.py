@@ -255,14 +255,18 @@ class Localizer:
         return self.map
 
     # -- belief ---------------------------------------------------------------------------
+    def _restart_tracking(self) -> None:
+        """Start the state, update gating and recovery over for a new belief."""
+        self.status.reset(has_map=True)
+        self._last_result = None
+        self.recovery.reset()
+
     def initialize_global(self) -> None:
         """Spread the particles uniformly over the map extent and all headings."""
         the_map = self._require_map()
         bounds = geometry.normalized_bounds(the_map.extent, the_map.extent)[None]
         self.belief = pf.uniform_belief(bounds, self.settings.num_particles, self.generator)
-        self.status.reset(has_map=True)
-        self._last_result = None  # a new belief: the next frame updates it
-        self.recovery.reset()
+        self._restart_tracking()
 
     def initialize_gaussian(self, pose: Sequence[float], covariance: np.ndarray) -> None:
         """Draw the particles from a Gaussian: ``pose`` (metres) and 3x3 x, y, yaw covariance."""
@@ -282,9 +286,7 @@ class Localizer:
         std_n = torch.as_tensor(std, dtype=torch.float32, device=self.device) * scale
         self.belief = pf.gaussian_belief(normalized, std_n, self.settings.num_particles,
                                          self.generator)
-        self.status.reset(has_map=True)
-        self._last_result = None  # a new belief: the next frame updates it
-        self.recovery.reset()
+        self._restart_tracking()
 
     # -- odometry and frames --------------------------------------------------------------
     def add_odometry(self, stamp: float, pose: Sequence[float]) -> bool:
