@@ -153,3 +153,12 @@ def test_bad_fleets_are_refused(namespaces, mapper, topic, match):
 
     with pytest.raises(FleetError, match=match):
         fleet_plan(namespaces, mapper, topic)
+
+
+def test_the_transform_is_future_dated_by_transform_tolerance():
+    from dmn_localization.ros.conversions import later_stamp
+
+    assert later_stamp(10, 900_000_000, 0.25) == (11, 150_000_000)
+    assert later_stamp(10, 0, 0.0) == (10, 0)
+    assert later_stamp(3, 999_999_999, 1e-9) == (4, 0)
+    assert parameters.BY_NAME['transform_tolerance'].default == 1.0  # AMCL's default

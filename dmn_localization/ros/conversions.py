@@ -31,6 +31,12 @@ def make_pose(x: float, y: float, yaw: float, factory: Any = None) -> Any:
     return pose
 
 
+def later_stamp(sec: int, nanosec: int, seconds: float) -> Tuple[int, int]:
+    """Return ``(sec, nanosec)`` of a ``builtin_interfaces/Time`` moved ``seconds`` later."""
+    total = int(sec) * 1_000_000_000 + int(nanosec) + int(round(seconds * 1e9))
+    return total // 1_000_000_000, total % 1_000_000_000
+
+
 def pose_to_xyyaw(pose: Any) -> Tuple[float, float, float]:
     """
     Return ``(x, y, yaw)`` of a ``geometry_msgs/Pose``; raise ValueError when invalid.

@@ -25,7 +25,7 @@ from dmn_localization.core.device import resolve_device
 from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings, map_to_odom
 from dmn_localization.recovery import RecoverySettingsError
 from dmn_localization.ros import image_conversion
-from dmn_localization.ros.conversions import (InvalidRequestError, make_pose,
+from dmn_localization.ros.conversions import (InvalidRequestError, later_stamp, make_pose,
                                               parse_build_map_request, pose_to_xyyaw)
 from dmn_localization.ros.parameters import declare_parameters, NODE_NAME
 from dmn_localization.status import StatusSettings, StatusSettingsError
@@ -367,7 +367,9 @@ class DmnLocalizationNode(Node):
 
             x, y, yaw = map_to_odom(result.pose, result.odom_pose)
             tf = TransformStamped()
-            tf.header.stamp, tf.header.frame_id = stamp, frame
+            tf.header.stamp.sec, tf.header.stamp.nanosec = later_stamp(
+                stamp.sec, stamp.nanosec, self.params['transform_tolerance'])
+            tf.header.frame_id = frame
             tf.child_frame_id = self.params['odom_frame_id']
             tf.transform.translation.x, tf.transform.translation.y = float(x), float(y)
             tf.transform.rotation.z, tf.transform.rotation.w = math.sin(yaw / 2), math.cos(yaw / 2)

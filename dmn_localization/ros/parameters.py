@@ -76,6 +76,10 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'tf_broadcast', True,
         'Broadcast map -> odom on /tf (needs tf2_ros, which apt ROS has and PyPI lacks).'),
     ParameterSpec(
+        'transform_tolerance', 1.0,
+        'Seconds the map -> odom transform is future-dated, as AMCL does, so that it stays '
+        'valid until the next frame (AMCL default).', value_range=(0.0, 10.0)),
+    ParameterSpec(
         'map_source', 'service',
         'Where the map comes from: service (~/build_map) or topic (view_embedding_map, '
         'published by another robot).', choices=('service', 'topic')),
