@@ -35,11 +35,9 @@ def message_sizes(model: Any, counts: List[int]) -> List[Dict[str, Any]]:
     from rclpy.serialization import serialize_message
 
     from dmn_localization.core.maps import ViewEmbeddingMap
-    from dmn_localization.ros.conversions import make_pose
-    from dmn_localization.ros.image_conversion import array_to_imgmsg
+    from dmn_localization.ros.conversions import build_map_request
     from dmn_localization.ros.map_conversion import map_to_msg
     from dmn_localization_interfaces.msg import ViewEmbeddingMap as MapMsg
-    from dmn_localization_interfaces.srv import BuildMap
     from geometry_msgs.msg import Pose
 
     rng = np.random.default_rng(0)
@@ -48,11 +46,7 @@ def message_sizes(model: Any, counts: List[int]) -> List[Dict[str, Any]]:
         images = rng.integers(0, 256, (count, *CAMERA, 3), dtype=np.uint8)
         poses = np.column_stack([rng.uniform(0, 8, count), rng.uniform(0, 8, count),
                                  rng.uniform(-3, 3, count)])
-        request = BuildMap.Request()
-        request.header.frame_id = 'map'
-        request.images = [array_to_imgmsg(img, 'rgb8') for img in images]
-        request.poses = [make_pose(*p) for p in poses]
-        image_bytes = len(serialize_message(request))
+        image_bytes = len(serialize_message(build_map_request(images, poses)))
         the_map = ViewEmbeddingMap.build(model, images, poses, [0.0, 0.0, 8.0, 8.0])
         row: Dict[str, Any] = {'views': count, 'images_bytes': image_bytes}
         for dtype in ('float32', 'float16'):

@@ -70,20 +70,15 @@ class Driver:
         self.received[key] = time.monotonic()
 
     def make_map(self) -> None:
-        from dmn_localization.ros.conversions import make_pose
-        from dmn_localization.ros.image_conversion import array_to_imgmsg
-        from dmn_localization_interfaces.srv import BuildMap
+        from dmn_localization.ros.conversions import build_map_request
 
         if not self.build_map.wait_for_service(timeout_sec=120.0):
             raise RuntimeError('the node did not come up')
         rng = np.random.default_rng(1)
-        request = BuildMap.Request()
-        request.header.frame_id = 'map'
-        request.images = [array_to_imgmsg(rng.integers(0, 256, (*CAMERA, 3), dtype=np.uint8),
-                                          'rgb8') for _ in range(8)]
-        request.poses = [make_pose(rng.uniform(0, 8), rng.uniform(0, 8), rng.uniform(-3, 3))
-                         for _ in range(8)]
-        future = self.build_map.call_async(request)
+        images = [rng.integers(0, 256, (*CAMERA, 3), dtype=np.uint8) for _ in range(8)]
+        poses = np.array([(rng.uniform(0, 8), rng.uniform(0, 8), rng.uniform(-3, 3))
+                          for _ in range(8)])
+        future = self.build_map.call_async(build_map_request(images, poses))
         self.executor.spin_until_future_complete(future, timeout_sec=120.0)
         if not future.done() or not future.result().success:
             raise RuntimeError('build_map failed')

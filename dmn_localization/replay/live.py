@@ -21,6 +21,7 @@ from dmn_localization.data.from_bag import pose_of_message
 from dmn_localization.localizer import default_extent, LocalizerSettings
 from dmn_localization.replay.offline import (BagTopics, map_views, ReplayResult,
                                              run_connections)
+from dmn_localization.ros.conversions import build_map_request, pose_to_xyyaw, stamp_seconds
 import numpy as np
 
 
@@ -58,13 +59,7 @@ class CloudSnapshot:
     weights: np.ndarray
 
 
-def _seconds(stamp: Any) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 def _cloud_array(msg: Any) -> np.ndarray:
-    from dmn_localization.ros.conversions import pose_to_xyyaw
-
     return np.array([pose_to_xyyaw(p) for p in msg.poses]).reshape(-1, 3)
 
 
@@ -106,12 +101,10 @@ class _Player:
             self.executor.spin_once(timeout_sec=0.05)
 
     def _on_pose(self, msg: Any) -> None:
-        from dmn_localization.ros.conversions import pose_to_xyyaw
-
-        self.poses.append((_seconds(msg.header.stamp), pose_to_xyyaw(msg.pose.pose)))
+        self.poses.append((stamp_seconds(msg.header.stamp), pose_to_xyyaw(msg.pose.pose)))
 
     def _on_cloud(self, msg: Any) -> None:
-        self.clouds.append((_seconds(msg.header.stamp), _cloud_array(msg)))
+        self.clouds.append((stamp_seconds(msg.header.stamp), _cloud_array(msg)))
 
     def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -127,20 +120,6 @@ class _Player:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
-
-
-def _build_map_request(images: Sequence[np.ndarray], poses: np.ndarray,
-                       extent: Optional[Sequence[float]], frame_id: str) -> Any:
-    from dmn_localization.ros.conversions import make_pose
-    from dmn_localization.ros.image_conversion import array_to_imgmsg
-    from dmn_localization_interfaces.srv import BuildMap
-
-    request = BuildMap.Request()
-    request.header.frame_id = frame_id
-    request.images = [array_to_imgmsg(np.ascontiguousarray(img), 'rgb8') for img in images]
-    request.poses = [make_pose(*p) for p in np.asarray(poses, dtype=float)]
-    request.extent = [float(v) for v in extent] if extent is not None else []
-    return request
 
 
 def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = None,
@@ -170,8 +149,8 @@ def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = Non
             raise LiveReplayError(f'no service {target.node}/build_map within '
                                   f'{target.connect_timeout:.0f} s: is the node running '
                                   '(same ROS_DOMAIN_ID)?')
-        future = player.build_map.call_async(_build_map_request(images, poses, extent,
-                                                                frame_id))
+        future = player.build_map.call_async(build_map_request(images, poses, frame_id,
+                                                               extent))
         if not player.wait(future.done, target.connect_timeout):
             raise LiveReplayError(f'{target.node}/build_map did not answer')
         response = future.result()
@@ -233,13 +212,13 @@ def _play(bag: Path, topics: BagTopics, target: LiveTarget, player: _Player,
                 time.sleep(delay)
             if conn.topic == topics.truth:
                 msg = reader.deserialize(raw, conn.msgtype)
-                result.truth_stamps.append(_seconds(msg.header.stamp))
+                result.truth_stamps.append(stamp_seconds(msg.header.stamp))
                 result.truth.append(pose_of_message(msg))
             elif conn.topic == topics.odom:
                 player.odom_pub.publish(deserialize(bytes(raw), odom_type))
             else:
                 msg = deserialize(bytes(raw), image_type)
-                frames.append(_seconds(msg.header.stamp))
+                frames.append(stamp_seconds(msg.header.stamp))
                 player.image_pub.publish(msg)
                 if bar is not None:
                     bar.update()

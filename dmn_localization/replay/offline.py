@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from dmn_localization.data.from_bag import (BagTopicError, pose_of_message, POSE_TYPES,
                                             posed_images)
 from dmn_localization.localizer import FrameResult, Localizer
+from dmn_localization.ros.conversions import stamp_seconds
 from dmn_localization.ros.image_conversion import imgmsg_to_rgb8
 import numpy as np
 
@@ -43,10 +44,6 @@ class ReplayResult:
     map_poses: Optional[np.ndarray] = None
     extent: Optional[List[float]] = None
     snapshots: Dict[float, FrameResult] = field(default_factory=dict)
-
-
-def _seconds(msg: Any) -> float:
-    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
 def mapping_views(bag: Path, topics: BagTopics) -> Tuple[List[np.ndarray], np.ndarray]:
@@ -147,12 +144,12 @@ def replay(bag: Path, localizer: Localizer, topics: BagTopics,
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
             if conn.topic == topics.odom:
-                localizer.add_odometry(_seconds(msg), pose_of_message(msg))
+                localizer.add_odometry(stamp_seconds(msg.header.stamp), pose_of_message(msg))
             elif conn.topic == topics.truth:
-                result.truth_stamps.append(_seconds(msg))
+                result.truth_stamps.append(stamp_seconds(msg.header.stamp))
                 result.truth.append(pose_of_message(msg))
             else:
-                stamp = _seconds(msg)
+                stamp = stamp_seconds(msg.header.stamp)
                 frame = localizer.process_frame(stamp, imgmsg_to_rgb8(msg))
                 start = stamp if start is None else start
                 result.stamps.append(stamp)

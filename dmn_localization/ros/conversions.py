@@ -31,6 +31,25 @@ def make_pose(x: float, y: float, yaw: float, factory: Any = None) -> Any:
     return pose
 
 
+def stamp_seconds(stamp: Any) -> float:
+    """Return a ``builtin_interfaces/Time`` (rclpy or rosbags message) as float seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def build_map_request(images: Sequence[np.ndarray], poses: np.ndarray,
+                      frame_id: str = 'map', extent: Optional[Sequence[float]] = None) -> Any:
+    """Return a ``BuildMap`` request of rgb8 images ``(H, W, 3)`` and poses ``(N, 3)``."""
+    from dmn_localization.ros.image_conversion import array_to_imgmsg
+    from dmn_localization_interfaces.srv import BuildMap
+
+    request = BuildMap.Request()
+    request.header.frame_id = frame_id
+    request.images = [array_to_imgmsg(np.ascontiguousarray(img), 'rgb8') for img in images]
+    request.poses = [make_pose(*p) for p in np.asarray(poses, dtype=float)]
+    request.extent = [float(v) for v in extent] if extent is not None else []
+    return request
+
+
 def later_stamp(sec: int, nanosec: int, seconds: float) -> Tuple[int, int]:
     """Return ``(sec, nanosec)`` of a ``builtin_interfaces/Time`` moved ``seconds`` later."""
     total = int(sec) * 1_000_000_000 + int(nanosec) + int(round(seconds * 1e9))

@@ -21,12 +21,14 @@ import time
 from typing import Any, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from dmn_localization import status
 from dmn_localization.core.device import resolve_device
 from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings, map_to_odom
 from dmn_localization.recovery import RecoverySettingsError
 from dmn_localization.ros import image_conversion
 from dmn_localization.ros.conversions import (InvalidRequestError, later_stamp, make_pose,
-                                              parse_build_map_request, pose_to_xyyaw)
+                                              parse_build_map_request, pose_to_xyyaw,
+                                              stamp_seconds)
 from dmn_localization.ros.parameters import declare_parameters, NODE_NAME
 from dmn_localization.status import StatusSettings, StatusSettingsError
 from dmn_localization_interfaces.msg import ViewEmbeddingMap as ViewEmbeddingMapMsg
@@ -43,13 +45,14 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import Empty
 
 #: /diagnostics level of each localization state.
-DIAGNOSTIC_LEVELS = {'converged': DiagnosticStatus.OK, 'global': DiagnosticStatus.WARN,
-                     'initializing': DiagnosticStatus.WARN, 'lost': DiagnosticStatus.ERROR}
+DIAGNOSTIC_LEVELS = {status.CONVERGED: DiagnosticStatus.OK, status.GLOBAL: DiagnosticStatus.WARN,
+                     status.INITIALIZING: DiagnosticStatus.WARN,
+                     status.LOST: DiagnosticStatus.ERROR}
 STATE_MESSAGES = {
-    'initializing': 'no map, or no frame since the map: call ~/build_map, send images',
-    'global': 'searching: the belief is spread out, no pose is trusted yet',
-    'converged': 'localized: the belief is narrow and agrees with the images',
-    'lost': 'lost: the images no longer agree with the belief it had converged to',
+    status.INITIALIZING: 'no map, or no frame since the map: call ~/build_map, send images',
+    status.GLOBAL: 'searching: the belief is spread out, no pose is trusted yet',
+    status.CONVERGED: 'localized: the belief is narrow and agrees with the images',
+    status.LOST: 'lost: the images no longer agree with the belief it had converged to',
 }
 
 #: Longest wait of a frame for the odometry that brackets it, seconds.
@@ -69,11 +72,6 @@ def default_model_path() -> str:
     except Exception:  # noqa: B902 - package not in the ament index
         return ''
     return path if os.path.isfile(path) else ''
-
-
-def stamp_seconds(stamp: Any) -> float:
-    """Return a builtin_interfaces/Time as float seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 class DmnLocalizationNode(Node):
@@ -354,7 +352,7 @@ class DmnLocalizationNode(Node):
         index = [0, 1, 5]
         cov[np.ix_(index, index)] = result.covariance
         out.pose.covariance = cov.reshape(-1).tolist()
-        if self.params['publish_pose_when'] == 'always' or result.state == 'converged':
+        if self.params['publish_pose_when'] == 'always' or result.state == status.CONVERGED:
             self.pose_pub.publish(out)
         cloud = PoseArray()
         cloud.header.stamp, cloud.header.frame_id = stamp, frame
@@ -377,12 +375,12 @@ class DmnLocalizationNode(Node):
 
     def publish_diagnostics(self) -> None:
         """Publish the state and its evidence on /diagnostics (1 Hz and on every change)."""
-        state = self.localizer.state if self.localizer is not None else 'initializing'
-        status = DiagnosticStatus()
-        status.name = f'{self.get_fully_qualified_name()}: localization'
-        status.hardware_id = self.device
-        status.level = DIAGNOSTIC_LEVELS[state]
-        status.message = STATE_MESSAGES[state]
+        state = self.localizer.state if self.localizer is not None else status.INITIALIZING
+        entry = DiagnosticStatus()
+        entry.name = f'{self.get_fully_qualified_name()}: localization'
+        entry.hardware_id = self.device
+        entry.level = DIAGNOSTIC_LEVELS[state]
+        entry.message = STATE_MESSAGES[state]
         values = {'state': state, 'frames_processed': self.frames_processed,
                   'frames_dropped': self.frames_dropped,
                   'updates_skipped': (self.localizer.updates_skipped
@@ -401,10 +399,10 @@ class DmnLocalizationNode(Node):
                 'evidence': f'{last.evidence:.3f}',
                 'recovery_share': f'{last.recovery_share:.3f}',
                 'last_step_latency_ms': f'{self._last_latency_ms:.1f}'})
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        entry.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [status]
+        array.status = [entry]
         self.diagnostics_pub.publish(array)
         self._published_state = state
 
