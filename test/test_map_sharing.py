@@ -141,6 +141,11 @@ def test_robots_share_a_map_over_a_topic(start_process, checkpoints, ros_domain)
 
         assert spin_until(lambda: 'received' in robot2.log(), 60.0), robot2.log()
         assert spin_until(lambda: 'refused' in robot3.log(), 60.0), robot3.log()
+        # frames are best effort: one sent before both sides matched is lost for good
+        assert spin_until(lambda: all(
+            pubs[ns].get_subscription_count() > 0 and node.count_publishers(f'{ns}/pose') > 0
+            for ns in received), 30.0), (robot1.log(), robot2.log())
+        spin_until(lambda: False, 0.5)  # the far side's discovery may lag ours
         frames = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
         for k, frame in enumerate(frames):
             for ns in received:
