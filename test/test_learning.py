@@ -188,3 +188,26 @@ def test_model_options_are_typed_and_checked():
     for bad in (['match_score=maybe'], ['no_such_field=1'], ['name=x'], ['head_hidden']):
         with pytest.raises(ValueError, match='--model-option'):
             parse_model_options('dmn-pf', bad)
+
+
+def test_a_run_can_start_from_the_weights_of_a_checkpoint(tiny, tmp_path, capsys):
+    first = tmp_path / 'first'
+    assert train_main(train_args(tiny, first, 160)) == 0
+    # with a zero learning rate, the continued run must end exactly at the weights it began from
+    second = tmp_path / 'second'
+    args = train_args(tiny, second, 80, ['--init-from', str(first / 'best.pt')])
+    args[args.index('--lr') + 1] = '0'
+    args[args.index('--seed') + 1] = '6'  # another seed: another random initialization
+    assert train_main(args) == 0
+    start = torch.load(first / 'best.pt', weights_only=True)
+    end = torch.load(second / 'last.pt', weights_only=True)
+    for key, tensor in start['state_dict'].items():
+        assert torch.equal(tensor, end['model'][key]), key
+    best = torch.load(second / 'best.pt', weights_only=True)['metadata']
+    assert best['init_from'] == str(first / 'best.pt')
+    assert best['init_samples'] == start['metadata']['samples'] > 0
+    # another architecture is refused with a clear message
+    other = train_args(tiny, tmp_path / 'third', 80, ['--init-from', str(first / 'best.pt'),
+                                                      '--model-option', 'match_score=false'])
+    assert train_main(other) == 2
+    assert '--init-from' in capsys.readouterr().err

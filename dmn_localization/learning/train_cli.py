@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "paper's pose loss alone)")
     p.add_argument('--model-option', action='append', default=[], metavar='FIELD=VALUE',
                    help='set a model config field, e.g. match_score=false (repeatable)')
+    p.add_argument('--init-from', default='', metavar='CHECKPOINT',
+                   help='start a new run from the weights of this checkpoint (same model '
+                   'and config; optimizer and counters start afresh)')
     p.add_argument('--val-every-samples', type=int, default=defaults.val_every_samples)
     p.add_argument('--val-episodes', type=int, default=defaults.val_episodes)
     p.add_argument('--patience', type=int, default=defaults.patience,
@@ -85,7 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                          a.contexts, a.particles, a.val_every_samples, a.val_episodes,
                          patience=a.patience, checkpoint_minutes=a.checkpoint_minutes,
                          seed=a.seed, device=a.device, uniform_share=a.uniform_share,
-                         nce_weight=a.nce_weight, model_options=options)
+                         nce_weight=a.nce_weight, model_options=options,
+                         init_from=a.init_from)
     try:
         summary = train(config, progress=not a.quiet)
     except (TrainingError, DatasetError, ValueError) as exc:

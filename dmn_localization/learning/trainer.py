@@ -27,7 +27,7 @@ from pathlib import Path
 import time
 from typing import Any, Dict, List
 
-from dmn_localization.core.checkpoint import save_checkpoint
+from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dmn_localization.core.device import resolve_device
 from dmn_localization.core.inference import FilterSettings, localize
 from dmn_localization.core.losses import pose_loss, xy_squared_error
@@ -75,6 +75,8 @@ class TrainConfig:
     nce_weight: float = 0.0
     #: model config fields other than their defaults, e.g. ``{'match_score': False}``
     model_options: Dict[str, Any] = field(default_factory=dict)
+    #: checkpoint whose weights a new run starts from (optimizer and counters start afresh)
+    init_from: str = ''
 
     def identity(self) -> Dict[str, Any]:
         """Return the fields a resumed run must share with the saved one."""
@@ -197,6 +199,22 @@ def _truncate_log(path: Path, samples: int) -> None:
         writer.writerows(rows)
 
 
+def _load_initial_weights(model: nn.Module, path: str) -> Dict[str, Any]:
+    """Copy the weights of checkpoint ``path`` into ``model``; return its metadata.
+
+    Raises TrainingError unless the checkpoint holds the same model with the same config.
+    """
+    try:
+        loaded = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise TrainingError(f'--init-from: {exc}') from exc
+    if loaded.model.config.to_dict() != model.config.to_dict():
+        raise TrainingError(f'--init-from {path}: its model is {loaded.model.config.to_dict()}, '
+                            f'this run trains {model.config.to_dict()}')
+    model.load_state_dict(loaded.model.state_dict())
+    return loaded.metadata
+
+
 def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
     """Train (or resume) the run ``config``; return a summary of its state at the end."""
     world_size, rank = _distributed()
@@ -221,7 +239,7 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, rank]))
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)
     counters = {'step': 0, 'samples': 0, 'best_val_loss': math.inf, 'bad_validations': 0,
-                'elapsed_s': 0.0, 'stopped_early': False}
+                'elapsed_s': 0.0, 'stopped_early': False, 'init_samples': 0}
     running: List[float] = []  # recent training losses (the logged running mean)
     state_path, log_path = out / 'last.pt', out / 'log.csv'
     if state_path.exists():
@@ -245,6 +263,9 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
         running = list(state['recent_losses'])
         if rank == 0:
             _truncate_log(log_path, counters['samples'])
+    elif config.init_from:
+        counters['init_samples'] = int(_load_initial_weights(model, config.init_from).get(
+            'samples', 0))
     (out / 'config.json').write_text(json.dumps(asdict(config), indent=1) + '\n')
     extent = typical_extent(train_set)
     sampler = EpisodeSampler(train_set, config.num_contexts, 1)
@@ -345,7 +366,9 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
                         'train_data': str(config.train_data), 'seed': config.seed,
                         'lr': config.lr, 'batch_size': config.batch_size,
                         'num_contexts': config.num_contexts,
-                        'num_particles': config.num_particles})
+                        'num_particles': config.num_particles,
+                        'init_from': config.init_from,
+                        'init_samples': counters['init_samples']})
             else:
                 counters['bad_validations'] += 1
                 counters['stopped_early'] = counters['bad_validations'] >= config.patience
