@@ -111,3 +111,27 @@ def test_missing_topic_and_missing_bag_are_clear_errors(sim_bag, tmp_path, capsy
 def test_sim_bag_refuses_to_overwrite(sim_bag, capsys):
     assert sim_bag_main(['--duration', '1', '--out', str(sim_bag)]) == 2
     assert 'exists' in capsys.readouterr().err
+
+
+def test_a_kidnap_moves_the_truth_and_not_the_odometry(tmp_path, capsys):
+    out = tmp_path / 'kidnap'
+    assert sim_bag_main(['--domain', 'rooms', '--seed', '3', '--duration', '4', '--contexts',
+                         '2', '--kidnap-at', '2.0', '--out', str(out)]) == 0
+    assert 'kidnapped at 2.00 s' in capsys.readouterr().out
+    messages, _ = read_bag(out)
+    truth = np.array([[m.pose.position.x, m.pose.position.y]
+                      for _, m in messages['/ground_truth/pose']])
+    odom = np.array([[m.pose.pose.position.x, m.pose.pose.position.y]
+                     for _, m in messages['/odom']])
+    stamps = np.array([s for s, _ in messages['/ground_truth/pose']], float) * 1e-9
+    truth_steps = np.hypot(*np.diff(truth, axis=0).T)
+    jump = int(np.argmax(truth_steps))
+    assert truth_steps[jump] >= 2.0  # carried at least KIDNAP_MIN_DISTANCE_M
+    assert stamps[jump + 1] - stamps[0] == pytest.approx(2.0)
+    assert np.delete(truth_steps, jump).max() < 0.05  # driving elsewhere: 0.5 m/s at 20 Hz
+    assert np.hypot(*np.diff(odom, axis=0).T).max() < 0.05  # odometry never jumps
+    world = generate_world('rooms', 3)
+    assert world.is_free(truth[:, 0], truth[:, 1]).all()
+    assert sim_bag_main(['--duration', '4', '--kidnap-at', '5', '--out',
+                         str(tmp_path / 'late')]) == 2
+    assert '--kidnap-at' in capsys.readouterr().err

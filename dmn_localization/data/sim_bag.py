@@ -47,6 +47,8 @@ FRAMES = {'map': 'map', 'odom': 'odom', 'base': 'base_link', 'camera': 'camera'}
 #: Stamp of the first message: a fixed time, so the same arguments give the same bag.
 START_NS = 1_700_000_000 * 10**9
 DEFAULT_CONTEXTS = {'rooms': 8, 'mazes': 48}
+#: A kidnapped robot lands at least this far from where it was picked up.
+KIDNAP_MIN_DISTANCE_M = 2.0
 
 
 @dataclass
@@ -62,6 +64,9 @@ class SimBagSpec:
     contexts: Optional[int] = None
     noise: OdometryNoise = field(default_factory=OdometryNoise)
     storage: str = 'mcap'
+    #: seconds into the run at which the robot is carried elsewhere (ground truth jumps at
+    #: least :data:`KIDNAP_MIN_DISTANCE_M`; odometry does not move)
+    kidnap_at: Sequence[float] = ()
 
     def num_contexts(self) -> int:
         """Return the number of mapping views (a per-domain default when unset)."""
@@ -132,6 +137,37 @@ class _Messages:
         return self.t['tf2_msgs/msg/TFMessage'](transforms=[stamped])
 
 
+def _drive_with_kidnaps(world: Any, steps: int, dt: float, spec: SimBagSpec,
+                        rng: np.random.Generator) -> tuple:
+    """
+    Return true poses ``(T, 3)``, noisy odometry motions ``(T, 3)`` and kidnap step indices.
+
+    At each kidnap the truth jumps to a free pose at least :data:`KIDNAP_MIN_DISTANCE_M`
+    away and driving goes on from there; the odometry motion of that step is zero.
+    """
+    cuts = sorted({int(round(t / dt)) for t in spec.kidnap_at})
+    if any(c <= 0 or c >= steps for c in cuts):
+        raise ValueError(f'--kidnap-at must lie inside the run (0, {spec.duration:g}) s, '
+                         f'got {list(spec.kidnap_at)}')
+    bounds = [0, *cuts, steps]
+    truths, motions = [], []
+    start = None
+    for first, end in zip(bounds[:-1], bounds[1:]):
+        if truths:
+            here = truths[-1][-1, :2]
+            for _ in range(1000):
+                start = world.sample_free_poses(1, rng)[0]
+                if np.hypot(*(start[:2] - here)) >= KIDNAP_MIN_DISTANCE_M:
+                    break
+            else:
+                raise ValueError(f'no free pose {KIDNAP_MIN_DISTANCE_M} m from {here} to '
+                                 'kidnap the robot to')
+        part = drive(world, end - first, rng, DriveSettings(dt=dt), start=start)
+        truths.append(part)
+        motions.append(noisy_odometry(part, spec.noise, rng))  # [0] = 0: odometry stands
+    return np.concatenate(truths), np.concatenate(motions), cuts
+
+
 def write_sim_bag(spec: SimBagSpec, out: Path, overwrite: bool = False,
                   progress: bool = True) -> Dict[str, Any]:
     """Render the run of ``spec`` and write it as a bag at ``out``; return a summary."""
@@ -150,8 +186,7 @@ def write_sim_bag(spec: SimBagSpec, out: Path, overwrite: bool = False,
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 7]))
     dt_odom = 1.0 / (spec.camera_rate * spec.odom_per_frame)
     steps = int(round(spec.duration * spec.camera_rate)) * spec.odom_per_frame
-    truth = drive(world, steps, rng, DriveSettings(dt=dt_odom))
-    odom_motion = noisy_odometry(truth, spec.noise, rng)
+    truth, odom_motion, cuts = _drive_with_kidnaps(world, steps, dt_odom, spec, rng)
     odom_pose = compose_motions(np.zeros(3), odom_motion)  # odom frame: the start pose
     odom_std = spec.noise.std(odom_motion)
     contexts = world.sample_free_poses(spec.num_contexts(), rng)
@@ -203,10 +238,13 @@ def write_sim_bag(spec: SimBagSpec, out: Path, overwrite: bool = False,
     if bar is not None:
         bar.close()
     renderer.close()
+    step_lengths = np.hypot(*np.diff(truth[:, :2], axis=0).T)
+    step_lengths[[c - 1 for c in cuts]] = 0.0  # being carried is not driving
     return {'path': str(out), 'domain': spec.domain, 'seed': spec.seed,
+            'kidnaps': [{'at_s': float(c * dt_odom), 'from': truth[c - 1].tolist(),
+                         'to': truth[c].tolist()} for c in cuts],
             'extent': list(world.extent), 'counts': {TOPICS[k]: v for k, v in counts.items()},
-            'duration_s': spec.duration, 'distance_m': float(np.hypot(
-                *np.diff(truth[:, :2], axis=0).T).sum())}
+            'duration_s': spec.duration, 'distance_m': float(step_lengths.sum())}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -223,6 +261,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='mapping views (default: rooms 8, mazes 48)')
     parser.add_argument('--odom-noise', type=float, default=1.0,
                         help='scale of the default odometry noise (0: perfect odometry)')
+    parser.add_argument('--kidnap-at', type=float, nargs='+', default=(), metavar='SECONDS',
+                        help='carry the robot elsewhere at these seconds of the run (ground '
+                        f'truth jumps at least {KIDNAP_MIN_DISTANCE_M:g} m, odometry does not)')
     parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
     parser.add_argument('--out', type=Path, required=True, help='bag directory to write')
     parser.add_argument('--overwrite', action='store_true')
@@ -231,7 +272,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     noise = OdometryNoise(*(args.odom_noise * getattr(base, f) for f in (
         'rot_from_rot', 'rot_from_trans', 'trans_from_trans', 'trans_from_rot')))
     spec = SimBagSpec(args.domain, args.seed, args.duration, args.rate, 4,
-                      tuple(args.camera_size), args.contexts, noise, args.storage)
+                      tuple(args.camera_size), args.contexts, noise, args.storage,
+                      tuple(args.kidnap_at))
     try:
         summary = write_sim_bag(spec, args.out, args.overwrite)
     except (FileExistsError, ValueError) as exc:
@@ -240,6 +282,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f'wrote {summary["path"]}: {summary["domain"]} seed {summary["seed"]}, '
           f'{summary["distance_m"]:.1f} m in {summary["duration_s"]:.0f} s, extent '
           f'{[round(v, 2) for v in summary["extent"]]}')
+    for kidnap in summary['kidnaps']:
+        print(f'  kidnapped at {kidnap["at_s"]:.2f} s from '
+              f'{[round(v, 2) for v in kidnap["from"][:2]]} to '
+              f'{[round(v, 2) for v in kidnap["to"][:2]]}')
     for topic, count in summary['counts'].items():
         print(f'  {topic:<22} {count} messages')
     return 0
