@@ -7,7 +7,7 @@ from dmn_localization.core.checkpoint import save_checkpoint
 from dmn_localization.core.models import build_model, config_for
 from dmn_localization.data.sim_bag import main as sim_bag_main
 from dmn_localization.replay.cli import main as replay_main
-from dmn_localization.replay.metrics import trajectory_metrics, write_tum
+from dmn_localization.replay.metrics import status_metrics, trajectory_metrics, write_tum
 import numpy as np
 import pytest
 import torch
@@ -63,6 +63,29 @@ def test_metrics_of_a_constant_offset_and_of_late_convergence():
                                   EXTENT).paper_success_final
 
 
+def test_status_metrics_of_a_hand_made_kidnap():
+    t, truth = circle()  # 50 frames, 0.2 s apart
+    truth[25:, :2] += [3.0, 0.0]  # carried 3 m at t[25]
+    estimate = truth.copy()
+    estimate[25:35, :2] -= [3.0, 0.0]  # still where it was for 10 frames, then found again
+    states = ['global'] * 5 + ['converged'] * 20 + ['converged'] * 4 + ['lost'] * 4 + [
+        'global'] * 2 + ['converged'] * 15
+    m = status_metrics(t, estimate, states, t, truth)
+    assert m.kidnaps_s == [pytest.approx(t[25])]
+    assert m.time_to_recover_s == [pytest.approx(t[35] - t[25])]
+    assert m.wrong_frames == 10
+    assert m.false_confidence_share == pytest.approx(4 / 50)  # 4 sure frames 3 m off
+    assert m.wrong_flagged_share == pytest.approx(6 / 10)
+    # never found again: no recovery time; no wrong frame: no flagged share
+    lost = truth.copy()
+    lost[25:, :2] -= [3.0, 0.0]
+    assert status_metrics(t, lost, states, t, truth).time_to_recover_s == [None]
+    calm = status_metrics(t, circle()[1], states, t, circle()[1])
+    assert calm.kidnaps_s == [] and calm.wrong_flagged_share is None
+    with pytest.raises(ValueError, match='states'):
+        status_metrics(t, estimate, states[:-1], t, truth)
+
+
 def test_tum_files_load_in_evo(tmp_path):
     from evo.tools import file_interface
 
@@ -103,6 +126,8 @@ def test_offline_replay_writes_metrics_tum_and_plot_deterministically(bag_and_mo
     assert len(a.splitlines()) == 30  # 6 s at 5 Hz
     metrics = json.loads((runs[0] / 'metrics.json').read_text())['metrics']
     assert metrics['frames'] == 30 and metrics['ate_rmse_m'] > 0
+    status = json.loads((runs[0] / 'metrics.json').read_text())['status']
+    assert status['frames'] == 30 and status['kidnaps_s'] == []
 
 
 def test_missing_topic_and_missing_bag_are_errors(bag_and_model, tmp_path, capsys):

@@ -25,8 +25,8 @@ from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.data.dataset import DatasetError
 from dmn_localization.localizer import Localizer, LocalizerSettings
 from dmn_localization.replay.live import LiveReplayError, LiveTarget
-from dmn_localization.replay.metrics import (errors, trajectory_metrics, TrajectoryMetrics,
-                                             write_tum)
+from dmn_localization.replay.metrics import (errors, status_metrics, StatusMetrics,
+                                             trajectory_metrics, TrajectoryMetrics, write_tum)
 from dmn_localization.replay.offline import BagTopics, replay, ReplayResult
 import numpy as np
 
@@ -93,11 +93,13 @@ def plot_replay(result: ReplayResult, path: Path, title: str) -> Path:
 
 
 def write_outputs(out: Path, result: ReplayResult, metrics: TrajectoryMetrics,
-                  info: Dict[str, Any], title: str) -> Path:
+                  info: Dict[str, Any], title: str,
+                  status: Optional[StatusMetrics] = None) -> Path:
     """Write ``metrics.json`` (``info`` and the metrics), the TUM files and the plot."""
     out.mkdir(parents=True, exist_ok=True)
     (out / 'metrics.json').write_text(json.dumps(
-        {**info, 'metrics': metrics.to_dict()}, indent=1) + '\n')
+        {**info, 'metrics': metrics.to_dict(),
+         'status': status.to_dict() if status else None}, indent=1) + '\n')
     write_tum(out / 'estimate.tum', result.stamps, np.array(result.estimates))
     write_tum(out / 'truth.tum', result.truth_stamps, np.array(result.truth))
     return plot_replay(result, out / 'replay.png', title)
@@ -168,6 +170,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         metrics = trajectory_metrics(result.stamps, np.array(result.estimates),
                                      result.truth_stamps, np.array(result.truth),
                                      result.extent)
+        status = status_metrics(result.stamps, np.array(result.estimates), result.states,
+                                result.truth_stamps, np.array(result.truth)) if (
+                                    result.states) else None
     except (CheckpointError, DatasetError, FileNotFoundError, LiveReplayError,
             ValueError) as exc:
         print(f'dmn_evaluate_bag: error: {exc}', file=sys.stderr)
@@ -176,8 +181,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         'bag': str(a.bag), 'model': str(model) if model else None,
         'node': a.node if a.live else None, 'mode': 'live' if a.live else 'offline',
         'seed': None if a.live else a.seed, 'particles': None if a.live else a.particles,
-        'map_from': a.map_from}, title)
-    for key, value in metrics.to_dict().items():
+        'map_from': a.map_from}, title, status)
+    for key, value in {**metrics.to_dict(), **(status.to_dict() if status else {})}.items():
         print(f'  {key:<32} {value}')
     print(f'plot: {plot}')
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 import math
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from dmn_localization.data.from_bag import interpolate_poses
 import numpy as np
@@ -110,6 +110,81 @@ def trajectory_metrics(stamps: Sequence[float], estimates: np.ndarray,
         final_error_m=float(pos[-1]),
         paper_success_final=bool(normalized_sq[-1] < NORMALIZED_SUCCESS),
         paper_success_share=float(np.mean(normalized_sq < NORMALIZED_SUCCESS)))
+
+
+#: A ground-truth step longer than this is a kidnap (driving covers < 0.05 m per 20 Hz step).
+KIDNAP_JUMP_M = 1.0
+#: Seconds the estimate must stay within 0.5 m after a kidnap to count as recovered.
+RECOVERY_HOLD_S = 1.0
+#: Position error above which a frame is wrong enough that the localizer must not be sure.
+WRONG_M = 1.0
+#: States in which the localizer admits it does not know where it is.
+UNSURE_STATES = ('lost', 'global')
+
+
+@dataclass
+class StatusMetrics:
+    """
+    How honest the reported status was, and how fast kidnaps were recovered from.
+
+    ``false_confidence_share``: share of all frames reported ``converged`` while the
+    error was over :data:`WRONG_M` (goal under 1 %). ``wrong_flagged_share``: of the
+    frames with an error over :data:`WRONG_M`, the share reported ``lost`` or ``global``
+    (goal over 90 %; None without such frames). ``time_to_recover_s``: per kidnap, from
+    the jump of the truth until the estimate stays within 0.5 m for
+    :data:`RECOVERY_HOLD_S` (None: not within the run).
+    """
+
+    frames: int
+    false_confidence_share: float
+    wrong_frames: int
+    wrong_flagged_share: Optional[float]
+    kidnaps_s: List[float]
+    time_to_recover_s: List[Optional[float]]
+
+    def to_dict(self) -> Dict[str, object]:
+        """Return the metrics as a JSON-serializable dict."""
+        return asdict(self)
+
+
+def kidnap_stamps(truth_stamps: Sequence[float], truth: np.ndarray,
+                  jump_m: float = KIDNAP_JUMP_M) -> np.ndarray:
+    """Return the stamps at which the ground truth jumps more than ``jump_m`` metres."""
+    truth_stamps, truth = np.asarray(truth_stamps, float), np.asarray(truth, float)
+    steps = np.hypot(*np.diff(truth[:, :2], axis=0).T)
+    return truth_stamps[1:][steps > jump_m]
+
+
+def status_metrics(stamps: Sequence[float], estimates: np.ndarray, states: Sequence[str],
+                   truth_stamps: Sequence[float], truth: np.ndarray) -> StatusMetrics:
+    """Compute :class:`StatusMetrics` of a run whose frames reported ``states``."""
+    stamps = np.asarray(stamps, float)
+    if len(states) != len(stamps):
+        raise ValueError(f'{len(states)} states for {len(stamps)} frames')
+    truth_stamps, truth = np.asarray(truth_stamps, float), np.asarray(truth, float)
+    pos = errors(stamps, np.asarray(estimates, float), truth_stamps, truth)[:, 0]
+    valid = np.isfinite(pos)
+    if not valid.any():
+        raise ValueError('no estimate lies within the time span of the ground truth')
+    stamps, pos = stamps[valid], pos[valid]
+    states_arr = np.asarray(states, dtype=object)[valid]
+    wrong = pos > WRONG_M
+    kidnaps = kidnap_stamps(truth_stamps, truth)
+    recover: List[Optional[float]] = []
+    for k, when in enumerate(kidnaps):
+        until = kidnaps[k + 1] if k + 1 < len(kidnaps) else np.inf
+        part = (stamps >= when) & (stamps < until)
+        index = convergence_index(pos[part], stamps[part], 0.5, RECOVERY_HOLD_S) if (
+            part.any()) else None
+        recover.append(None if index is None else float(stamps[part][index] - when))
+    return StatusMetrics(
+        frames=int(len(pos)),
+        false_confidence_share=float(np.mean(wrong & (states_arr == 'converged'))),
+        wrong_frames=int(wrong.sum()),
+        wrong_flagged_share=float(np.mean(np.isin(states_arr[wrong], UNSURE_STATES)))
+        if wrong.any() else None,
+        kidnaps_s=[float(k - stamps[0]) for k in kidnaps],
+        time_to_recover_s=recover)
 
 
 def write_tum(path: Path, stamps: Sequence[float], poses: np.ndarray) -> Path:

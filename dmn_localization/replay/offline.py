@@ -39,6 +39,8 @@ class ReplayResult:
 
     stamps: List[float] = field(default_factory=list)
     estimates: List[np.ndarray] = field(default_factory=list)
+    #: the localizer's status at each frame (offline replay; empty when unknown)
+    states: List[str] = field(default_factory=list)
     truth_stamps: List[float] = field(default_factory=list)
     truth: List[Tuple[float, float, float]] = field(default_factory=list)
     map_poses: Optional[np.ndarray] = None
@@ -154,6 +156,7 @@ def replay(bag: Path, localizer: Localizer, topics: BagTopics,
                 start = stamp if start is None else start
                 result.stamps.append(stamp)
                 result.estimates.append(frame.pose)
+                result.states.append(frame.state)
                 while pending and stamp - start >= pending[0]:
                     result.snapshots[pending.pop(0)] = frame
                 if bar is not None:
