@@ -155,6 +155,22 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
 
 
+def test_results_sections_replace_only_themselves(tmp_path):
+    from dmn_localization.results_md import write_section
+
+    path = tmp_path / 'RESULTS.md'
+    write_section(path, 'learning', 'table one')
+    write_section(path, 'kidnap', 'kidnap table')
+    write_section(path, 'learning', 'table two\nwith two lines')
+    text = path.read_text()
+    assert text.startswith('# Results\n')
+    assert 'table one' not in text and 'table two\nwith two lines' in text
+    assert text.index('table two') < text.index('kidnap table')  # kept its place
+    assert text.count('<!-- begin learning -->') == 1
+    with pytest.raises(ValueError):
+        write_section(path, 'no spaces please', 'x')
+
+
 def test_the_contrastive_term_scores_the_true_pose_among_the_particles():
     from dmn_localization.core.models import build_model, config_for
     from dmn_localization.learning.batches import TensorEpisodes

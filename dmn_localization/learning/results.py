@@ -26,6 +26,7 @@ from dmn_localization.core.models import LEARNED_MODELS, NON_LEARNED_MODELS
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.learning.evaluation import evaluate
 from dmn_localization.learning.trainer import train, TrainConfig
+from dmn_localization.results_md import write_section
 import numpy as np
 import torch
 
@@ -162,8 +163,8 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
     """Write RESULTS.md: the table, budgets, seeds, data sizes and learning curves."""
     figures = out.parent / 'docs'
     figures.mkdir(parents=True, exist_ok=True)
-    lines = ['# Results', '', f'Made by `{command}` (the code at this commit).', '',
-             '## Global localization success (paper Table 1 layout)', '',
+    lines = ['## Global localization success (paper Table 1 layout)', '',
+             f'Made by `{command}` (the code at this commit).', '',
              "Ours, with the paper's number in parentheses. Mean ± standard deviation over "
              'training seeds where there are several.', '',
              '| map | algorithm | Rooms sequential | Mazes sequential | Rooms one-step | '
@@ -196,7 +197,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
     for domain in plan.domains:
         path = plot_learning_curves(plan, domain, figures / f'learning-curves-{domain}.png')
         lines.append(f'![{domain}](docs/{path.name})')
-    out.write_text('\n'.join(lines) + '\n')
+    write_section(out, 'learning', '\n'.join(lines))
     (out.with_suffix('.json')).write_text(json.dumps(results, indent=1) + '\n')
     return out
 
