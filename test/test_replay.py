@@ -191,3 +191,23 @@ def test_live_replay_without_a_node_is_a_clear_error(bag_and_model, tmp_path, ca
     assert replay_main([str(bag), '--live', '--node', '/nobody', '--connect-timeout', '1',
                         '--out', str(tmp_path), '--quiet']) == 2
     assert 'no service /nobody/build_map' in capsys.readouterr().err
+
+
+def test_kidnap_benchmark_pools_runs_by_frames():
+    from dmn_localization.bench.kidnap_bench import markdown, summarize
+
+    def run(frames, false, wrong, flagged, recover, first):
+        return {'status': {'frames': frames, 'false_confidence_share': false,
+                           'wrong_frames': wrong, 'wrong_flagged_share': flagged,
+                           'time_to_recover_s': recover}, 'first_convergence_s': first}
+
+    row = summarize([run(100, 0.1, 40, 0.5, [4.0], 10.0), run(300, 0.0, 0, None, [None], None),
+                     run(100, 0.0, 10, 1.0, [8.0], 20.0)])
+    assert row['false_confidence_share'] == pytest.approx(10 / 500)
+    assert row['wrong_flagged_share'] == pytest.approx((20 + 10) / 50)
+    assert (row['kidnaps'], row['recovered'], row['median_time_to_recover_s']) == (3, 2, 6.0)
+    assert (row['first_converged'], row['median_first_convergence_s']) == (2, 15.0)
+    text = markdown({'seeds': [0, 1, 2], 'duration_s': 60, 'kidnap_at_s': 30,
+                     'machine': 'x', 'wall_time_s': 60, 'domains': {'rooms': {'off': row}}},
+                    'cmd')
+    assert '| rooms | off | 2/3 | 6.0 s | 2.0% | 60.0% | 2/3, 15.0 s |' in text
