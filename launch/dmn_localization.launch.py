@@ -3,7 +3,11 @@ Start dmn_localization_node with its parameter file.
 
 Usage: ros2 launch dmn_localization dmn_localization.launch.py [namespace:=robot1]
 [params_file:=/path/to/params.yaml] [model_path:=/path/to/model.pt] [use_sim_time:=true]
-[image_topic:=/camera/image_raw] [odom_topic:=/odom] [log_level:=debug]
+[image_topic:=/camera/image_raw] [odom_topic:=/odom] [log_level:=debug] [autostart:=false]
+
+With autostart:=false the node waits unconfigured for a lifecycle manager, e.g. nav2's
+lifecycle_manager with dmn_localization in its node_names and bond_timeout: 0.0 (rclpy
+nodes have no bond).
 """
 
 import os
@@ -18,7 +22,8 @@ from launch_ros.actions import Node
 def _node(context, *args, **kwargs):
     """Create the node; model_path overrides the YAML only when it is given."""
     parameters = [LaunchConfiguration('params_file'),
-                  {'use_sim_time': LaunchConfiguration('use_sim_time')}]
+                  {'use_sim_time': LaunchConfiguration('use_sim_time'),
+                   'autostart': LaunchConfiguration('autostart')}]
     model_path = LaunchConfiguration('model_path').perform(context)
     if model_path:
         parameters.append({'model_path': model_path})
@@ -59,6 +64,10 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'odom_topic', default_value='odom',
             description='Odometry topic (nav_msgs/Odometry) the node subscribes as odom.'),
+        DeclareLaunchArgument(
+            'autostart', default_value='true',
+            description='Configure and activate the lifecycle node at start; false: leave it '
+                        'to a lifecycle manager (nav2: bond_timeout 0.0, rclpy has no bond).'),
         DeclareLaunchArgument(
             'log_level', default_value='info',
             description='Logging level of the node: debug, info, warn, error or fatal.'),

@@ -13,10 +13,21 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def flatten(tree, prefix=''):
+    """Return nested YAML parameters as ROS names them: ``{'initial_pose.x': 0.0}``."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f'{prefix}{key}.'))
+        else:
+            out[f'{prefix}{key}'] = value
+    return out
+
+
 def test_yaml_holds_every_declared_parameter_with_its_default():
     doc = yaml.safe_load((ROOT / 'config' / 'dmn_localization.yaml').read_text())
     assert list(doc) == [parameters.YAML_KEY]
-    values = doc[parameters.YAML_KEY]['ros__parameters']
+    values = flatten(doc[parameters.YAML_KEY]['ros__parameters'])
     assert set(values) == set(parameters.BY_NAME), 'YAML and parameters.py name different sets'
     for name, value in values.items():
         assert value == parameters.BY_NAME[name].default, name
@@ -37,13 +48,14 @@ def test_launch_file_names_the_node_and_only_declared_parameters():
     declared = {ast.literal_eval(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call)
                 and getattr(n.func, 'id', None) == 'DeclareLaunchArgument'}
     assert {'namespace', 'params_file', 'model_path', 'use_sim_time', 'image_topic',
-            'odom_topic'} <= declared
+            'odom_topic', 'autostart'} <= declared
     assert ast.literal_eval(kwargs['executable']) == 'dmn_localization_node'
     assert 'dmn_localization_node = ' in (ROOT / 'setup.py').read_text()
     tree = ast.parse((ROOT / 'launch' / 'dmn_localization.launch.py').read_text())
     named = {ast.literal_eval(key) for node in ast.walk(tree) if isinstance(node, ast.Dict)
              for key in node.keys if isinstance(key, ast.Constant)}
     assert 'model_path' in named  # the launch argument overrides the YAML when given
+    assert 'autostart' in named  # the launch argument reaches the node's parameter
     assert named <= set(parameters.BY_NAME) | {'use_sim_time'}, named
 
 

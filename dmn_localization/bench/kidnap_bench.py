@@ -98,7 +98,7 @@ def markdown(report: Dict[str, Any], command: str) -> str:
              'min). Each run: a simulated bag of '
              f'{report["duration_s"]:g} s (`dmn_sim_bag --domain D --seed S --duration '
              f'{report["duration_s"]:g} --kidnap-at {report["kidnap_at_s"]:g}`), replayed '
-             'offline with the node\'s default parameters but for the recovery rates; '
+             "offline with the node's default parameters but for the recovery rates; "
              f'seeds {report["seeds"][0]}..{report["seeds"][-1]}. Recovered: the estimate '
              'stays within 0.5 m for 1 s after the kidnap, within the run. False confidence: '
              'share of all frames reported `converged` while more than 1 m off (goal under '

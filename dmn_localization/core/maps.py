@@ -147,6 +147,22 @@ class ViewEmbeddingMap:
                                 self.extent.to(device), self.model_name, self.fingerprint,
                                 self.frame_id)
 
+    @property
+    def identity(self) -> str:
+        """
+        Return the identity of the map: what makes two maps the same map.
+
+        That is the view poses (to the millimetre), extent, frame and encoder. The same
+        context views embedded again (on another device, or sent as float16) give the
+        same identity; other views or another encoder do not.
+        """
+        digest = hashlib.sha256()
+        for values in (self.poses, self.extent):
+            rounded = np.round(values.detach().cpu().double().numpy(), 3) + 0.0
+            digest.update(rounded.tobytes())
+        digest.update(f'{self.frame_id}|{self.fingerprint}'.encode())
+        return digest.hexdigest()[:16]
+
     def check_compatible(self, model: nn.Module) -> None:
         """Raise :class:`MapFingerprintError` unless ``model``'s encoder made this map."""
         expected = encoder_fingerprint(model)

@@ -86,7 +86,8 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
 - Data: `{meta.get("train_data")}` (`dmn_dataset generate --domain {dataset.domain} --split
   train`, default size, seed 0), validation on the val split.
 - Budget: {meta.get("samples", 0) + meta.get("init_samples", 0):,} training samples seen
-  when this checkpoint was the best on validation{init_text}; batch {meta.get("batch_size")}, Adam, learning rate {meta.get("lr")},
+  when this checkpoint was the best on validation{init_text}; batch
+  {meta.get("batch_size")}, Adam, learning rate {meta.get("lr")},
   Nc={meta.get("num_contexts")}, K={meta.get("num_particles")}, seed {meta.get("seed")}.
 - Validation at that point: loss {meta.get("val_loss", float("nan")):.4f}, one-step global
   success {meta.get("val_global_success", float("nan")):.1%}.

@@ -200,7 +200,8 @@ def _truncate_log(path: Path, samples: int) -> None:
 
 
 def _load_initial_weights(model: nn.Module, path: str) -> Dict[str, Any]:
-    """Copy the weights of checkpoint ``path`` into ``model``; return its metadata.
+    """
+    Copy the weights of checkpoint ``path`` into ``model``; return its metadata.
 
     Raises TrainingError unless the checkpoint holds the same model with the same config.
     """

@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dmn_localization import status
 from dmn_localization.core.device import resolve_device
-from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings, map_to_odom
-from dmn_localization.recovery import RecoverySettingsError
+from dmn_localization.localizer import Localizer, LocalizerError, map_to_odom
 from dmn_localization.ros import image_conversion
 from dmn_localization.ros.conversions import (InvalidRequestError, later_stamp, make_pose,
                                               parse_build_map_request, pose_to_xyyaw,
                                               stamp_seconds)
-from dmn_localization.ros.parameters import declare_parameters, NODE_NAME
-from dmn_localization.status import StatusSettings, StatusSettingsError
+from dmn_localization.ros.parameters import (declare_parameters, localizer_settings,
+                                             NODE_NAME, read_parameters)
+from dmn_localization.saved_pose import (default_path as default_saved_pose_path, save_pose,
+                                         saved_pose_of, start_belief, StartPolicy)
 from dmn_localization_interfaces.msg import ViewEmbeddingMap as ViewEmbeddingMapMsg
 from dmn_localization_interfaces.srv import BuildMap
 from geometry_msgs.msg import Pose, PoseArray, PoseWithCovarianceStamped
@@ -39,7 +41,7 @@ import numpy as np
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_srvs.srv import Empty
@@ -74,49 +76,160 @@ def default_model_path() -> str:
     return path if os.path.isfile(path) else ''
 
 
-class DmnLocalizationNode(Node):
-    """Localizes the camera against a view-embedding map built by ``~/build_map``."""
+class ConfigurationError(ValueError):
+    """The node cannot be configured (a parameter out of range; the message names it)."""
+
+
+class DmnLocalizationNode(LifecycleNode):
+    """
+    Localizes the camera against a view-embedding map built by ``~/build_map``.
+
+    A managed (lifecycle) node: ``configure`` reads the parameters, loads the model and
+    creates the topics and services; ``activate`` starts processing frames and
+    publishing; ``deactivate`` stops both and keeps the map and the belief; ``cleanup``
+    frees the model, the map and the belief. With ``autostart`` (default) the node
+    configures and activates itself.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self.params = declare_parameters(self)
-        self.device = str(resolve_device(self.params['device']))
+        declare_parameters(self)
+        self.params: Dict[str, Any] = {}
         self.localizer: Optional[Localizer] = None
-        self._load_model(self.params['model_path'] or default_model_path())
-        self.frames_processed = 0
-        self.frames_dropped = 0
+        self.device = ''
+        self._active = False
+        self._entities: List[Any] = []
+        self._worker: Optional[threading.Thread] = None
         self._pending: Optional[Image] = None
         self._pending_lock = threading.Condition()
-        self._stop = False
         self._filter_lock = threading.Lock()
-        latest = MutuallyExclusiveCallbackGroup()
-        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, 'pose',
-                                              QoSProfile(depth=10))
-        self.cloud_pub = self.create_publisher(PoseArray, 'particle_cloud',
-                                               qos_profile_sensor_data)
-        self.create_subscription(Image, 'image', self._on_image, qos_profile_sensor_data,
-                                 callback_group=latest)
-        self.create_subscription(Odometry, 'odom', self._on_odom, QoSProfile(depth=100),
-                                 callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_subscription(PoseWithCovarianceStamped, 'initialpose',
-                                 self._on_initial_pose, QoSProfile(depth=1))
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.map_pub = self.create_publisher(ViewEmbeddingMapMsg, 'view_embedding_map', latched)
-        if self.params['map_source'] == 'topic':
-            self.create_subscription(ViewEmbeddingMapMsg, 'view_embedding_map',
-                                     self._on_map_message, latched)
-        self.create_service(BuildMap, '~/build_map', self._on_build_map)
-        self.create_service(Empty, '~/global_localization', self._on_global_localization)
-        self.tf_broadcaster = self._make_tf_broadcaster()
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics',
-                                                     QoSProfile(depth=10))
+        self._stop = False
+        self.frames_processed = 0
+        self.frames_dropped = 0
         self._last: Optional[Any] = None
         self._last_latency_ms = float('nan')
         self._published_state = ''
-        self.create_timer(1.0, self.publish_diagnostics)
+        self._unpublished_map: Optional[ViewEmbeddingMapMsg] = None
+        self._first_map = True
+        if self.get_parameter('autostart').value:
+            self.trigger_configure()
+            if self._configure_error is not None:
+                raise ConfigurationError(self._configure_error)
+            self.trigger_activate()
+
+    _configure_error: Optional[str] = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Read and check the parameters, load the model, create topics and services."""
+        try:
+            self.params = read_parameters(self)
+        except ValueError as exc:
+            self._configure_error = str(exc)
+            self.get_logger().error(f'configure refused: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self._configure_error = None
+        self.device = str(resolve_device(self.params['device']))
+        self._load_model(self.params['model_path'] or default_model_path())
+        self._first_map = True
+        self._create_interfaces()
+        self._stop = False
         self._worker = threading.Thread(target=self._process_frames, daemon=True)
         self._worker.start()
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start processing frames and publishing."""
+        result = super().on_activate(state)
+        self._active = True
+        if self._unpublished_map is not None:
+            self.map_pub.publish(self._unpublished_map)
+            self._unpublished_map = None
+        self.publish_diagnostics()
+        self.get_logger().info('active: processing frames')
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop processing and publishing; the map and the belief stay."""
+        self._active = False
+        with self._pending_lock:
+            self._pending = None
+        self.get_logger().info('inactive: frames are ignored, map and belief kept')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model, map and belief and destroy topics and services."""
+        self._release()
+        self.get_logger().info('cleaned up: model, map and belief freed')
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything on the way out, from any state."""
+        self._active = False
+        self._release()
+        return super().on_shutdown(state)
+
+    def _release(self) -> None:
+        self._stop_worker()
+        for entity in self._entities:
+            kind = type(entity).__name__
+            if kind == 'LifecyclePublisher':
+                self.destroy_lifecycle_publisher(entity)
+            elif kind == 'Publisher':
+                self.destroy_publisher(entity)
+            elif kind == 'Subscription':
+                self.destroy_subscription(entity)
+            elif kind == 'Service':
+                self.destroy_service(entity)
+            elif kind == 'Timer':
+                self.destroy_timer(entity)
+        self._entities = []
+        self.tf_broadcaster = None
+        self.localizer = None
+        self._last = None
+        self._unpublished_map = None
+
+    def _stop_worker(self) -> None:
+        with self._pending_lock:
+            self._stop = True
+            self._pending = None
+            self._pending_lock.notify()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=5.0)
+        self._worker = None
+
+    def _create_interfaces(self) -> None:
+        latest = MutuallyExclusiveCallbackGroup()
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pose_pub = self.create_lifecycle_publisher(PoseWithCovarianceStamped, 'pose',
+                                                        QoSProfile(depth=10))
+        self.cloud_pub = self.create_lifecycle_publisher(PoseArray, 'particle_cloud',
+                                                         qos_profile_sensor_data)
+        self.map_pub = self.create_lifecycle_publisher(ViewEmbeddingMapMsg,
+                                                       'view_embedding_map', latched)
+        self.diagnostics_pub = self.create_lifecycle_publisher(
+            DiagnosticArray, '/diagnostics', QoSProfile(depth=10))
+        entities = [
+            self.pose_pub, self.cloud_pub, self.map_pub, self.diagnostics_pub,
+            self.create_subscription(Image, 'image', self._on_image, qos_profile_sensor_data,
+                                     callback_group=latest),
+            self.create_subscription(Odometry, 'odom', self._on_odom, QoSProfile(depth=100),
+                                     callback_group=MutuallyExclusiveCallbackGroup()),
+            self.create_subscription(PoseWithCovarianceStamped, 'initialpose',
+                                     self._on_initial_pose, QoSProfile(depth=1)),
+            self.create_service(BuildMap, '~/build_map', self._on_build_map),
+            self.create_service(Empty, '~/global_localization', self._on_global_localization),
+            self.create_timer(1.0, self.publish_diagnostics),
+        ]
+        if self.params['map_source'] == 'topic':
+            entities.append(self.create_subscription(
+                ViewEmbeddingMapMsg, 'view_embedding_map', self._on_map_message, latched))
+        if self.params['save_pose_rate'] > 0:
+            entities.append(self.create_timer(1.0 / self.params['save_pose_rate'],
+                                              self._save_pose))
+        self._entities = entities
+        self.tf_broadcaster = self._make_tf_broadcaster()
 
     def _make_tf_broadcaster(self) -> Any:
         if not self.params['tf_broadcast']:
@@ -142,30 +255,43 @@ class DmnLocalizationNode(Node):
         except CheckpointError as exc:
             self.get_logger().error(f'cannot load the model: {exc}')
             return
-        thresholds = StatusSettings(
-            self.params['converged_xy_std'], self.params['converged_yaw_std'],
-            self.params['converged_frames'], self.params['lost_xy_std'],
-            self.params['lost_evidence_drop'])
-        try:
-            thresholds.check()
-        except StatusSettingsError as exc:
-            raise ValueError(f'parameter {exc}') from exc
-        settings = LocalizerSettings(
-            num_particles=self.params['num_particles'],
-            motion_noise_xy=self.params['motion_noise_xy'],
-            motion_noise_yaw=self.params['motion_noise_yaw'],
-            max_odom_gap_s=self.params['max_odom_gap'], status_thresholds=thresholds,
-            update_min_d=self.params['update_min_d'], update_min_a=self.params['update_min_a'],
-            recovery_alpha_slow=self.params['recovery_alpha_slow'],
-            recovery_alpha_fast=self.params['recovery_alpha_fast'],
-            recovery_margin=self.params['recovery_margin'])
-        try:
-            self.localizer = Localizer(loaded, self.device, settings)
-        except RecoverySettingsError as exc:
-            raise ValueError(f'parameter {exc}') from exc
+        settings = localizer_settings(self.params)
+        self.localizer = Localizer(loaded, self.device, settings)
         self.get_logger().info(
             f'model {loaded.name} (fingerprint {loaded.fingerprint}) from {path} on '
             f'{self.device}, {settings.num_particles} particles; image conversion {backend}')
+
+    # -- start and saved pose ---------------------------------------------------------------
+    def _start_policy(self) -> StartPolicy:
+        p = self.params
+        return StartPolicy(
+            p['set_initial_pose'], (p['initial_pose.x'], p['initial_pose.y'],
+                                    p['initial_pose.yaw']),
+            p['initialize_at_saved_pose'], self._saved_pose_path())
+
+    def _saved_pose_path(self) -> str:
+        return self.params['saved_pose_path'] or str(
+            default_saved_pose_path(self.get_fully_qualified_name()))
+
+    def _after_new_map(self) -> None:
+        """Apply set_initial_pose / initialize_at_saved_pose to the node's first map."""
+        if not self._first_map:
+            return
+        self._first_map = False
+        message = start_belief(self.localizer, self._start_policy())
+        if message:
+            self.get_logger().info(message)
+
+    def _save_pose(self) -> None:
+        if not self._active or self.localizer is None:
+            return
+        saved = saved_pose_of(self.localizer, self._last)
+        if saved is None:
+            return
+        try:
+            save_pose(self._saved_pose_path(), saved)
+        except OSError as exc:
+            self.get_logger().error(f'cannot save the pose: {exc}', throttle_duration_sec=60.0)
 
     # -- services -------------------------------------------------------------------------
     def _on_build_map(self, request: BuildMap.Request,
@@ -186,12 +312,16 @@ class DmnLocalizationNode(Node):
         with self._filter_lock:
             the_map = self.localizer.build_map(views.images, views.poses, views.extent,
                                                views.frame_id)
+            self._after_new_map()
         if self.params['publish_map']:
             from dmn_localization.ros.map_conversion import map_to_msg
 
             msg = map_to_msg(the_map, self.params['map_dtype'], ViewEmbeddingMapMsg, Pose)
             msg.header.stamp = self.get_clock().now().to_msg()
-            self.map_pub.publish(msg)
+            if self._active:
+                self.map_pub.publish(msg)
+            else:  # a lifecycle publisher sends nothing while inactive: at activation
+                self._unpublished_map = msg
         response.success = True
         response.num_views = the_map.num_views
         response.fingerprint = the_map.fingerprint
@@ -218,6 +348,7 @@ class DmnLocalizationNode(Node):
                     self.localizer.set_map(merged, keep_belief=True)
                 else:
                     self.localizer.set_map(the_map)
+                    self._after_new_map()
         except MapError as exc:
             self.get_logger().error(f'map from view_embedding_map refused, belief kept: {exc}')
             return
@@ -281,6 +412,8 @@ class DmnLocalizationNode(Node):
         self.get_logger().info(f'belief re-initialized around {np.round(pose, 2).tolist()}')
 
     def _on_image(self, msg: Image) -> None:
+        if not self._active:
+            return
         with self._pending_lock:
             if self._pending is not None:
                 self.frames_dropped += 1
@@ -302,6 +435,8 @@ class DmnLocalizationNode(Node):
                 self.get_logger().error(f'frame not processed: {type(exc).__name__}: {exc}')
 
     def _process(self, msg: Image) -> None:
+        if not self._active:
+            return
         if self.localizer is None or self.localizer.map is None:
             self.get_logger().warning('images received but no map yet: call ~/build_map',
                                       throttle_duration_sec=5.0)
@@ -375,6 +510,8 @@ class DmnLocalizationNode(Node):
 
     def publish_diagnostics(self) -> None:
         """Publish the state and its evidence on /diagnostics (1 Hz and on every change)."""
+        if not self._active:
+            return
         state = self.localizer.state if self.localizer is not None else status.INITIALIZING
         entry = DiagnosticStatus()
         entry.name = f'{self.get_fully_qualified_name()}: localization'
@@ -408,10 +545,7 @@ class DmnLocalizationNode(Node):
 
     def destroy_node(self) -> None:
         """Stop the frame worker, then destroy the node."""
-        with self._pending_lock:
-            self._stop = True
-            self._pending_lock.notify()
-        self._worker.join(timeout=5.0)
+        self._stop_worker()
         super().destroy_node()
 
 
@@ -419,17 +553,22 @@ def main(args: Optional[list] = None) -> None:
     """Run the node until shutdown (Ctrl-C or the ROS context ends)."""
     rclpy.init(args=args)
     node = None
+    code = 0
     try:
         node = DmnLocalizationNode()
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         executor.spin()
+    except ConfigurationError:
+        code = 1  # logged by on_configure, with the parameter named
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    if code:
+        sys.exit(code)
 
 
 if __name__ == '__main__':

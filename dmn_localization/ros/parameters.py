@@ -57,6 +57,10 @@ class ParameterSpec:
 
 PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec(
+        'autostart', True,
+        'Configure and activate the lifecycle node at start. False: wait for a lifecycle '
+        'manager (or ros2 lifecycle set) to drive ~/change_state.'),
+    ParameterSpec(
         'model_path', '',
         'Model checkpoint to load. Empty: the default model shipped in '
         'share/dmn_localization/models.'),
@@ -140,6 +144,31 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'Recovery particles fall within the box of the context views plus this, metres.',
         value_range=(0.0, 100.0)),
     ParameterSpec(
+        'set_initial_pose', False,
+        'Start from a Gaussian around initial_pose.x/y/yaw (std 0.5 m, 0.5 m, 15 degrees, '
+        "AMCL's initial covariance) when the first map comes, instead of uniformly."),
+    ParameterSpec(
+        'initial_pose.x', 0.0, 'Initial pose x in the map frame, metres.',
+        value_range=(-1e6, 1e6)),
+    ParameterSpec(
+        'initial_pose.y', 0.0, 'Initial pose y in the map frame, metres.',
+        value_range=(-1e6, 1e6)),
+    ParameterSpec(
+        'initial_pose.yaw', 0.0, 'Initial heading in the map frame, radians.',
+        value_range=(-6.3, 6.3)),
+    ParameterSpec(
+        'save_pose_rate', 0.5,
+        'While converged, write the pose, its covariance and the map identity to '
+        'saved_pose_path this often, Hz (0: never; AMCL default).', value_range=(0.0, 100.0)),
+    ParameterSpec(
+        'saved_pose_path', '',
+        'File of the saved pose. Empty: $ROS_HOME/dmn_localization/<node name>.pose.json '
+        '(ROS_HOME defaults to ~/.ros).'),
+    ParameterSpec(
+        'initialize_at_saved_pose', False,
+        'Start from the saved pose when the first map comes and it is the map the pose was '
+        'saved in (before set_initial_pose); otherwise the reason is logged.'),
+    ParameterSpec(
         'publish_pose_when', 'converged',
         'When pose is published: only while converged (searching or lost publishes no pose; '
         'particle_cloud always), or always.', choices=('converged', 'always')),
@@ -166,16 +195,48 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
 BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
 
 
-def declare_parameters(node: Any) -> Dict[str, Any]:
+def localizer_settings(values: Dict[str, Any]) -> LocalizerSettings:
     """
-    Declare :data:`PARAMETERS` on ``node``; return the values, checked against the specs.
+    Return the runtime settings of parameter ``values``, checked.
 
-    Raises ``ValueError`` naming the parameter when a value is out of range.
+    Raises ``ValueError`` naming the parameter when one is out of its range or two do not
+    fit together (e.g. ``lost_xy_std`` not above ``converged_xy_std``).
+    """
+    from dmn_localization.recovery import RecoveryRates, RecoverySettingsError
+    from dmn_localization.status import StatusSettingsError
+
+    for spec in PARAMETERS:
+        problem = spec.validate(values[spec.name])
+        if problem is not None:
+            raise ValueError(f'parameter {problem}')
+    thresholds = StatusSettings(
+        values['converged_xy_std'], values['converged_yaw_std'], values['converged_frames'],
+        values['lost_xy_std'], values['lost_evidence_drop'])
+    try:
+        thresholds.check()
+        RecoveryRates(values['recovery_alpha_slow'], values['recovery_alpha_fast'])
+    except (StatusSettingsError, RecoverySettingsError) as exc:
+        raise ValueError(f'parameter {exc}') from exc
+    return LocalizerSettings(
+        num_particles=values['num_particles'], motion_noise_xy=values['motion_noise_xy'],
+        motion_noise_yaw=values['motion_noise_yaw'], max_odom_gap_s=values['max_odom_gap'],
+        status_thresholds=thresholds, update_min_d=values['update_min_d'],
+        update_min_a=values['update_min_a'],
+        recovery_alpha_slow=values['recovery_alpha_slow'],
+        recovery_alpha_fast=values['recovery_alpha_fast'],
+        recovery_margin=values['recovery_margin'])
+
+
+def declare_parameters(node: Any) -> None:
+    """
+    Declare :data:`PARAMETERS` on ``node`` with their descriptions and ranges.
+
+    rclpy itself refuses an override outside a declared numeric range, naming it;
+    :func:`read_parameters` checks the rest when the node is configured.
     """
     from rcl_interfaces.msg import (FloatingPointRange, IntegerRange,
                                     ParameterDescriptor)
 
-    values: Dict[str, Any] = {}
     for spec in PARAMETERS:
         descriptor = ParameterDescriptor(description=spec.description)
         if spec.choices:
@@ -187,11 +248,13 @@ def declare_parameters(node: Any) -> Dict[str, Any]:
             else:
                 descriptor.floating_point_range = [
                     FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
-        value = node.declare_parameter(spec.name, spec.default, descriptor).value
-        problem = spec.validate(value)
-        if problem is not None:
-            raise ValueError(f'parameter {problem}')
-        values[spec.name] = value
+        node.declare_parameter(spec.name, spec.default, descriptor)
+
+
+def read_parameters(node: Any) -> Dict[str, Any]:
+    """Return the node's values of :data:`PARAMETERS`; ValueError names a bad one."""
+    values = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+    localizer_settings(values)  # checks every value and every pair that must fit
     return values
 
 
@@ -204,11 +267,21 @@ def _yaml_value(value: Any) -> str:
 
 
 def render_yaml() -> str:
-    """Return the parameter YAML (under :data:`YAML_KEY`) with every default."""
+    """
+    Return the parameter YAML (under :data:`YAML_KEY`) with every default.
+
+    Dotted names (``initial_pose.x``) are nested, as ROS 2 parameter files write them.
+    """
     lines = [f'{YAML_KEY}:', '  ros__parameters:']
+    group = ''
     for spec in PARAMETERS:
-        lines.append(f'    # {spec.description}')
-        lines.append(f'    {spec.name}: {_yaml_value(spec.default)}')
+        prefix, _, leaf = spec.name.rpartition('.')
+        if prefix and prefix != group:
+            lines.append(f'    {prefix}:')
+        group = prefix
+        indent = '      ' if prefix else '    '
+        lines.append(f'{indent}# {spec.description}')
+        lines.append(f'{indent}{leaf}: {_yaml_value(spec.default)}')
     return '\n'.join(lines) + '\n'
 
 
