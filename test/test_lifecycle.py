@@ -185,3 +185,41 @@ def test_a_restarted_node_starts_at_its_saved_pose(start_process, robot, checkpo
     assert 'saved pose not used' in third.log() and 'truncated or corrupt' in third.log()
     assert std > 1.0
     assert third.alive()
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize('gating', [True, False])
+def test_a_standing_robot_keeps_its_particles_only_with_gating(start_process, robot, tmp_path,
+                                                               gating):
+    torch.manual_seed(0)
+    model = build_model(config_for('dmn-pf'))
+    with torch.no_grad():  # random weights with large likelihood differences
+        model.head_mlp[-1].weight.mul_(200.0)
+    path = tmp_path / 'sharp.pt'
+    save_checkpoint(path, model, [0.0, 0.0, 8.0, 8.0])
+    limit = '0.05' if gating else '0.0'
+    node = start_process('dmn_localization_node', '--ros-args', '-p', f'model_path:={path}',
+                         '-p', 'num_particles:=256', '-p', 'max_published_particles:=256',
+                         '-p', 'motion_noise_xy:=0.0', '-p', 'motion_noise_yaw:=0.0',
+                         '-p', f'update_min_d:={limit}', '-p', f'update_min_a:={limit}')
+    assert robot.build_map.wait_for_service(timeout_sec=60.0), node.log()
+    request = map_request()
+    request.images.append(request.images[0])
+    request.poses.append(pose(2.0, 6.0, 3.0))
+    assert robot.call(robot.build_map, request).success
+    spreads = []
+    for k in range(50):  # the robot stands: the same odometry pose, the same image
+        robot.send_frame(STAMP0 + 0.1 * k, IMAGE, (2.0, 2.0, 0.0))
+        assert robot.spin_until(lambda: len(robot.clouds) > k, timeout=30.0), node.log()
+        xy = np.array([[p.position.x, p.position.y] for p in robot.clouds[-1].poses])
+        spreads.append(xy.std(0).max())
+
+    def skipped():
+        values = {kv.key: kv.value for kv in robot.diagnostics[-1].status[0].values}
+        return values['frames_processed'] == '50' and int(values['updates_skipped'])
+
+    assert robot.spin_until(lambda: robot.diagnostics and skipped() is not False, 10.0)
+    if gating:
+        assert spreads[-1] == pytest.approx(spreads[0]) and skipped() == 49, spreads
+    else:
+        assert spreads[-1] < 0.7 * spreads[0] and skipped() == 0, spreads
