@@ -211,3 +211,14 @@ def test_kidnap_benchmark_pools_runs_by_frames():
                      'machine': 'x', 'wall_time_s': 60, 'domains': {'rooms': {'off': row}}},
                     'cmd')
     assert '| rooms | off | 2/3 | 6.0 s | 2.0% | 60.0% | 2/3, 15.0 s |' in text
+
+
+def test_state_changes_from_diagnostics_reports():
+    from dmn_localization.replay.live import state_at, state_changes
+
+    reports = [(3.0, 'converged'), (1.0, 'global'), (2.0, 'global'), (3.0, 'converged'),
+               (float('nan'), 'initializing'), (5.0, 'lost'), (6.0, 'global')]
+    changes = state_changes(reports)
+    assert changes == [(1.0, 'global'), (3.0, 'converged'), (5.0, 'lost'), (6.0, 'global')]
+    assert [state_at(changes, t) for t in (0.5, 1.0, 4.9, 5.0, 7.0)] == [
+        None, 'global', 'converged', 'lost', 'global']

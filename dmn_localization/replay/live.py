@@ -71,6 +71,7 @@ class _Player:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data, QoSProfile
 
+        from diagnostic_msgs.msg import DiagnosticArray
         from dmn_localization_interfaces.srv import BuildMap
         from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
         from nav_msgs.msg import Odometry
@@ -92,6 +93,10 @@ class _Player:
                                       self._on_pose, QoSProfile(depth=100))
         self.node.create_subscription(PoseArray, target.cloud_topic, self._on_cloud,
                                       qos_profile_sensor_data)
+        self.states: List[Tuple[float, str]] = []
+        self._status_name = f'{target.node}: localization'
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
+                                      QoSProfile(depth=100))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -102,6 +107,14 @@ class _Player:
 
     def _on_pose(self, msg: Any) -> None:
         self.poses.append((stamp_seconds(msg.header.stamp), pose_to_xyyaw(msg.pose.pose)))
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for entry in msg.status:
+            if entry.name != self._status_name:
+                continue
+            values = {kv.key: kv.value for kv in entry.values}
+            if 'last_frame_stamp' in values and 'state' in values:
+                self.states.append((float(values['last_frame_stamp']), values['state']))
 
     def _on_cloud(self, msg: Any) -> None:
         self.clouds.append((stamp_seconds(msg.header.stamp), _cloud_array(msg)))
@@ -120,6 +133,25 @@ class _Player:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
+
+
+def state_changes(reports: Sequence[Tuple[float, str]]) -> List[Tuple[float, str]]:
+    """Return ``(frame stamp, state)`` where the state changes, from /diagnostics reports."""
+    changes: List[Tuple[float, str]] = []
+    for stamp, state in sorted(r for r in reports if np.isfinite(r[0])):
+        if not changes or changes[-1][1] != state:
+            changes.append((stamp, state))
+    return changes
+
+
+def state_at(changes: Sequence[Tuple[float, str]], stamp: float) -> Optional[str]:
+    """Return the state reported for the frame at ``stamp`` (None before the first report)."""
+    state = None
+    for when, name in changes:
+        if when > stamp + 1e-9:
+            break
+        state = name
+    return state
 
 
 def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = None,
@@ -172,6 +204,7 @@ def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = Non
         received = sorted(player.poses)
         if not received:
             raise LiveReplayError(f'{target.node} published no pose on {target.pose_topic}')
+        result.state_changes = state_changes(player.states)
         result.stamps = [s for s, _ in received]
         result.estimates = [np.array(p) for _, p in received]
         if player.clouds and snapshot_times:

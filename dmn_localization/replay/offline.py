@@ -41,6 +41,8 @@ class ReplayResult:
     estimates: List[np.ndarray] = field(default_factory=list)
     #: the localizer's status at each frame (offline replay; empty when unknown)
     states: List[str] = field(default_factory=list)
+    #: ``(frame stamp, state)`` at each change of state (live replay, from /diagnostics)
+    state_changes: List[Tuple[float, str]] = field(default_factory=list)
     truth_stamps: List[float] = field(default_factory=list)
     truth: List[Tuple[float, float, float]] = field(default_factory=list)
     map_poses: Optional[np.ndarray] = None

@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dmn_localization import status
@@ -106,7 +106,7 @@ class DmnLocalizationNode(LifecycleNode):
         self._stop = False
         self.frames_processed = 0
         self.frames_dropped = 0
-        self._last: Optional[Any] = None
+        self._last: Optional[Tuple[float, Any]] = None  # (frame stamp, FrameResult)
         self._last_latency_ms = float('nan')
         self._published_state = ''
         self._unpublished_map: Optional[ViewEmbeddingMapMsg] = None
@@ -285,7 +285,8 @@ class DmnLocalizationNode(LifecycleNode):
     def _save_pose(self) -> None:
         if not self._active or self.localizer is None:
             return
-        saved = saved_pose_of(self.localizer, self._last)
+        last = self._last
+        saved = saved_pose_of(self.localizer, last[1] if last is not None else None)
         if saved is None:
             return
         try:
@@ -452,7 +453,7 @@ class DmnLocalizationNode(LifecycleNode):
         with self._filter_lock:
             result = self.localizer.process_frame(stamp, pixels)
         self._last_latency_ms = (time.monotonic() - started) * 1000.0
-        self._last = result
+        self._last = (stamp, result)  # one assignment: the timer reads both together
         self.frames_processed += 1
         if result.state != self._published_state:
             self.get_logger().info(f'state: {result.state}')
@@ -525,8 +526,9 @@ class DmnLocalizationNode(LifecycleNode):
                   'device': self.device,
                   'map_fingerprint': (self.localizer.map.fingerprint if self.localizer is not
                                       None and self.localizer.map is not None else '')}
-        last = self._last
-        if last is not None:
+        report = self._last
+        if report is not None:
+            frame_stamp, last = report
             cov = last.covariance
             values.update({
                 'spread_x_m': f'{math.sqrt(cov[0, 0]):.3f}',
@@ -536,6 +538,8 @@ class DmnLocalizationNode(LifecycleNode):
                 'evidence': f'{last.evidence:.3f}',
                 'recovery_share': f'{last.recovery_share:.3f}',
                 'last_step_latency_ms': f'{self._last_latency_ms:.1f}'})
+            if last.state == state:  # the state this frame ended in (not a newer map's)
+                values['last_frame_stamp'] = f'{frame_stamp:.9f}'
         entry.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
