@@ -186,6 +186,9 @@ class Localizer:
         self.status = status.StatusTracker(self.settings.status_thresholds)
         self.recovery = RecoveryRates(self.settings.recovery_alpha_slow,
                                       self.settings.recovery_alpha_fast)
+        #: recovery injects particles only once the belief has converged (then kidnaps
+        #: can happen); cleared by every re-initialization
+        self._converged_once = False
 
     @property
     def state(self) -> str:
@@ -260,6 +263,7 @@ class Localizer:
         self.status.reset(has_map=True)
         self._last_result = None
         self.recovery.reset()
+        self._converged_once = False
 
     def initialize_global(self) -> None:
         """Spread the particles uniformly over the map extent and all headings."""
@@ -361,7 +365,11 @@ class Localizer:
             self.belief.weights[0].cpu().numpy(), ess, moved,
             self.odometry.pose_at(stamp, self.settings.max_odom_gap_s), float(evidence[0]))
         result.state = self.status.update(*result.spread, result.evidence)
-        result.recovery_share = self.recovery.update(result.evidence)
+        self._converged_once |= result.state == status.CONVERGED
+        share = self.recovery.update(result.evidence)
+        # a global search is uniform already: injecting then only scatters the particles
+        # that are finding the robot (measured: fewer first convergences, kidnap_bench)
+        result.recovery_share = share if self._converged_once else 0.0
         before = self.belief
         self.belief = maybe_resample(self.belief, settings, self.generator)
         if self.belief is not before and result.recovery_share > 0:

@@ -140,6 +140,26 @@ def test_frames_report_the_state_and_the_evidence(loaded):
     assert states == ['global', 'global', 'converged', 'converged']
 
 
+def test_recovery_injects_only_after_the_belief_has_converged(loaded):
+    settings = LocalizerSettings(num_particles=64, motion_noise_xy=0.0, motion_noise_yaw=0.0,
+                                 resample_threshold=1.0, update_min_d=0.0, update_min_a=0.0,
+                                 recovery_alpha_slow=0.01, recovery_alpha_fast=0.3)
+    loc = Localizer(loaded, settings=settings)
+    loc.build_map(images(2), np.array([[1.0, 1.0, 0.0], [5.0, 5.0, 1.0]]), EXTENT)
+    loc.recovery.update = lambda evidence: 0.5  # as if the evidence had collapsed
+    frame = images(1, seed=1)[0]
+    searching = [loc.process_frame(0.1 * k, frame) for k in range(3)]
+    assert [r.state for r in searching] == ['global'] * 3
+    assert [r.recovery_share for r in searching] == [0.0] * 3
+    loc.initialize_gaussian((2.0, 3.0, 0.5), np.diag([1e-4, 1e-4, 1e-4]))
+    tracked = [loc.process_frame(1.0 + 0.1 * k, frame) for k in range(5)]
+    first = [r.state for r in tracked].index('converged')
+    assert [r.recovery_share for r in tracked[:first]] == [0.0] * first
+    assert tracked[first].recovery_share == 0.5  # armed from the first converged frame on
+    loc.initialize_global()  # a new search: not armed until converged again
+    assert loc.process_frame(2.0, frame).recovery_share == 0.0
+
+
 @pytest.mark.parametrize('gating', [True, False])
 def test_a_standing_robot_keeps_its_particles_only_with_gating(loaded, gating):
     settings = LocalizerSettings(num_particles=256, motion_noise_xy=0.0, motion_noise_yaw=0.0,
