@@ -20,7 +20,7 @@ def preprocess_images(images: Union[np.ndarray, Tensor], config: InputConfig,
     averaging (anti-aliased when shrinking). Pixels become
     ``(value / 255 - pixel_mean) / pixel_std``.
     """
-    x = torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images,
+    x = torch.as_tensor(images if isinstance(images, Tensor) else np.asarray(images),
                         device=device)
     if x.shape[-1] != 3 or x.ndim < 3:
         raise ValueError(f'expected RGB images (..., H, W, 3), got shape {tuple(x.shape)}')
