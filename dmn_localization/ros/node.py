@@ -9,7 +9,8 @@ Topics: subscribes ``image`` (sensor_msgs/Image, sensor-data QoS), ``odom``
 (:mod:`dmn_localization.status`) at 1 Hz and on every change. The node only converts
 messages and calls :class:`dmn_localization.localizer.Localizer`; the newest camera
 frame is processed by a worker thread, frames arriving meanwhile replace it and are
-counted as dropped, odometry keeps arriving on the executor.
+counted as dropped, odometry keeps arriving on the executor. It is a lifecycle node
+(``~/change_state``); ``autostart`` configures and activates it at start.
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ import numpy as np
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import (LifecycleNode, LifecyclePublisher, LifecycleState,
+                             TransitionCallbackReturn)
 from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from rclpy.service import Service
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from sensor_msgs.msg import Image
 from std_srvs.srv import Empty
 
@@ -111,13 +116,13 @@ class DmnLocalizationNode(LifecycleNode):
         self._published_state = ''
         self._unpublished_map: Optional[ViewEmbeddingMapMsg] = None
         self._first_map = True
+        self._configure_error: Optional[str] = None
+        self.tf_broadcaster: Any = None
         if self.get_parameter('autostart').value:
             self.trigger_configure()
             if self._configure_error is not None:
                 raise ConfigurationError(self._configure_error)
             self.trigger_activate()
-
-    _configure_error: Optional[str] = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -172,18 +177,17 @@ class DmnLocalizationNode(LifecycleNode):
     def _release(self) -> None:
         self._stop_worker()
         for entity in self._entities:
-            kind = type(entity).__name__
-            if kind == 'LifecyclePublisher':
+            if isinstance(entity, LifecyclePublisher):
                 self.destroy_lifecycle_publisher(entity)
-            elif kind == 'Publisher':
-                self.destroy_publisher(entity)
-            elif kind == 'Subscription':
+            elif isinstance(entity, Subscription):
                 self.destroy_subscription(entity)
-            elif kind == 'Service':
+            elif isinstance(entity, Service):
                 self.destroy_service(entity)
-            elif kind == 'Timer':
+            elif isinstance(entity, Timer):
                 self.destroy_timer(entity)
         self._entities = []
+        if self.tf_broadcaster is not None:
+            self.destroy_publisher(self.tf_broadcaster.pub_tf)
         self.tf_broadcaster = None
         self.localizer = None
         self._last = None
