@@ -22,11 +22,13 @@ demo: setup
 	$(RUN) dmn_env_check
 	$(RUN) dmn_demo --out runs/demo
 
-## bench: set up, then run the benchmarks (not tests: tables and JSON; about 20 minutes)
+## bench: set up, then run the benchmarks (not tests: tables and JSON; about 40 minutes)
 bench: setup
 	$(RUN) python -m dmn_localization.bench.core_bench --out runs/bench/core.json
 	$(RUN) python -m dmn_localization.bench.map_sharing_bench --out runs/bench/map_sharing.json
 	$(RUN) python -m dmn_localization.bench.node_bench --out runs/bench/node.json
+	$(RUN) python -m dmn_localization.bench.kidnap_bench --seeds 20 \
+		--out runs/bench/kidnap.json
 
 ## data: set up, then generate the default Rooms and Mazes datasets into data/ (resumable)
 DATASETS := $(foreach d,rooms mazes,$(foreach s,train val test,data/$(d)-$(s)/manifest.json))
