@@ -160,7 +160,8 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec(
         'save_pose_rate', 0.5,
         'While converged, write the pose, its covariance and the map identity to '
-        'saved_pose_path this often, Hz (0: never; AMCL default).', value_range=(0.0, 100.0)),
+        "saved_pose_path this often, Hz (AMCL's default rate; 0: never).",
+        value_range=(0.0, 100.0)),
     ParameterSpec(
         'saved_pose_path', '',
         'File of the saved pose. Empty: $ROS_HOME/dmn_localization/<node name>.pose.json '
