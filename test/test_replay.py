@@ -199,7 +199,8 @@ def test_kidnap_benchmark_pools_runs_by_frames():
     def run(frames, false, wrong, flagged, recover, first):
         return {'status': {'frames': frames, 'false_confidence_share': false,
                            'wrong_frames': wrong, 'wrong_flagged_share': flagged,
-                           'time_to_recover_s': recover}, 'first_convergence_s': first}
+                           'time_to_recover_s': recover}, 'first_convergence_s': first,
+                'within_0_5_m': 0.5 if first else 0.2}
 
     row = summarize([run(100, 0.1, 40, 0.5, [4.0], 10.0), run(300, 0.0, 0, None, [None], None),
                      run(100, 0.0, 10, 1.0, [8.0], 20.0)])
@@ -210,7 +211,7 @@ def test_kidnap_benchmark_pools_runs_by_frames():
     text = markdown({'seeds': [0, 1, 2], 'duration_s': 60, 'kidnap_at_s': 30,
                      'machine': 'x', 'wall_time_s': 60, 'domains': {'rooms': {'off': row}}},
                     'cmd')
-    assert '| rooms | off | 2/3 | 6.0 s | 2.0% | 60.0% | 2/3, 15.0 s |' in text
+    assert '| rooms | off | 2/3 | 6.0 s | 2.0% | 60.0% | 2/3, 15.0 s | 40.0% |' in text
 
 
 def test_state_changes_from_diagnostics_reports():
