@@ -73,10 +73,10 @@ class LocalizerSettings:
     update_min_a: float = 0.05
     #: kidnap recovery (augmented MCL, :mod:`dmn_localization.recovery`); 0, 0: off.
     #: Chosen by ``python -m dmn_localization.bench.kidnap_bench --seeds 20 --domains
-    #: rooms`` (RESULTS.md): kidnaps recovered 9/20 (off: 4/20), median 8.2 s; frames
-    #: falsely sure 9.0 % (off: 52.6 %); wrong frames flagged 86.5 % (off: 23.3 %)
-    recovery_alpha_slow: float = 0.05
-    recovery_alpha_fast: float = 0.5
+    #: rooms`` (RESULTS.md): kidnaps recovered 13/20 (off: 8/20), median 10.0 s; frames
+    #: falsely sure 14.6 % (off: 46.3 %); the most frames within 0.5 m of the candidates
+    recovery_alpha_slow: float = 0.01
+    recovery_alpha_fast: float = 0.1
     #: random particles of the recovery fall within the context views' box plus this, metres
     recovery_margin: float = 0.5
     #: thresholds of initializing / global / converged / lost

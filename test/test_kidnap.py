@@ -11,9 +11,10 @@ import pytest
 
 MODEL = Path(__file__).resolve().parents[1] / 'models' / 'dmn-pf-rooms.pt'
 #: A run the shipped model localizes before and after the kidnap (offline replay with the
-#: node's defaults: converged from 15.8 s; kidnapped at 20 s; lost at 20.2 s, global at
-#: 21.8 s, converged again at 31.6 s). Chosen with the shipped model by replaying seeds
-#: 0-13 offline; another model may need another seed.
+#: node's defaults: converged from 9.4 s; kidnapped at 20 s; lost at 20.2 s, global at
+#: 23.8 s, converged again at 29.2 s; the same sequence with four filter seeds). Chosen
+#: with the shipped model by replaying seeds 0-13 offline; another model may need another
+#: seed.
 SEED, DURATION, KIDNAP_AT = 8, 40.0, 20.0
 
 

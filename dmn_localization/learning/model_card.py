@@ -76,10 +76,15 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
     init_text = (f' ({meta["init_samples"]:,} of them in the run whose checkpoint '
                  f'`{meta["init_from"]}` this run started from)' if meta.get('init_from')
                  else '')
+    from dmn_localization.ros.node import DEFAULT_MODEL
+
+    role = (', the default model of `dmn_localization_node`'
+            if f'{name}.pt' == DEFAULT_MODEL else
+            f', for `dmn_localization_node` with `model_path:=.../models/{name}.pt`')
     card = f"""# {name}
 
 `{loaded.name}` ({data["parameters"]:,} parameters, encoder fingerprint
-`{loaded.fingerprint}`), the default model of `dmn_localization_node`.
+`{loaded.fingerprint}`){role}.
 {chr(10) + "**Status:** " + status + chr(10) if status else ""}
 ## Training
 
