@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from dmn_localization import status
 from dmn_localization.data.from_bag import interpolate_poses
 import numpy as np
 
@@ -119,7 +120,7 @@ RECOVERY_HOLD_S = 1.0
 #: Position error above which a frame is wrong enough that the localizer must not be sure.
 WRONG_M = 1.0
 #: States in which the localizer admits it does not know where it is.
-UNSURE_STATES = ('lost', 'global')
+UNSURE_STATES = (status.LOST, status.GLOBAL)
 
 
 @dataclass
@@ -179,7 +180,7 @@ def status_metrics(stamps: Sequence[float], estimates: np.ndarray, states: Seque
         recover.append(None if index is None else float(stamps[part][index] - when))
     return StatusMetrics(
         frames=int(len(pos)),
-        false_confidence_share=float(np.mean(wrong & (states_arr == 'converged'))),
+        false_confidence_share=float(np.mean(wrong & (states_arr == status.CONVERGED))),
         wrong_frames=int(wrong.sum()),
         wrong_flagged_share=float(np.mean(np.isin(states_arr[wrong], UNSURE_STATES)))
         if wrong.any() else None,
