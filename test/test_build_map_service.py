@@ -32,10 +32,11 @@ def client(ros_domain):
     cli = node.create_client(BuildMap, SERVICE)
 
     def call(request, timeout=30.0):
-        future = cli.call_async(request)
-        executor.spin_until_future_complete(future, timeout_sec=timeout)
-        assert future.done(), f'no response from {SERVICE} within {timeout} s'
-        return future.result()
+        from conftest import call_service
+
+        response = call_service(executor, cli, request, timeout)
+        assert response is not None, f'no response from {SERVICE} within {timeout} s'
+        return response
 
     call.client = cli
     yield call

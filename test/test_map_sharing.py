@@ -2,6 +2,7 @@
 
 import math
 
+from conftest import call_service
 from dmn_localization.core.checkpoint import load_checkpoint, save_checkpoint
 from dmn_localization.core.maps import ViewEmbeddingMap
 from dmn_localization.core.models import build_model, config_for
@@ -111,9 +112,8 @@ def test_robots_share_a_map_over_a_topic(start_process, checkpoints, ros_domain)
                                           'rgb8') for _ in range(4)]
         request.poses = [pose(1.0, 1.0, 0.0), pose(6.0, 2.0, 1.5), pose(4.0, 6.0, -2.0),
                          pose(2.0, 5.0, 3.0)]
-        future = client.call_async(request)
-        executor.spin_until_future_complete(future, timeout_sec=60.0)
-        assert future.result().success, future.result().message
+        response = call_service(executor, client, request)
+        assert response is not None and response.success, response
         # robot2 starts after the map was published and gets it (transient local);
         # robot3 runs another encoder and must refuse it
         robot2 = start_process('dmn_localization_node', '--ros-args', '-r', '__ns:=/robot2',
@@ -192,9 +192,8 @@ def test_a_robot_with_map_update_merge_merges_a_second_map(start_process, checkp
         request.images = [array_to_imgmsg(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
                                           'rgb8') for _ in positions]
         request.poses = [pose(x, y, 0.0) for x, y in positions]
-        future = client.call_async(request)
-        executor.spin_until_future_complete(future, timeout_sec=60.0)
-        assert future.result().success, future.result().message
+        response = call_service(executor, client, request)
+        assert response is not None and response.success, response
 
     try:
         client = node.create_client(BuildMap, '/robot1/dmn_localization/build_map')

@@ -47,10 +47,11 @@ class Robot:
 
     def call(self, client, request, timeout=60.0):
         """Call a service and wait for the answer."""
-        future = client.call_async(request)
-        self.executor.spin_until_future_complete(future, timeout_sec=timeout)
-        assert future.done(), 'no service response'
-        return future.result()
+        from conftest import call_service
+
+        response = call_service(self.executor, client, request, timeout)
+        assert response is not None, 'no service response'
+        return response
 
     def spin_until(self, predicate, timeout):
         """Spin until ``predicate()`` or timeout; return its value."""

@@ -181,9 +181,13 @@ def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = Non
             raise LiveReplayError(f'no service {target.node}/build_map within '
                                   f'{target.connect_timeout:.0f} s: is the node running '
                                   '(same ROS_DOMAIN_ID)?')
-        future = player.build_map.call_async(build_map_request(images, poses, frame_id,
-                                                               extent))
-        if not player.wait(future.done, target.connect_timeout):
+        request = build_map_request(images, poses, frame_id, extent)
+        for _ in range(3):  # a response can be lost while discovery completes: ask again
+            future = player.build_map.call_async(request)
+            if player.wait(future.done, target.connect_timeout / 3):
+                break
+            player.build_map.remove_pending_request(future)
+        else:
             raise LiveReplayError(f'{target.node}/build_map did not answer')
         response = future.result()
         if not response.success:
