@@ -220,11 +220,13 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
     """Train (or resume) the run ``config``; return a summary of its state at the end."""
     world_size, rank = _distributed()
     device = resolve_device(config.device)
+    owns_group = False
     if world_size > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
             dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+            owns_group = True
         if device.type == 'cuda':
             device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
     if device.type == 'cpu' and 'OMP_NUM_THREADS' not in os.environ:
@@ -383,4 +385,11 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
     if bar is not None:
         bar.close()
     save('end')
+    if owns_group:
+        # tear gloo down before the interpreter does: its threads otherwise may abort
+        # the process at exit ("terminate called without an active exception")
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return {**counters, 'out': str(out)}
