@@ -92,18 +92,7 @@ def wait_until(predicate, timeout, interval=0.05):
 
 
 def call_service(executor, client, request, timeout=60.0, attempts=3):
-    """
-    Call a service and spin until the answer; return it (None after ``timeout`` seconds).
+    """Call an idempotent service, asking again if a response is lost; None after timeout."""
+    from dmn_localization.ros.service_call import call_idempotent, spin_wait
 
-    The request is sent again after each ``timeout / attempts`` without an answer: Fast
-    DDS drops a response when the server has not yet discovered the client's reply
-    reader ("failed to send response (timeout)"), a discovery race that a client which
-    found the service can still lose. Only for idempotent requests.
-    """
-    for _ in range(attempts):
-        future = client.call_async(request)
-        executor.spin_until_future_complete(future, timeout_sec=timeout / attempts)
-        if future.done():
-            return future.result()
-        client.remove_pending_request(future)
-    return None
+    return call_idempotent(client, request, spin_wait(executor), timeout, attempts)

@@ -22,6 +22,7 @@ from dmn_localization.localizer import default_extent, LocalizerSettings
 from dmn_localization.replay.offline import (BagTopics, map_views, ReplayResult,
                                              run_connections)
 from dmn_localization.ros.conversions import build_map_request, pose_to_xyyaw, stamp_seconds
+from dmn_localization.ros.service_call import call_idempotent
 import numpy as np
 
 
@@ -182,14 +183,11 @@ def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = Non
                                   f'{target.connect_timeout:.0f} s: is the node running '
                                   '(same ROS_DOMAIN_ID)?')
         request = build_map_request(images, poses, frame_id, extent)
-        for _ in range(3):  # a response can be lost while discovery completes: ask again
-            future = player.build_map.call_async(request)
-            if player.wait(future.done, target.connect_timeout / 3):
-                break
-            player.build_map.remove_pending_request(future)
-        else:
+        response = call_idempotent(player.build_map, request,
+                                   lambda future, seconds: player.wait(future.done, seconds),
+                                   target.connect_timeout)
+        if response is None:
             raise LiveReplayError(f'{target.node}/build_map did not answer')
-        response = future.result()
         if not response.success:
             raise LiveReplayError(f'{target.node} refused the map: {response.message}')
         if not player.wait(lambda: player.image_pub.get_subscription_count() > 0
