@@ -42,6 +42,7 @@ class Driver:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data, QoSProfile
 
+        from diagnostic_msgs.msg import DiagnosticArray
         from dmn_localization.ros.image_conversion import array_to_imgmsg
         from dmn_localization_interfaces.srv import BuildMap
         from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -57,6 +58,10 @@ class Driver:
         self.received: Dict[int, float] = {}
         self.node.create_subscription(PoseWithCovarianceStamped, 'pose', self._on_pose,
                                       QoSProfile(depth=100))
+        self.diagnostics: Dict[str, str] = {}
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
+                                      QoSProfile(depth=10))
+        self.published = 0
         rng = np.random.default_rng(0)
         self.frame = array_to_imgmsg(rng.integers(0, 256, (*CAMERA, 3), dtype=np.uint8),
                                      'rgb8')
@@ -69,8 +74,31 @@ class Driver:
         key = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         self.received[key] = time.monotonic()
 
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def node_counts(self) -> Dict[str, int]:
+        """
+        Account for every frame published so far, from the node's newest /diagnostics.
+
+        ``processed`` and ``dropped_by_node`` (a newer frame replaced it while the node was
+        busy) are the node's counters; ``not_received`` is what never reached the node
+        (lost by best-effort transport, or still on the way).
+        """
+        deadline = time.monotonic() + 3.0
+        self.diagnostics = {}
+        while not self.diagnostics and time.monotonic() < deadline:  # a fresh report (1 Hz)
+            self.executor.spin_once(timeout_sec=0.05)
+        processed = int(self.diagnostics.get('frames_processed', -1))
+        dropped = int(self.diagnostics.get('frames_dropped', -1))
+        return {'published': self.published, 'processed': processed,
+                'dropped_by_node': dropped,
+                'not_received': self.published - processed - dropped}
+
     def make_map(self) -> None:
         from dmn_localization.ros.conversions import build_map_request
+        from dmn_localization.ros.service_call import call_idempotent, spin_wait
 
         if not self.build_map.wait_for_service(timeout_sec=120.0):
             raise RuntimeError('the node did not come up')
@@ -78,10 +106,10 @@ class Driver:
         images = [rng.integers(0, 256, (*CAMERA, 3), dtype=np.uint8) for _ in range(8)]
         poses = np.array([(rng.uniform(0, 8), rng.uniform(0, 8), rng.uniform(-3, 3))
                           for _ in range(8)])
-        future = self.build_map.call_async(build_map_request(images, poses))
-        self.executor.spin_until_future_complete(future, timeout_sec=120.0)
-        if not future.done() or not future.result().success:
-            raise RuntimeError('build_map failed')
+        response = call_idempotent(self.build_map, build_map_request(images, poses),
+                                   spin_wait(self.executor), 120.0)
+        if response is None or not response.success:
+            raise RuntimeError(f'build_map failed: {response}')
         deadline = time.monotonic() + 60.0
         while self.image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
             self.executor.spin_once(timeout_sec=0.1)
@@ -93,6 +121,7 @@ class Driver:
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(self.stamp_ns, 10**9)
         self.odom_pub.publish(self.odom)
         self.image_pub.publish(self.frame)
+        self.published += 1
         return self.stamp_ns
 
     def stream(self, rate_hz: float, seconds: float,
@@ -165,7 +194,8 @@ def drops(driver: Driver, node: NodeProcess, seconds: float = 20.0) -> Dict[str,
     sent = driver.stream(30.0, seconds)
     answered = sum(1 for k in sent if k in driver.received)
     return {'frames': len(sent), 'answered': answered,
-            'dropped_share': 1.0 - answered / len(sent)}
+            'dropped_share': 1.0 - answered / len(sent),
+            'all_frames_of_the_run': driver.node_counts()}
 
 
 def soak(minutes: float) -> Any:
@@ -183,8 +213,17 @@ def soak(minutes: float) -> Any:
         readings['minutes'] = minutes
         readings['frames'] = len(sent)
         readings['answered'] = sum(1 for k in sent if k in driver.received)
+        readings['all_frames_of_the_run'] = driver.node_counts()
         return readings
     return action
+
+
+def accounting(case: Dict[str, Any]) -> str:
+    """Say where the frames of a whole run (warm-up included) went."""
+    c = case['all_frames_of_the_run']
+    return (f'of all {c["published"]} frames of the run (warm-up included) the node '
+            f'processed {c["processed"]}, dropped {c["dropped_by_node"]} while busy, '
+            f'never received {c["not_received"]}')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -207,12 +246,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     drop = run_case(256, drops)
     results['drops_k256_30hz'] = drop
     print(f'K=  256 at 30 Hz: {drop["answered"]}/{drop["frames"]} frames answered, '
-          f'{drop["dropped_share"]:.1%} dropped', flush=True)
+          f'{drop["dropped_share"]:.1%} dropped; {accounting(drop)}', flush=True)
     mem = run_case(2048, soak(a.soak_minutes))
     results['memory_k2048_30hz'] = mem
     print(f'K= 2048 at 30 Hz: node memory {mem["after_1_min_mib"]:.0f} MiB after 1 min, '
           f'{mem["at_end_mib"]:.0f} MiB after {a.soak_minutes:g} min '
-          f'({mem["growth"]:+.1%}); {mem["answered"]}/{mem["frames"]} frames answered')
+          f'({mem["growth"]:+.1%}); {mem["answered"]}/{mem["frames"]} frames answered; '
+          f'{accounting(mem)}')
     median = results['latency_k2048']['median_ms']
     print(f'targets: K=2048 median {median:.1f} <= {TARGET_MEDIAN_MS:.0f} ms: '
           f'{"met" if median <= TARGET_MEDIAN_MS else "MISSED"}; K=256 every frame at 30 Hz: '
