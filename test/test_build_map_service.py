@@ -49,7 +49,7 @@ def client(ros_domain):
 def test_build_map_round_trip_over_dds(start_process, client, tmp_path):
     # a model_path that does not exist: the node runs without a model and says so
     node = start_process('dmn_localization_node', '--ros-args', '-p',
-                         f'model_path:={tmp_path / "missing.pt"}')
+                         f'model_path:={tmp_path / "missing.pt"}', '-p', 'max_map_views:=3')
     ready = client.client.wait_for_service(timeout_sec=60.0)
     assert ready, f'{SERVICE} never appeared; node output:\n{node.log()}'
 
@@ -79,6 +79,44 @@ def test_build_map_round_trip_over_dds(start_process, client, tmp_path):
     mismatched.poses = [pose(0, 0, 0)]
     response = client(mismatched)
     assert not response.success and '2 images but 1 poses' in response.message
+
+    def refused(changed, expected):
+        bad = copy.deepcopy(request)
+        changed(bad)
+        response = client(bad)
+        assert not response.success and expected in response.message, response.message
+        assert response.num_views == 0 and response.fingerprint == ''
+
+    def nan_position(req):
+        req.poses[1].position.y = float('nan')
+
+    def long_quaternion(req):
+        req.poses[0].orientation.z, req.poses[0].orientation.w = 0.0, 2.0
+
+    def too_many_views(req):
+        req.images = [req.images[0]] * 4
+        req.poses = [pose(0, 0, 0)] * 4
+
+    def other_frame(req):
+        req.header.frame_id = 'odom'
+
+    def short_data(req):
+        req.images[0].data = req.images[0].data[:-1]
+
+    def inverted_extent(req):
+        req.extent = [4.0, 0.0, 0.0, 4.0]
+
+    def nothing(req):
+        req.images, req.poses = [], []
+
+    refused(nan_position, 'pose 1: non-finite value')
+    refused(long_quaternion, 'pose 0: quaternion norm is 2, not 1')
+    refused(too_many_views, '4 views exceed max_map_views = 3')
+    refused(other_frame, "poses are in frame 'odom', the map frame is 'map'")
+    refused(short_data, 'image 0: rgb8 image 64x48 with step 192: expected height x step = '
+                        '9216 data bytes, received 9215')
+    refused(inverted_extent, 'extent must be empty or [x_min, y_min, x_max, y_max]')
+    refused(nothing, 'no context images in the request')
 
     response = client(request)  # the node still answers a valid request
     assert '2 view(s)' in response.message

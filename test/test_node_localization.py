@@ -103,6 +103,9 @@ def test_node_builds_the_map_and_publishes_poses_and_particles(start_process, ro
     response = robot.call(robot.build_map, request)
     assert response.success, response.message
     assert response.num_views == 3 and response.fingerprint == encoder_fingerprint(model)
+    # the start is logged with what an operator needs to know
+    assert (f'model dmn-pf (fingerprint {encoder_fingerprint(model)}) from {checkpoint} on '
+            'cpu, 256 particles') in node.log(), node.log()
 
     frames = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(3)]
     for k, frame in enumerate(frames):
@@ -186,6 +189,11 @@ def test_bad_sensor_input_is_logged_and_the_node_keeps_localizing(start_process,
     assert frame_gets_a_pose(STAMP0 + 0.4, (0.2, 0.0, 0.0), odom_frame='wheel_odom')
     assert logged("odometry ignored: it is in frame 'wheel_odom', expected odom_frame_id "
                   "'odom'"), node.log()
+    # a camera frame in an encoding the node cannot read: logged, and the next frame works
+    unreadable = array_to_imgmsg(image, 'rgb8')
+    unreadable.encoding = 'yuv422'
+    robot.image_pub.publish(stamp_of(STAMP0 + 0.45, unreadable))
+    assert logged("image ignored: unsupported image encoding 'yuv422'"), node.log()
     # an initial pose in another frame than global_frame_id is refused; the belief stays wide
     initial = stamp_of(STAMP0 + 0.5, PoseWithCovarianceStamped())
     initial.header.frame_id = 'odom'
