@@ -206,6 +206,22 @@ def test_model_options_are_typed_and_checked():
             parse_model_options('dmn-pf', bad)
 
 
+def test_init_from_takes_the_options_of_its_checkpoint(tmp_path):
+    from dmn_localization.core.checkpoint import save_checkpoint
+    from dmn_localization.core.models import build_model, config_for
+    from dmn_localization.learning.train_cli import options_of_checkpoint
+
+    path = tmp_path / 'old.pt'
+    save_checkpoint(path, build_model(config_for('dmn-pf', match_score=False, head_hidden=96)),
+                    [0.0, 0.0, 8.0, 8.0])
+    assert options_of_checkpoint('dmn-pf', str(path)) == {'match_score': False,
+                                                          'head_hidden': 96}
+    with pytest.raises(ValueError, match='holds a dmn-pf model, not vector-pf'):
+        options_of_checkpoint('vector-pf', str(path))
+    with pytest.raises(ValueError, match='--init-from'):
+        options_of_checkpoint('dmn-pf', str(tmp_path / 'missing.pt'))
+
+
 def test_a_run_can_start_from_the_weights_of_a_checkpoint(tiny, tmp_path, capsys):
     first = tmp_path / 'first'
     assert train_main(train_args(tiny, first, 160)) == 0

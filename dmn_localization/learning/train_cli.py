@@ -11,9 +11,11 @@ Runs resume by running the same command again. Data-parallel on several processe
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 import sys
 from typing import Any, Dict, List, Optional
 
+from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.core.models import config_for, LEARNED_MODELS
 from dmn_localization.data.dataset import DatasetError
 from dmn_localization.learning.trainer import train, TrainConfig, TrainingError
@@ -41,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--model-option', action='append', default=[], metavar='FIELD=VALUE',
                    help='set a model config field, e.g. match_score=false (repeatable)')
     p.add_argument('--init-from', default='', metavar='CHECKPOINT',
-                   help='start a new run from the weights of this checkpoint (same model '
-                   'and config; optimizer and counters start afresh)')
+                   help='start a new run from the weights of this checkpoint (same model; '
+                   'its config options unless --model-option says otherwise; optimizer and '
+                   'counters start afresh)')
     p.add_argument('--val-every-samples', type=int, default=defaults.val_every_samples)
     p.add_argument('--val-episodes', type=int, default=defaults.val_episodes)
     p.add_argument('--patience', type=int, default=defaults.patience,
@@ -76,12 +79,34 @@ def parse_model_options(model: str, items: List[str]) -> Dict[str, Any]:
     return options
 
 
+def options_of_checkpoint(model: str, path: str) -> Dict[str, Any]:
+    """
+    Return the scalar config fields in which checkpoint ``path`` differs from ``model``'s defaults.
+
+    With ``--init-from``, these are the model options the run starts with (an option given on
+    the command line wins), so a checkpoint saved with other options (e.g. one from before
+    ``match_score`` existed) continues without the options being repeated.
+    """
+    try:
+        loaded = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise ValueError(f'--init-from: {exc}') from exc
+    if loaded.name != model:
+        raise ValueError(f'--init-from {path} holds a {loaded.name} model, not {model}')
+    theirs, defaults = loaded.model.config, config_for(model)
+    return {f.name: getattr(theirs, f.name) for f in fields(defaults)
+            if isinstance(getattr(defaults, f.name), (bool, int, float))
+            and getattr(theirs, f.name) != getattr(defaults, f.name)}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point of ``dmn_train``."""
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
         options = parse_model_options(a.model, a.model_option)
+        if a.init_from:
+            options = {**options_of_checkpoint(a.model, a.init_from), **options}
     except ValueError as exc:
         parser.error(str(exc))
     config = TrainConfig(a.model, a.train, a.val, a.out, a.budget_samples, a.batch_size, a.lr,
