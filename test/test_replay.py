@@ -223,3 +223,18 @@ def test_state_changes_from_diagnostics_reports():
     assert changes == [(1.0, 'global'), (3.0, 'converged'), (5.0, 'lost'), (6.0, 'global')]
     assert [state_at(changes, t) for t in (0.5, 1.0, 4.9, 5.0, 7.0)] == [
         None, 'global', 'converged', 'lost', 'global']
+
+
+def test_the_kidnap_story_of_hand_made_state_changes():
+    from dmn_localization.bench.kidnap_scan import state_changes, tells_the_kidnap_story
+
+    changes = state_changes([0, 1, 2, 3, 4, 5, 6, 7],
+                            ['global', 'converged', 'converged', 'lost', 'global', 'global',
+                             'lost', 'converged'])
+    assert changes == [(0, 'global'), (1, 'converged'), (3, 'lost'), (4, 'global'),
+                       (6, 'lost'), (7, 'converged')]
+    assert tells_the_kidnap_story(changes, 2.5)
+    assert not tells_the_kidnap_story(changes, 0.5)  # not converged before the kidnap
+    assert not tells_the_kidnap_story(changes[:4], 2.5)  # never converged again
+    assert not tells_the_kidnap_story([(0, 'converged'), (3, 'global'), (4, 'lost'),
+                                       (5, 'converged')], 2.5)  # global before lost
