@@ -72,9 +72,8 @@ class LocalizerSettings:
     update_min_d: float = 0.05
     update_min_a: float = 0.05
     #: kidnap recovery (augmented MCL, :mod:`dmn_localization.recovery`); 0, 0: off.
-    #: Chosen by ``python -m dmn_localization.bench.kidnap_bench --seeds 20 --domains
-    #: rooms`` (RESULTS.md): kidnaps recovered 13/20 (off: 8/20), median 10.0 s; frames
-    #: falsely sure 14.6 % (off: 46.3 %); the most frames within 0.5 m of the candidates
+    #: Chosen with ``python -m dmn_localization.bench.kidnap_bench --seeds 20 --domains
+    #: rooms``; its measurements are in RESULTS.md and the README, not repeated here
     recovery_alpha_slow: float = 0.01
     recovery_alpha_fast: float = 0.1
     #: random particles of the recovery fall within the context views' box plus this, metres
