@@ -238,8 +238,37 @@ def test_a_run_can_start_from_the_weights_of_a_checkpoint(tiny, tmp_path, capsys
     best = torch.load(second / 'best.pt', weights_only=True)['metadata']
     assert best['init_from'] == str(first / 'best.pt')
     assert best['init_samples'] == start['metadata']['samples'] > 0
+    # a chain of runs adds up: the third run starts behind the samples of the first two
+    chained = tmp_path / 'chained'
+    assert train_main(train_args(tiny, chained, 40, ['--init-from', str(second / 'best.pt')])) == 0
+    third = torch.load(chained / 'best.pt', weights_only=True)['metadata']
+    assert third['init_samples'] == best['samples'] + best['init_samples']
     # another architecture is refused with a clear message
     other = train_args(tiny, tmp_path / 'third', 80, ['--init-from', str(first / 'best.pt'),
                                                       '--model-option', 'match_score=false'])
     assert train_main(other) == 2
     assert '--init-from' in capsys.readouterr().err
+
+
+def test_model_card_ships_a_corrected_count_of_the_samples_behind_a_run(tiny, tmp_path,
+                                                                        monkeypatch):
+    from dmn_localization.core.checkpoint import load_checkpoint
+    from dmn_localization.learning import model_card
+
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    assert train_main(train_args(tiny, first, 40)) == 0
+    assert train_main(train_args(tiny, second, 40,
+                                 ['--init-from', str(first / 'best.pt')])) == 0
+    monkeypatch.setattr(model_card, 'MODELS_DIR', tmp_path)
+    monkeypatch.setattr(model_card, 'regression_success', lambda target, domain: 0.5)
+    card = model_card.write_card('tiny-pf', second / 'best.pt', tiny / 'val', 4,
+                                 init_samples=1_000_000)
+    shipped = load_checkpoint(tmp_path / 'tiny-pf.pt')
+    original = load_checkpoint(second / 'best.pt')
+    assert shipped.fingerprint == original.fingerprint
+    assert shipped.metadata['init_samples'] == 1_000_000
+    assert shipped.metadata['init_samples_recorded'] == original.metadata['init_samples']
+    total = 1_000_000 + original.metadata['samples']
+    assert f'Budget: {total:,} training samples seen' in card.read_text()
+    with pytest.raises(ValueError, match='did not start from another checkpoint'):
+        model_card.write_card('tiny-pf', first / 'best.pt', tiny / 'val', 4, init_samples=5)

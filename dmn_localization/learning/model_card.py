@@ -20,7 +20,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from dmn_localization.core.checkpoint import load_checkpoint
+from dmn_localization.core.checkpoint import load_checkpoint, save_checkpoint
 from dmn_localization.core.models import count_parameters
 from dmn_localization.data.dataset import Dataset, generate, GenerationSpec
 from dmn_localization.learning.evaluation import evaluate, fixed_episodes, PROTOCOLS, run_model
@@ -49,15 +49,29 @@ def regression_success(checkpoint: Path, domain: str, workdir: Optional[Path] = 
 
 
 def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
-               status: str = '', train_command: str = '') -> Path:
-    """Copy ``checkpoint`` to ``models/NAME.pt`` and write its card; return the card path."""
+               status: str = '', train_command: str = '',
+               init_samples: Optional[int] = None) -> Path:
+    """
+    Copy ``checkpoint`` to ``models/NAME.pt`` and write its card; return the card path.
+
+    ``init_samples`` replaces the checkpoint's count of the samples behind its starting
+    weights in the shipped copy and the card (runs before the fix counted only the last
+    run of a chain); None keeps it.
+    """
     loaded = load_checkpoint(checkpoint)
+    meta = dict(loaded.metadata)
+    if init_samples is not None and not meta.get('init_from'):
+        raise ValueError(f'{checkpoint} did not start from another checkpoint')
     dataset = Dataset(test_data)
     results = evaluate({loaded.name: loaded.model}, dataset, episodes, seed=0)
     target = MODELS_DIR / f'{name}.pt'
-    shutil.copyfile(checkpoint, target)
+    if init_samples is None:
+        shutil.copyfile(checkpoint, target)
+    else:
+        meta['init_samples_recorded'] = meta.get('init_samples', 0)
+        meta['init_samples'] = init_samples
+        save_checkpoint(target, loaded.model, loaded.extent, meta)
     regression = regression_success(target, dataset.domain)
-    meta = loaded.metadata
     config = loaded.model.config
     data: Dict[str, Any] = {
         'name': name, 'model': loaded.name, 'fingerprint': loaded.fingerprint,
@@ -136,9 +150,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--episodes', type=int, default=1000)
     p.add_argument('--status', default='', help='a sentence on the state of this model')
     p.add_argument('--train-command', default='', help='the dmn_train command of the run')
+    p.add_argument('--init-samples', type=int, default=None,
+                   help='the samples behind the weights the run started from, when its '
+                   'metadata counts only the last run of a chain (runs started before the '
+                   'trainer added them up)')
     a = p.parse_args(argv)
-    print(write_card(a.name, a.checkpoint, a.test_data, a.episodes, a.status,
-                     a.train_command))
+    try:
+        print(write_card(a.name, a.checkpoint, a.test_data, a.episodes, a.status,
+                         a.train_command, a.init_samples))
+    except ValueError as exc:
+        print(f'model_card: error: {exc}', file=sys.stderr)
+        return 2
     return 0
 
 

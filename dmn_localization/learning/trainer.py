@@ -267,8 +267,10 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
         if rank == 0:
             _truncate_log(log_path, counters['samples'])
     elif config.init_from:
-        counters['init_samples'] = int(_load_initial_weights(model, config.init_from).get(
-            'samples', 0))
+        # every sample behind those weights: a chain of runs adds up
+        initial = _load_initial_weights(model, config.init_from)
+        counters['init_samples'] = int(initial.get('samples', 0)) + int(
+            initial.get('init_samples', 0))
     (out / 'config.json').write_text(json.dumps(asdict(config), indent=1) + '\n')
     extent = typical_extent(train_set)
     sampler = EpisodeSampler(train_set, config.num_contexts, 1)
