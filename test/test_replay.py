@@ -226,11 +226,12 @@ def test_state_changes_from_diagnostics_reports():
 
 
 def test_the_kidnap_story_of_hand_made_state_changes():
-    from dmn_localization.bench.kidnap_scan import state_changes, tells_the_kidnap_story
+    from dmn_localization.bench.kidnap_scan import tells_the_kidnap_story
+    from dmn_localization.replay.live import state_changes
 
-    changes = state_changes([0, 1, 2, 3, 4, 5, 6, 7],
-                            ['global', 'converged', 'converged', 'lost', 'global', 'global',
-                             'lost', 'converged'])
+    changes = state_changes(list(zip([0, 1, 2, 3, 4, 5, 6, 7],
+                                     ['global', 'converged', 'converged', 'lost', 'global',
+                                      'global', 'lost', 'converged'])))
     assert changes == [(0, 'global'), (1, 'converged'), (3, 'lost'), (4, 'global'),
                        (6, 'lost'), (7, 'converged')]
     assert tells_the_kidnap_story(changes, 2.5)

@@ -39,20 +39,12 @@ def tells_the_kidnap_story(changes: StateChanges, kidnap_s: float) -> bool:
     return 'converged' in before and in_order(after, ['lost', 'global', 'converged'])
 
 
-def state_changes(stamps: Sequence[float], states: Sequence[str]) -> List[Tuple[float, str]]:
-    """Turn one state per frame into the list of changes."""
-    changes: List[Tuple[float, str]] = []
-    for t, s in zip(stamps, states):
-        if not changes or changes[-1][1] != s:
-            changes.append((float(t), s))
-    return changes
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Scan bag seeds; print the story of each and the seeds that pass."""
     from dmn_localization.core.checkpoint import load_checkpoint
     from dmn_localization.data.sim_bag import main as sim_bag_main
     from dmn_localization.localizer import Localizer, LocalizerSettings
+    from dmn_localization.replay.live import state_changes
     from dmn_localization.replay.metrics import kidnap_stamps
     from dmn_localization.replay.offline import BagTopics, replay
     import numpy as np
@@ -81,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 result = replay(bag, Localizer(loaded, 'cpu', settings), BagTopics(),
                                 progress=False)
                 kidnap = float(kidnap_stamps(result.truth_stamps, np.array(result.truth))[0])
-                changes = state_changes(result.stamps, result.states)
+                changes = state_changes(list(zip(result.stamps, result.states)))
                 told.append(tells_the_kidnap_story(changes, kidnap))
                 story = ', '.join(f'{s} {t - result.stamps[0]:.1f} s' for t, s in changes)
                 print(f'seed {seed} filter seed {filter_seed}: '
