@@ -12,6 +12,14 @@ import pytest
 import torch
 
 PF_MODELS = [n for n in LEARNED_MODELS if n.endswith('-pf')]
+#: every learned model, and DMN with its egocentric value branch ("+ego")
+VARIANTS = list(LEARNED_MODELS) + ['dmn-pf+ego', 'dmn-regression+ego']
+
+
+def make(name):
+    """Build model ``name`` of :data:`VARIANTS` at its default config."""
+    base, _, option = name.partition('+')
+    return build_model(config_for(base, **({'ego_value_dim': 8} if option else {})))
 
 
 def episode(batch=3, views=4, particles=24, seed=0, size=(32, 32)):
@@ -32,10 +40,10 @@ def outputs(model, images, poses, query, parts, fast):
     return model.observe(map_ctx, model.prepare_query(query), parts, fast=fast)
 
 
-@pytest.mark.parametrize('name', list(LEARNED_MODELS))
+@pytest.mark.parametrize('name', VARIANTS)
 def test_fast_path_equals_direct_path_with_gradients(name):
     torch.manual_seed(0)
-    model = build_model(config_for(name))
+    model = make(name)
     data = episode()
     grads = {}
     results = {}
@@ -52,11 +60,11 @@ def test_fast_path_equals_direct_path_with_gradients(name):
                                    msg=lambda m: f'{key}: {m}')
 
 
-@pytest.mark.parametrize('name', ['dmn-pf', 'dmn-regression'])
+@pytest.mark.parametrize('name', [v for v in VARIANTS if v.startswith('dmn-')])
 @pytest.mark.parametrize('fast', [True, False])
 def test_dmn_is_invariant_to_moving_the_whole_world(name, fast):
     torch.manual_seed(1)
-    model = build_model(config_for(name)).double()
+    model = make(name).double()
     images, poses, query, parts = (x.double() for x in episode(seed=1))
     moved = torch.tensor([0.7, -0.4, 2.5], dtype=torch.float64)
     out = outputs(model, images, poses, query, parts, fast)
@@ -74,10 +82,10 @@ def test_dmn_is_invariant_to_moving_the_whole_world(name, fast):
                                             query, g.compose(moved, parts), fast))
 
 
-@pytest.mark.parametrize('name', list(LEARNED_MODELS))
+@pytest.mark.parametrize('name', VARIANTS)
 def test_gradients_reach_every_parameter_through_soft_resampling(name):
     torch.manual_seed(2)
-    model = build_model(config_for(name))
+    model = make(name)
     images, poses, _, _ = episode(batch=2, seed=2)
     gen = torch.Generator().manual_seed(2)
     queries = torch.randn(2, 3, 3, 32, 32, generator=gen)
@@ -98,10 +106,10 @@ def test_gradients_reach_every_parameter_through_soft_resampling(name):
         assert not torch.allclose(weights, torch.full_like(weights, 1 / 16))
 
 
-@pytest.mark.parametrize('name', list(LEARNED_MODELS))
+@pytest.mark.parametrize('name', VARIANTS)
 def test_learning_drives_the_loss_down_on_a_fixed_batch(name):
     torch.manual_seed(3)
-    model = build_model(config_for(name))
+    model = make(name)
     gen = torch.Generator().manual_seed(3)
     batch = 8
     images = torch.randn(batch, 4, 3, 32, 32, generator=gen)
@@ -185,3 +193,17 @@ def test_dmn_configs_saved_before_match_score_load_without_it():
     with_score = build_model(config_for('dmn-pf'))
     without = build_model(DMNConfig.from_dict(legacy))
     assert count_parameters(with_score) == count_parameters(without) + 64
+
+
+def test_dmn_configs_saved_before_the_value_branch_load_without_it():
+    from dmn_localization.core.configs import DMNConfig
+
+    saved = DMNConfig().to_dict()
+    assert 'ego_value_dim' not in saved and 'ego_value_grid' not in saved  # fingerprints kept
+    assert DMNConfig.from_dict(saved).ego_value_dim == 0
+    config = DMNConfig(ego_value_dim=16, ego_value_grid=(1, 4))
+    assert DMNConfig.from_dict(config.to_dict()) == config
+    grown = count_parameters(build_model(config_for('dmn-pf', ego_value_dim=16)))
+    # V (32 * 8 -> 16 + bias), Q (no bias), E (4 -> 16 -> 16), and 16 more head inputs x 64
+    assert grown - count_parameters(build_model(config_for('dmn-pf'))) == (
+        2 * 256 * 16 + 16 + 4 * 16 + 16 + 16 * 16 + 16 * 64)

@@ -65,12 +65,18 @@ class DMNConfig(InputConfig):
     head_hidden: int = 64
     #: the head also reads the log-sum-exp of the attention logits (see ``core/dmn.py``)
     match_score: bool = True
+    #: width of the egocentric value branch (0: off, the paper's head; see ``core/dmn.py``)
+    ego_value_dim: int = 0
+    #: view and query features pooled to this grid for the value branch
+    ego_value_grid: Tuple[int, int] = (2, 4)
 
     def to_dict(self) -> Dict[str, Any]:
-        """Plain dict; without ``match_score`` when off, as saved before it existed."""
+        """Plain dict; options that are off are left out, as saved before they existed."""
         data = super().to_dict()
         if not self.match_score:
             del data['match_score']  # keeps the fingerprints of those checkpoints
+        if not self.ego_value_dim:
+            del data['ego_value_dim'], data['ego_value_grid']
         return data
 
     @classmethod

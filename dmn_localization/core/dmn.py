@@ -8,6 +8,16 @@ and pass through the head: an unpadded 3x3 convolution, ReLU, spatial mean, and 
 dense layers with one output (the particle's log-likelihood; three outputs, a pose
 offset, for the regression variant). Parameters are shared across particles.
 
+Egocentric value branch (``ego_value_dim`` > 0; off in the paper's architecture): in the
+head above, a particle's pose reaches the output only through the attention weights and
+four attended coordinates that enter a single linear layer, so the head cannot ask
+"does the query look like view ``i`` seen from ``e_ki``" in any non-linear way. The
+branch gives it that: per particle and view, ``z_ki = relu(V p(f_i) + Q p(q) + E(e_ki))``
+with ``p`` an average pool of the features to a small grid, ``V`` and ``Q`` linear maps
+and ``E`` a two-layer MLP of the egocentric coordinates; the head reads the attended
+``sum_i a_ki z_ki`` beside its convolutional features. ``V p(f_i)`` is computed once per
+map, ``Q p(q)`` once per frame; per particle and view only ``E`` and a sum remain.
+
 Two computations of the same function (a test checks they agree):
 
 * ``direct``: per particle and view as the paper describes: the key CNN on every
@@ -23,6 +33,8 @@ Two computations of the same function (a test checks they agree):
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
+from typing import Optional
 
 from dmn_localization.core import geometry
 from dmn_localization.core.attention import EGO_CHANNELS, EgocentricSpatialAttention, QueryKey
@@ -39,13 +51,15 @@ class DMNMap:
     A map prepared for reading; the per-map parts of the fast path are computed once.
 
     ``features`` ``(B, N, C, h, w)``, ``poses`` ``(B, N, 3)`` normalized,
-    ``key_partials`` ``(B, N, C1)``, ``head_partials`` ``(B, N, C2 * h' * w')``.
+    ``key_partials`` ``(B, N, C1)``, ``head_partials`` ``(B, N, C2 * h' * w')``,
+    ``value_partials`` ``(B, N, D)`` (None without the egocentric value branch).
     """
 
     features: Tensor
     poses: Tensor
     key_partials: Tensor
     head_partials: Tensor
+    value_partials: Optional[Tensor] = None
 
 
 @dataclass
@@ -55,6 +69,7 @@ class DMNQuery:
     features: Tensor
     key: QueryKey
     head_partial: Tensor
+    value_partial: Optional[Tensor] = None
 
 
 class DMN(nn.Module):
@@ -70,8 +85,17 @@ class DMN(nn.Module):
         self.attention = EgocentricSpatialAttention(channels, config.key_channels,
                                                     config.key_dim)
         self.head_conv = nn.Conv2d(2 * channels + EGO_CHANNELS, config.head_channels, 3)
+        value_dim = config.ego_value_dim
+        if value_dim:
+            pooled = channels * math.prod(config.ego_value_grid)
+            self.value_view = nn.Linear(pooled, value_dim)
+            self.value_query = nn.Linear(pooled, value_dim, bias=False)
+            self.value_ego = nn.Sequential(
+                nn.Linear(EGO_CHANNELS, value_dim), nn.ReLU(inplace=True),
+                nn.Linear(value_dim, value_dim, bias=False))
         self.head_mlp = nn.Sequential(
-            nn.Linear(config.head_channels + int(config.match_score), config.head_hidden),
+            nn.Linear(config.head_channels + value_dim + int(config.match_score),
+                      config.head_hidden),
             nn.ReLU(inplace=True), nn.Linear(config.head_hidden, config.out_dim))
 
     def embed_views(self, images: Tensor, poses: Tensor) -> Tensor:
@@ -83,15 +107,31 @@ class DMN(nn.Module):
         """Precompute the per-map parts for embeddings ``(B, N, C, h, w)``, poses ``(B, N, 3)``."""
         channels = embeddings.shape[-3]
         head = conv_part(self.head_conv, embeddings, 0, channels, bias=False)
+        values = self.value_view(self._pool(embeddings)) if self.config.ego_value_dim else None
         return DMNMap(embeddings, poses, self.attention.view_partials(embeddings),
-                      head.flatten(start_dim=-3))
+                      head.flatten(start_dim=-3), values)
 
     def prepare_query(self, images: Tensor) -> DMNQuery:
         """Encode query images ``(B, 3, H, W)`` and precompute the per-frame parts."""
         features = self.query_encoder(images)
         channels = features.shape[-3]
         head = conv_part(self.head_conv, features, channels, 2 * channels, bias=True)
-        return DMNQuery(features, self.attention.query_key(features), head)
+        values = self.value_query(self._pool(features)) if self.config.ego_value_dim else None
+        return DMNQuery(features, self.attention.query_key(features), head, values)
+
+    def _pool(self, features: Tensor) -> Tensor:
+        """Average-pool ``(..., C, h, w)`` to the value grid and flatten: ``(..., C * cells)``."""
+        lead = features.shape[:-3]
+        pooled = nn.functional.adaptive_avg_pool2d(features.reshape(-1, *features.shape[-3:]),
+                                                   tuple(self.config.ego_value_grid))
+        return pooled.reshape(*lead, -1)
+
+    def _values(self, map_: DMNMap, query: DMNQuery, weights: Tensor, ego: Tensor) -> Tensor:
+        """Attended egocentric values ``(B, K, D)``: ``sum_i a_ki z_ki`` (see the module doc)."""
+        assert map_.value_partials is not None and query.value_partial is not None
+        z = torch.relu(map_.value_partials[:, None] + query.value_partial[:, None, None]
+                       + self.value_ego(ego))  # (B, K, N, D)
+        return (weights[..., None] * z).sum(dim=2)
 
     def observe(self, map_: DMNMap, query: DMNQuery, particles: Tensor,
                 fast: bool = True) -> Tensor:
@@ -105,6 +145,8 @@ class DMN(nn.Module):
             logits = self.attention.logits_direct(map_.features, ego, query.key)
             weights = torch.softmax(logits, dim=-1)
             hidden = self._head_direct(map_, query, weights, ego)
+        if self.config.ego_value_dim:
+            hidden = torch.cat([hidden, self._values(map_, query, weights, ego)], -1)
         if self.config.match_score:
             # how well the query matches the map's views as seen from the particle at all:
             # the softmax over views keeps only which view matches best, not how well
