@@ -144,15 +144,34 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     for split, source in (('train', 'train'), ('val', 'val'), ('test', 'val')):
         (data / f'rooms-{split}').symlink_to(tiny / source)
     out = tmp_path / 'RESULTS.md'
-    assert results_main(['--data', str(data), '--runs', str(tmp_path / 'runs'),
-                         '--budget-samples', '32', '--episodes', '4', '--models', 'dmn-pf',
-                         'vector-regression', '--domains', 'rooms', '--one-seed',
-                         '--val-every-samples', '16', '--val-episodes', '8',
-                         '--out', str(out)]) == 0
+    args = ['--data', str(data), '--runs', str(tmp_path / 'runs'), '--budget-samples', '32',
+            '--episodes', '4', '--models', 'dmn-pf', 'vector-regression', '--domains', 'rooms',
+            '--one-seed', '--val-every-samples', '16', '--val-episodes', '8', '--out', str(out)]
+    assert results_main(args) == 0
     text = out.read_text()
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
     assert 'Closest context' in text and '32 samples for every learned model' in text
     assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
+    # a second call adopts the finished runs: nothing is trained again
+    runs = sorted((tmp_path / 'runs').glob('*/log.csv'))
+    logs = [p.read_bytes() for p in runs]
+    assert results_main(args) == 0
+    assert [p.read_bytes() for p in runs] == logs and len(runs) == 2
+
+
+def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
+    from dmn_localization.learning.results import ResultsPlan
+    from dmn_localization.learning.train_cli import build_parser, config_from_args
+
+    plan = ResultsPlan(Path('data'), tmp_path, 4_200_000,
+                       model_options={'dmn-pf': {'ego_value_dim': 32}})
+    by_hand = config_from_args(build_parser().parse_args([
+        '--model', 'dmn-pf', '--train', 'data/rooms-train', '--val', 'data/rooms-val',
+        '--out', str(tmp_path / 'dmn-pf-rooms-s1'), '--budget-samples', '4200000',
+        '--lr', '3e-4', '--val-every-samples', '100000', '--patience', '8', '--seed', '1',
+        '--model-option', 'ego_value_dim=32']))
+    assert plan.train_config('dmn-pf', 'rooms', 1) == by_hand
+    assert plan.train_config('image-pf', 'rooms', 1).model_options == {}
 
 
 def test_results_sections_replace_only_themselves(tmp_path):

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import json
 from pathlib import Path
 import platform
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.models import LEARNED_MODELS, NON_LEARNED_MODELS
@@ -49,6 +49,9 @@ LABELS = {
     'closest-context': 'Closest context', 'uninformed': 'Uninformed estimate',
 }
 DOMAINS = ('rooms', 'mazes')
+#: Learning rate of every run unless a plan names another: the rate the shipped models'
+#: first stages used (lower rates later help; see the model cards).
+DEFAULT_LR = 3e-4
 
 
 @dataclass
@@ -65,6 +68,9 @@ class ResultsPlan:
     domains: Sequence[str] = DOMAINS
     val_every_samples: int = 100_000
     val_episodes: int = 1000
+    patience: int = 8
+    #: model -> config fields other than their defaults (``dmn_train --model-option``)
+    model_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def seeds_of(self, model: str) -> Sequence[int]:
         """Return the training seeds of ``model`` (3 for PF-DMN and image PF, else 1)."""
@@ -72,8 +78,22 @@ class ResultsPlan:
         return (self.seeds or {}).get(model, default)
 
     def lr_of(self, model: str, domain: str) -> float:
-        """Return the learning rate of ``model`` on ``domain``."""
-        return (self.lr or {}).get(f'{model}/{domain}', 1e-3)
+        """Return the learning rate of ``model`` on ``domain`` (3e-4 unless the plan says)."""
+        return (self.lr or {}).get(f'{model}/{domain}', DEFAULT_LR)
+
+    def train_config(self, model: str, domain: str, seed: int) -> TrainConfig:
+        """
+        Return the training run of ``model`` on ``domain`` with ``seed``.
+
+        A run trained by hand with ``dmn_train`` and the same fields (``--out`` the run
+        directory) is adopted by ``make results``: it resumes, or is done.
+        """
+        return TrainConfig(
+            model, str(self.data / f'{domain}-train'), str(self.data / f'{domain}-val'),
+            str(run_dir(self, model, domain, seed)), self.budget_samples,
+            lr=self.lr_of(model, domain), val_every_samples=self.val_every_samples,
+            val_episodes=self.val_episodes, patience=self.patience, seed=seed,
+            model_options=dict(self.model_options.get(model, {})))
 
 
 def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int) -> Path:
@@ -86,12 +106,7 @@ def train_all(plan: ResultsPlan, progress: bool = True) -> None:
     for domain in plan.domains:
         for model in plan.models:
             for seed in plan.seeds_of(model):
-                config = TrainConfig(
-                    model, str(plan.data / f'{domain}-train'), str(plan.data / f'{domain}-val'),
-                    str(run_dir(plan, model, domain, seed)), plan.budget_samples,
-                    lr=plan.lr_of(model, domain), val_every_samples=plan.val_every_samples,
-                    val_episodes=plan.val_episodes, seed=seed)
-                train(config, progress=progress)
+                train(plan.train_config(model, domain, seed), progress=progress)
 
 
 def learning_curve(run: Path) -> List[tuple]:
@@ -181,7 +196,14 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
         lines.append(f'| {map_name} | {algorithm or "–"} | ' + ' | '.join(cells) + ' |')
     lines += ['', '## Protocol and budget', '',
               f'- Training budget: {plan.budget_samples:,} samples for every learned model '
-              '(single-step tracking episodes, Nc=4, K=32, Adam, batch 16).',
+              '(single-step tracking episodes, Nc=4, K=32, Adam, batch 16), validation every '
+              f'{plan.val_every_samples:,} samples, early stop after {plan.patience} '
+              'validations without a lower loss, best checkpoint evaluated.',
+              '- Learning rates: ' + ', '.join(
+                  f'{m} {plan.lr_of(m, d):g} ({d})' for d in plan.domains for m in plan.models),
+              '- Model options: ' + (', '.join(
+                  f'{m} {o}' for m, o in plan.model_options.items() if m in plan.models)
+                  or 'none (every model at its default config)'),
               '- Seeds: ' + ', '.join(f'{m} {list(plan.seeds_of(m))}' for m in plan.models),
               f'- Evaluation: {plan.episodes} episodes per cell on held-out test environments, '
               'K=2048, t=5 (sequential) and t=1 (one-step); success = squared x-y error '

@@ -99,22 +99,30 @@ def options_of_checkpoint(model: str, path: str) -> Dict[str, Any]:
             and getattr(theirs, f.name) != getattr(defaults, f.name)}
 
 
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    """
+    Return the training run that parsed arguments ``a`` describe.
+
+    Raises ValueError for a model option the model does not have.
+    """
+    options = parse_model_options(a.model, a.model_option)
+    if a.init_from:
+        options = {**options_of_checkpoint(a.model, a.init_from), **options}
+    return TrainConfig(a.model, a.train, a.val, a.out, a.budget_samples, a.batch_size, a.lr,
+                       a.contexts, a.particles, a.val_every_samples, a.val_episodes,
+                       patience=a.patience, checkpoint_minutes=a.checkpoint_minutes,
+                       seed=a.seed, device=a.device, uniform_share=a.uniform_share,
+                       nce_weight=a.nce_weight, model_options=options, init_from=a.init_from)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point of ``dmn_train``."""
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
-        options = parse_model_options(a.model, a.model_option)
-        if a.init_from:
-            options = {**options_of_checkpoint(a.model, a.init_from), **options}
+        config = config_from_args(a)
     except ValueError as exc:
         parser.error(str(exc))
-    config = TrainConfig(a.model, a.train, a.val, a.out, a.budget_samples, a.batch_size, a.lr,
-                         a.contexts, a.particles, a.val_every_samples, a.val_episodes,
-                         patience=a.patience, checkpoint_minutes=a.checkpoint_minutes,
-                         seed=a.seed, device=a.device, uniform_share=a.uniform_share,
-                         nce_weight=a.nce_weight, model_options=options,
-                         init_from=a.init_from)
     try:
         summary = train(config, progress=not a.quiet)
     except (TrainingError, DatasetError, ValueError) as exc:
