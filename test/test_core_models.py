@@ -12,14 +12,16 @@ import pytest
 import torch
 
 PF_MODELS = [n for n in LEARNED_MODELS if n.endswith('-pf')]
-#: every learned model, and DMN with its egocentric value branch ("+ego")
-VARIANTS = list(LEARNED_MODELS) + ['dmn-pf+ego', 'dmn-regression+ego']
+#: every learned model, and DMN with its egocentric value branch ("+ego"), and that with
+#: the particle's global pose ("+global")
+VARIANTS = list(LEARNED_MODELS) + ['dmn-pf+ego', 'dmn-regression+ego', 'dmn-pf+ego+global']
+OPTIONS = {'ego': {'ego_value_dim': 8}, 'global': {'global_pose': True}}
 
 
 def make(name):
     """Build model ``name`` of :data:`VARIANTS` at its default config."""
-    base, _, option = name.partition('+')
-    return build_model(config_for(base, **({'ego_value_dim': 8} if option else {})))
+    base, *options = name.split('+')
+    return build_model(config_for(base, **{k: v for o in options for k, v in OPTIONS[o].items()}))
 
 
 def episode(batch=3, views=4, particles=24, seed=0, size=(32, 32)):
@@ -60,7 +62,8 @@ def test_fast_path_equals_direct_path_with_gradients(name):
                                    msg=lambda m: f'{key}: {m}')
 
 
-@pytest.mark.parametrize('name', [v for v in VARIANTS if v.startswith('dmn-')])
+@pytest.mark.parametrize('name', [v for v in VARIANTS
+                                  if v.startswith('dmn-') and 'global' not in v])
 @pytest.mark.parametrize('fast', [True, False])
 def test_dmn_is_invariant_to_moving_the_whole_world(name, fast):
     torch.manual_seed(1)
@@ -75,11 +78,12 @@ def test_dmn_is_invariant_to_moving_the_whole_world(name, fast):
     else:  # the regression offset is in the world frame: only its length is invariant
         torch.testing.assert_close(out_moved[..., :2].norm(dim=-1), out[..., :2].norm(dim=-1),
                                    atol=1e-9, rtol=0)
-    # while the latent image map, which sees global poses, is not invariant
-    image_model = build_model(config_for('image-pf')).double()
-    base = outputs(image_model, images, poses, query, parts, fast)
-    assert not torch.allclose(base, outputs(image_model, images, g.compose(moved, poses),
-                                            query, g.compose(moved, parts), fast))
+    # while the latent image map and DMN with global_pose, which see global poses, are not
+    for other in (build_model(config_for('image-pf')).double(), make('dmn-pf+ego+global')):
+        other = other.double()
+        base = outputs(other, images, poses, query, parts, fast)
+        assert not torch.allclose(base, outputs(other, images, g.compose(moved, poses),
+                                                query, g.compose(moved, parts), fast))
 
 
 @pytest.mark.parametrize('name', VARIANTS)
@@ -201,8 +205,11 @@ def test_dmn_configs_saved_before_the_value_branch_load_without_it():
     saved = DMNConfig().to_dict()
     assert 'ego_value_dim' not in saved and 'ego_value_grid' not in saved  # fingerprints kept
     assert DMNConfig.from_dict(saved).ego_value_dim == 0
-    config = DMNConfig(ego_value_dim=16, ego_value_grid=(1, 4))
+    assert 'global_pose' not in saved and DMNConfig.from_dict(saved).global_pose is False
+    config = DMNConfig(ego_value_dim=16, ego_value_grid=(1, 4), global_pose=True)
     assert DMNConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match='global_pose needs the value branch'):
+        build_model(config_for('dmn-pf', global_pose=True))
     grown = count_parameters(build_model(config_for('dmn-pf', ego_value_dim=16)))
     # V (32 * 8 -> 16 + bias), Q (no bias), E (4 -> 16 -> 16), and 16 more head inputs x 64
     assert grown - count_parameters(build_model(config_for('dmn-pf'))) == (

@@ -69,6 +69,9 @@ class DMNConfig(InputConfig):
     ego_value_dim: int = 0
     #: view and query features pooled to this grid for the value branch
     ego_value_grid: Tuple[int, int] = (2, 4)
+    #: the value branch also reads the particle's global pose (breaks egocentric invariance;
+    #: an experiment: do the latent map baselines gain from knowing where the extent ends?)
+    global_pose: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict; options that are off are left out, as saved before they existed."""
@@ -77,6 +80,8 @@ class DMNConfig(InputConfig):
             del data['match_score']  # keeps the fingerprints of those checkpoints
         if not self.ego_value_dim:
             del data['ego_value_dim'], data['ego_value_grid']
+        if not self.global_pose:
+            del data['global_pose']
         return data
 
     @classmethod

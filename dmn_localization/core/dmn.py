@@ -93,6 +93,10 @@ class DMN(nn.Module):
             self.value_ego = nn.Sequential(
                 nn.Linear(EGO_CHANNELS, value_dim), nn.ReLU(inplace=True),
                 nn.Linear(value_dim, value_dim, bias=False))
+            if config.global_pose:
+                self.value_pose = nn.Linear(EGO_CHANNELS, value_dim, bias=False)
+        elif config.global_pose:
+            raise ValueError('global_pose needs the value branch (ego_value_dim > 0)')
         self.head_mlp = nn.Sequential(
             nn.Linear(config.head_channels + value_dim + int(config.match_score),
                       config.head_hidden),
@@ -126,11 +130,16 @@ class DMN(nn.Module):
                                                    tuple(self.config.ego_value_grid))
         return pooled.reshape(*lead, -1)
 
-    def _values(self, map_: DMNMap, query: DMNQuery, weights: Tensor, ego: Tensor) -> Tensor:
+    def _values(self, map_: DMNMap, query: DMNQuery, weights: Tensor, ego: Tensor,
+                particles: Tensor) -> Tensor:
         """Attended egocentric values ``(B, K, D)``: ``sum_i a_ki z_ki`` (see the module doc)."""
         assert map_.value_partials is not None and query.value_partial is not None
+        per_particle = self.value_ego(ego)  # (B, K, N, D)
+        if self.config.global_pose:
+            per_particle = per_particle + self.value_pose(
+                geometry.pose_features(particles))[:, :, None]
         z = torch.relu(map_.value_partials[:, None] + query.value_partial[:, None, None]
-                       + self.value_ego(ego))  # (B, K, N, D)
+                       + per_particle)
         return (weights[..., None] * z).sum(dim=2)
 
     def observe(self, map_: DMNMap, query: DMNQuery, particles: Tensor,
@@ -146,7 +155,7 @@ class DMN(nn.Module):
             weights = torch.softmax(logits, dim=-1)
             hidden = self._head_direct(map_, query, weights, ego)
         if self.config.ego_value_dim:
-            hidden = torch.cat([hidden, self._values(map_, query, weights, ego)], -1)
+            hidden = torch.cat([hidden, self._values(map_, query, weights, ego, particles)], -1)
         if self.config.match_score:
             # how well the query matches the map's views as seen from the particle at all:
             # the softmax over views keeps only which view matches best, not how well
