@@ -291,3 +291,20 @@ def test_model_card_ships_a_corrected_count_of_the_samples_behind_a_run(tiny, tm
     assert f'Budget: {total:,} training samples seen' in card.read_text()
     with pytest.raises(ValueError, match='did not start from another checkpoint'):
         model_card.write_card('tiny-pf', first / 'best.pt', tiny / 'val', 4, init_samples=5)
+
+
+def test_moving_the_world_changes_nothing_for_dmn_but_image_pf(tiny):
+    from dmn_localization.bench.extent_shift import shift_errors
+    from dmn_localization.core.models import build_model, config_for
+    from dmn_localization.data.dataset import Dataset
+
+    torch.manual_seed(0)
+    dataset = Dataset(tiny / 'val')
+    errors = {}
+    for name in ('dmn-pf', 'image-pf'):
+        model = build_model(config_for(name, image_size=(16, 16))).eval()
+        errors[name] = shift_errors(model, name, dataset, episodes=6, shift=0.5)
+    np.testing.assert_allclose(errors['dmn-pf']['moved'], errors['dmn-pf']['in place'],
+                               atol=1e-4)
+    assert not np.allclose(errors['image-pf']['moved'], errors['image-pf']['in place'],
+                           atol=1e-4)
