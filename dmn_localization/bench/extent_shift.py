@@ -16,6 +16,7 @@ training never put them: in ``dmn_dataset`` worlds the extent is the outer wall.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import math
 from pathlib import Path
@@ -37,9 +38,8 @@ def shifted(episodes: TensorEpisodes, offsets: Tensor) -> TensorEpisodes:
     def move(poses: Tensor) -> Tensor:
         return torch.cat([poses[..., :2] + offsets[:, None], poses[..., 2:]], -1)
 
-    return TensorEpisodes(episodes.context_images, move(episodes.context_poses),
-                          episodes.query_images, move(episodes.truth), episodes.motions,
-                          episodes.bounds + offsets.repeat(1, 2))
+    return replace(episodes, context_poses=move(episodes.context_poses),
+                   truth=move(episodes.truth), bounds=episodes.bounds + offsets.repeat(1, 2))
 
 
 def offsets_of(count: int, shift: float, seed: int) -> Tensor:
