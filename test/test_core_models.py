@@ -13,9 +13,12 @@ import torch
 
 PF_MODELS = [n for n in LEARNED_MODELS if n.endswith('-pf')]
 #: every learned model, and DMN with its egocentric value branch ("+ego"), and that with
-#: the particle's global pose ("+global")
-VARIANTS = list(LEARNED_MODELS) + ['dmn-pf+ego', 'dmn-regression+ego', 'dmn-pf+ego+global']
-OPTIONS = {'ego': {'ego_value_dim': 8}, 'global': {'global_pose': True}}
+#: the particle's global pose ("+global"), and DMN with per-position attention ("+pos")
+VARIANTS = list(LEARNED_MODELS) + ['dmn-pf+ego', 'dmn-regression+ego', 'dmn-pf+ego+global',
+                                   'dmn-pf+pos', 'dmn-regression+pos', 'dmn-pf+pos+score']
+OPTIONS = {'ego': {'ego_value_dim': 8}, 'global': {'global_pose': True},
+           'pos': {'position_attention': True, 'match_score': False},
+           'score': {'match_score': True}}
 
 
 def make(name):
@@ -214,3 +217,16 @@ def test_dmn_configs_saved_before_the_value_branch_load_without_it():
     # V (32 * 8 -> 16 + bias), Q (no bias), E (4 -> 16 -> 16), and 16 more head inputs x 64
     assert grown - count_parameters(build_model(config_for('dmn-pf'))) == (
         2 * 256 * 16 + 16 + 4 * 16 + 16 + 16 * 16 + 16 * 64)
+
+
+def test_position_attention_is_saved_only_when_on_and_refuses_the_value_branch():
+    from dmn_localization.core.configs import DMNConfig
+
+    assert 'position_attention' not in DMNConfig().to_dict()  # old fingerprints kept
+    config = DMNConfig(position_attention=True, match_score=False)
+    assert DMNConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match='value branch'):
+        build_model(config_for('dmn-pf', position_attention=True, ego_value_dim=8))
+    # the attention's 1x1 key layers and the ego matrix replace the per-view key layers
+    model = make('dmn-pf+pos')
+    assert model.attention.view_partials(torch.zeros(1, 2, 32, 8, 8)).shape == (1, 2, 32, 8, 8)

@@ -72,6 +72,8 @@ class DMNConfig(InputConfig):
     #: the value branch also reads the particle's global pose (breaks egocentric invariance;
     #: an experiment: do the latent map baselines gain from knowing where the extent ends?)
     global_pose: bool = False
+    #: attention weights per feature position instead of per view (see ``core/dmn.py``)
+    position_attention: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict; options that are off are left out, as saved before they existed."""
@@ -82,6 +84,8 @@ class DMNConfig(InputConfig):
             del data['ego_value_dim'], data['ego_value_grid']
         if not self.global_pose:
             del data['global_pose']
+        if not self.position_attention:
+            del data['position_attention']
         return data
 
     @classmethod

@@ -18,6 +18,14 @@ and ``E`` a two-layer MLP of the egocentric coordinates; the head reads the atte
 ``sum_i a_ki z_ki`` beside its convolutional features. ``V p(f_i)`` is computed once per
 map, ``Q p(q)`` once per frame; per particle and view only ``E`` and a sum remain.
 
+Per-position attention (``position_attention``; off in the paper's reading): the
+attention weights are computed at every feature position instead of once per view
+(:mod:`.position_attention`), so the attended map can take each position from another
+view; the head reads the attended map as before and the egocentric coordinates
+attended with the weights averaged over positions. Its fast head unfolds the weights
+over the head convolution's window: ``conv(sum_i a_i f_i)(p) = sum_{i,d} a_i(p + d)
+W_d f_i(p + d)``, with ``W_d f_i`` computed once per map.
+
 Two computations of the same function (a test checks they agree):
 
 * ``direct``: per particle and view as the paper describes: the key CNN on every
@@ -41,6 +49,7 @@ from dmn_localization.core.attention import EGO_CHANNELS, EgocentricSpatialAtten
 from dmn_localization.core.configs import DMNConfig
 from dmn_localization.core.encoders import (broadcast_channels, constant_input_weight, conv_part,
                                             ImageEncoder, spatial_mean)
+from dmn_localization.core.position_attention import PositionAttention
 import torch
 from torch import nn, Tensor
 
@@ -52,7 +61,9 @@ class DMNMap:
 
     ``features`` ``(B, N, C, h, w)``, ``poses`` ``(B, N, 3)`` normalized,
     ``key_partials`` ``(B, N, C1)``, ``head_partials`` ``(B, N, C2 * h' * w')``,
-    ``value_partials`` ``(B, N, D)`` (None without the egocentric value branch).
+    ``value_partials`` ``(B, N, D)`` (None without the egocentric value branch). With
+    per-position attention ``key_partials`` is ``(B, N, C1, h, w)`` and ``head_partials``
+    ``(B, N * 9, C2, h' * w')`` (one part per view and kernel offset).
     """
 
     features: Tensor
@@ -82,10 +93,13 @@ class DMN(nn.Module):
         self.view_encoder = ImageEncoder(3, config.encoder_widths, channels, config.feature_size)
         self.query_encoder = ImageEncoder(3, config.encoder_widths, channels,
                                           config.feature_size)
-        self.attention = EgocentricSpatialAttention(channels, config.key_channels,
-                                                    config.key_dim)
+        attention = PositionAttention if config.position_attention else \
+            EgocentricSpatialAttention
+        self.attention = attention(channels, config.key_channels, config.key_dim)
         self.head_conv = nn.Conv2d(2 * channels + EGO_CHANNELS, config.head_channels, 3)
         value_dim = config.ego_value_dim
+        if value_dim and config.position_attention:
+            raise ValueError('position_attention does not combine with the value branch')
         if value_dim:
             pooled = channels * math.prod(config.ego_value_grid)
             self.value_view = nn.Linear(pooled, value_dim)
@@ -110,10 +124,24 @@ class DMN(nn.Module):
     def prepare_map(self, embeddings: Tensor, poses: Tensor) -> DMNMap:
         """Precompute the per-map parts for embeddings ``(B, N, C, h, w)``, poses ``(B, N, 3)``."""
         channels = embeddings.shape[-3]
-        head = conv_part(self.head_conv, embeddings, 0, channels, bias=False)
+        if self.config.position_attention:
+            head = self._position_head_partials(embeddings)
+        else:
+            head = conv_part(self.head_conv, embeddings, 0, channels,
+                             bias=False).flatten(start_dim=-3)
         values = self.value_view(self._pool(embeddings)) if self.config.ego_value_dim else None
-        return DMNMap(embeddings, poses, self.attention.view_partials(embeddings),
-                      head.flatten(start_dim=-3), values)
+        return DMNMap(embeddings, poses, self.attention.view_partials(embeddings), head, values)
+
+    def _position_head_partials(self, embeddings: Tensor) -> Tensor:
+        """``W_d f_i`` for every view and kernel offset ``d``: ``(B, N * 9, C2, h' * w')``."""
+        batch, views, channels, height, width = embeddings.shape
+        kernel = self.head_conv.kernel_size
+        offsets = kernel[0] * kernel[1]
+        unfolded = nn.functional.unfold(embeddings.reshape(-1, channels, height, width),
+                                        kernel).view(batch, views, channels, offsets, -1)
+        weight = self.head_conv.weight[:, :channels].reshape(-1, channels, offsets)
+        parts = torch.einsum('ocd,bncdp->bndop', weight, unfolded)
+        return parts.reshape(batch, views * offsets, *parts.shape[-2:])
 
     def prepare_query(self, images: Tensor) -> DMNQuery:
         """Encode query images ``(B, 3, H, W)`` and precompute the per-frame parts."""
@@ -148,28 +176,41 @@ class DMN(nn.Module):
         ego = geometry.egocentric(particles, map_.poses)  # (B, K, N, 4)
         if fast:
             logits = self.attention.logits_fast(map_.key_partials, ego, query.key)
-            weights = torch.softmax(logits, dim=-1)
-            hidden = self._head_fast(map_, query, weights, ego)
         else:
             logits = self.attention.logits_direct(map_.features, ego, query.key)
-            weights = torch.softmax(logits, dim=-1)
-            hidden = self._head_direct(map_, query, weights, ego)
+        # (B, K, N), or (B, K, N, h, w) with per-position attention: a softmax over views
+        weights = torch.softmax(logits, dim=2)
+        view_weights = weights.mean(dim=(-2, -1)) if weights.dim() == 5 else weights
+        attended_ego = torch.einsum('bkn,bkne->bke', view_weights, ego)  # (B, K, 4)
+        if not fast:
+            hidden = self._head_direct(map_, query, weights, attended_ego)
+        elif weights.dim() == 5:
+            hidden = self._position_head_fast(map_, query, weights, attended_ego)
+        else:
+            hidden = self._head_fast(map_, query, weights, attended_ego)
         if self.config.ego_value_dim:
             hidden = torch.cat([hidden, self._values(map_, query, weights, ego, particles)], -1)
         if self.config.match_score:
             # how well the query matches the map's views as seen from the particle at all:
             # the softmax over views keeps only which view matches best, not how well
-            hidden = torch.cat([hidden, torch.logsumexp(logits, dim=-1, keepdim=True)], -1)
+            score = torch.logsumexp(logits, dim=2)
+            score = score.mean(dim=(-2, -1)) if score.dim() == 4 else score
+            hidden = torch.cat([hidden, score[..., None]], -1)
         return self.head_mlp(hidden)
 
-    def _head_fast(self, map_: DMNMap, query: DMNQuery, weights: Tensor, ego: Tensor) -> Tensor:
+    def _ego_part(self, attended_ego: Tensor) -> Tensor:
+        """Apply the head convolution to the attended egocentric channels: ``(B, K, C2)``."""
+        return attended_ego @ constant_input_weight(
+            self.head_conv, self.head_conv.in_channels - EGO_CHANNELS).T
+
+    def _head_fast(self, map_: DMNMap, query: DMNQuery, weights: Tensor,
+                   attended_ego: Tensor) -> Tensor:
         # One batched matrix product gives the head's pre-activation for every particle:
         # [a_k, e_k] @ [[F_i + Q], [M]], where F_i = conv(f_i) (per map), Q = conv(query)
         # (per frame; the weights a_k sum to one, so adding Q to every F_i adds it once),
         # e_k the attended egocentric coordinates and M their constant-channel weights.
         batch, num_particles = weights.shape[:2]
         shape = query.head_partial.shape[-3:]
-        attended_ego = (weights[..., None] * ego).sum(dim=2)  # (B, K, 4)
         ego_weight = constant_input_weight(self.head_conv,
                                            self.head_conv.in_channels - EGO_CHANNELS)
         ego_rows = ego_weight.T[:, :, None, None].expand(EGO_CHANNELS, *shape).flatten(1)
@@ -179,12 +220,27 @@ class DMN(nn.Module):
         pre = torch.bmm(lhs, rhs).view(batch, num_particles, *shape)
         return spatial_mean(torch.relu(pre))
 
+    def _position_head_fast(self, map_: DMNMap, query: DMNQuery, weights: Tensor,
+                            attended_ego: Tensor) -> Tensor:
+        # weights (B, K, N, h, w) unfolded over the head kernel: a_i(p + d) for every
+        # output position p, view i and offset d, against the per-map parts W_d f_i(p + d)
+        batch, num_particles, views, height, width = weights.shape
+        unfolded = nn.functional.unfold(weights.reshape(-1, views, height, width),
+                                        self.head_conv.kernel_size)
+        unfolded = unfolded.view(batch, num_particles, *unfolded.shape[1:])  # (B, K, N*9, P)
+        pre = (torch.einsum('bkjp,bjop->bkop', unfolded, map_.head_partials)
+               + query.head_partial.flatten(2)[:, None]
+               + self._ego_part(attended_ego)[..., None])
+        return torch.relu(pre).mean(dim=-1)
+
     def _head_direct(self, map_: DMNMap, query: DMNQuery, weights: Tensor,
-                     ego: Tensor) -> Tensor:
+                     attended_ego: Tensor) -> Tensor:
         batch, num_particles = weights.shape[:2]
         height, width = map_.features.shape[-2:]
-        attended = torch.einsum('bkn,bnchw->bkchw', weights, map_.features)
-        attended_ego = (weights[..., None] * ego).sum(dim=2)
+        if weights.dim() == 5:  # per-position weights
+            attended = torch.einsum('bknyx,bncyx->bkcyx', weights, map_.features)
+        else:
+            attended = torch.einsum('bkn,bnchw->bkchw', weights, map_.features)
         query_features = query.features[:, None].expand_as(attended)
         x = torch.cat([attended, query_features,
                        broadcast_channels(attended_ego, height, width)], dim=-3)
