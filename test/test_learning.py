@@ -308,3 +308,61 @@ def test_moving_the_world_changes_nothing_for_dmn_but_image_pf(tiny):
                                atol=1e-4)
     assert not np.allclose(errors['image-pf']['moved'], errors['image-pf']['in place'],
                            atol=1e-4)
+
+
+def test_frame_shift_moves_each_world_and_nothing_else(tiny):
+    from dmn_localization.core.configs import InputConfig
+    from dmn_localization.learning.batches import to_tensors, with_frame_shift
+    from dmn_localization.data.dataset import Dataset
+    from dmn_localization.data.episodes import EpisodeSampler
+
+    batch = EpisodeSampler(Dataset(tiny / 'val'), 4, 3).sample(
+        20, np.random.default_rng(0))
+    episodes = to_tensors(batch, InputConfig(image_size=(16, 16)), torch.device('cpu'))
+    rng = np.random.default_rng(1)
+    state = dict(rng.bit_generator.state)
+    assert with_frame_shift(episodes, 0.0, rng) is episodes
+    assert rng.bit_generator.state == state  # no shift draws nothing
+    moved = with_frame_shift(episodes, 0.4, rng)
+    offsets = moved.bounds[:, :2] - episodes.bounds[:, :2]
+    assert float(offsets.abs().max()) <= 0.4 and float(offsets.std()) > 0.05
+    torch.testing.assert_close(moved.bounds[:, 2:] - episodes.bounds[:, 2:], offsets)
+    torch.testing.assert_close(moved.truth[..., :2] - episodes.truth[..., :2],
+                               offsets[:, None].expand(-1, 3, -1))
+    torch.testing.assert_close(moved.context_poses[..., :2] - episodes.context_poses[..., :2],
+                               offsets[:, None].expand(-1, 4, -1))
+    for field in ('motions', 'query_images', 'context_images'):
+        assert torch.equal(getattr(moved, field), getattr(episodes, field)), field
+    assert torch.equal(moved.truth[..., 2], episodes.truth[..., 2])
+    with pytest.raises(ValueError, match='frame shift'):
+        with_frame_shift(episodes, -0.1, rng)
+
+
+def test_training_and_evaluation_with_a_frame_shift(tiny, tmp_path, capsys):
+    import json
+
+    out = tmp_path / 'run'
+    assert train_main(train_args(tiny, out, 800, ['--frame-shift', '0.3'])) == 0
+    assert json.loads((out / 'config.json').read_text())['frame_shift'] == 0.3
+    rows = read_log(out / 'log.csv')
+    plain = tmp_path / 'plain'
+    assert train_main(train_args(tiny, plain, 800)) == 0
+    # the moved worlds change what the model is trained and validated on
+    assert [r['val_loss'] for r in rows] != [r['val_loss'] for r in read_log(plain / 'log.csv')]
+    # the run resumes with its shift and refuses another one
+    assert train_main(train_args(tiny, out, 1200, ['--frame-shift', '0.3'])) == 0
+    assert train_main(train_args(tiny, out, 1600, ['--frame-shift', '0.1'])) != 0
+    capsys.readouterr()
+    results = {}
+    for shift in ('0', '0.5'):
+        json_out = tmp_path / f'eval-{shift}.json'
+        assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint', str(out / 'best.pt'),
+                              '--baselines', 'closest-context', 'uninformed',
+                              '--episodes', '12', '--protocols', 'sequential-global',
+                              '--frame-shift', shift, '--out', str(json_out)]) == 0
+        results[shift] = json.loads(json_out.read_text())
+    assert results['0.5']['frame_shift'] == 0.5
+    seq = {s: r['results']['sequential-global'] for s, r in results.items()}
+    # the oracle and the egocentric DMN do not see the move; the moved bounds are used
+    for name in ('closest-context', 'dmn-pf'):
+        assert seq['0.5'][name]['success'] == pytest.approx(seq['0'][name]['success']), name

@@ -16,7 +16,6 @@ training never put them: in ``dmn_dataset`` worlds the extent is the outer wall.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import json
 import math
 from pathlib import Path
@@ -25,21 +24,11 @@ from typing import Dict, List, Optional
 
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.data.dataset import Dataset
-from dmn_localization.learning.batches import TensorEpisodes
 from dmn_localization.learning.evaluation import fixed_episodes, PROTOCOLS, run_model
 from dmn_localization.learning.trainer import SUCCESS_THRESHOLD
 import numpy as np
 import torch
 from torch import nn, Tensor
-
-
-def shifted(episodes: TensorEpisodes, offsets: Tensor) -> TensorEpisodes:
-    """Move every episode's poses and bounds by its offset ``(B, 2)`` (normalized)."""
-    def move(poses: Tensor) -> Tensor:
-        return torch.cat([poses[..., :2] + offsets[:, None], poses[..., 2:]], -1)
-
-    return replace(episodes, context_poses=move(episodes.context_poses),
-                   truth=move(episodes.truth), bounds=episodes.bounds + offsets.repeat(1, 2))
 
 
 def offsets_of(count: int, shift: float, seed: int) -> Tensor:
@@ -56,7 +45,7 @@ def shift_errors(model: nn.Module, name: str, dataset: Dataset, episodes: int, s
     data = fixed_episodes(dataset, spec, episodes, seed, model.config, torch.device('cpu'))
     out = {}
     for label, batch in (('in place', data),
-                         ('moved', shifted(data, offsets_of(len(data), shift, seed)))):
+                         ('moved', data.moved(offsets_of(len(data), shift, seed)))):
         out[label] = run_model(model, name, batch, spec, torch.Generator().manual_seed(seed))
     return out
 

@@ -2,12 +2,15 @@
 Episode batches as model input: preprocessed images and normalized poses, on a device.
 
 Every episode is normalized by its own environment's extent (rooms differ in size), so
-the models see coordinates in ``[-1, 1]`` as in the paper.
+the models see coordinates in ``[-1, 1]`` as in the paper. In ``dmn_dataset`` worlds that
+extent is the outer wall, which a model reading global coordinates can learn; a
+``frame_shift`` moves each episode's world by a random offset in the normalized frame
+(:func:`with_frame_shift`), so the extent no longer says where the walls are.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 from typing import Optional
 
@@ -48,6 +51,19 @@ class TensorEpisodes:
         return TensorEpisodes(*(getattr(self, f)[index] for f in (
             'context_images', 'context_poses', 'query_images', 'truth', 'motions', 'bounds')))
 
+    def moved(self, offsets: Tensor) -> 'TensorEpisodes':
+        """
+        Return the episodes with each world moved by its offset ``(B, 2)`` (normalized).
+
+        Context poses, true poses and the bounds move; odometry is relative and stays, and
+        the squared error of an estimate against the moved truth does not see the move.
+        """
+        def move(poses: Tensor) -> Tensor:
+            return torch.cat([poses[..., :2] + offsets[:, None], poses[..., 2:]], -1)
+
+        return replace(self, context_poses=move(self.context_poses), truth=move(self.truth),
+                       bounds=self.bounds + offsets.repeat(1, 2))
+
 
 def to_tensors(batch: EpisodeBatch, config: InputConfig,
                device: torch.device) -> TensorEpisodes:
@@ -65,6 +81,23 @@ def to_tensors(batch: EpisodeBatch, config: InputConfig,
                           poses(batch.context_poses),
                           preprocess_images(batch.query_images, config, device),
                           poses(batch.query_poses), motions, bounds)
+
+
+def with_frame_shift(episodes: TensorEpisodes, shift: float,
+                     rng: np.random.Generator) -> TensorEpisodes:
+    """
+    Move each episode's world by an offset drawn uniformly from ``[-shift, shift]^2``.
+
+    ``shift`` 0 returns ``episodes`` unchanged and draws nothing from ``rng`` (runs
+    without a shift keep their random streams).
+    """
+    if shift < 0:
+        raise ValueError(f'frame shift must be >= 0, got {shift}')
+    if shift == 0:
+        return episodes
+    offsets = rng.uniform(-shift, shift, (len(episodes), 2))
+    return episodes.moved(torch.as_tensor(offsets, dtype=episodes.truth.dtype,
+                                          device=episodes.truth.device))
 
 
 def tracking_belief(truth: Tensor, generator: Optional[torch.Generator] = None,

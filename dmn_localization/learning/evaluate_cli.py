@@ -29,13 +29,13 @@ import torch
 
 
 def _plots(models: Dict[str, object], dataset: Dataset, out: Path, episodes: int, seed: int,
-           device: torch.device) -> List[Path]:
+           device: torch.device, frame_shift: float = 0.0) -> List[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     pf_models = {n: m for n, m in models.items() if m is not None and m.config.kind == 'pf'}
     for name, model in pf_models.items():
         data = fixed_episodes(dataset, PROTOCOLS['sequential-global'], 4, seed, model.config,
-                              device)
+                              device, frame_shift=frame_shift)
         written.append(plot_belief(model, data, 0, out / f'belief-{name}.png', seed=seed))
     by_t, by_k = {}, {}
     for name, model in models.items():
@@ -44,14 +44,16 @@ def _plots(models: Dict[str, object], dataset: Dataset, out: Path, episodes: int
         steps = {}
         for t in (1, 2, 3, 4, 5):
             protocol = Protocol(f't{t}', t, 2048, 'global', 'success')
-            data = fixed_episodes(dataset, protocol, episodes, seed, config, device)
+            data = fixed_episodes(dataset, protocol, episodes, seed, config, device,
+                                  frame_shift=frame_shift)
             gen = torch.Generator(device=device).manual_seed(seed)
             steps[t] = run_model(model, name, data, protocol, gen)
         by_t[name] = success_curve(steps, SUCCESS_THRESHOLD)
         if model is not None and model.config.kind == 'pf':
             ks = {}
             protocol = PROTOCOLS['sequential-global']
-            data = fixed_episodes(dataset, protocol, episodes, seed, config, device)
+            data = fixed_episodes(dataset, protocol, episodes, seed, config, device,
+                                  frame_shift=frame_shift)
             for k in (64, 256, 1024, 2048, 4096):
                 gen = torch.Generator(device=device).manual_seed(seed)
                 ks[k] = run_model(model, name, data, protocol, gen, num_particles=k)
@@ -76,6 +78,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--protocols', nargs='*', default=list(PROTOCOLS), choices=list(PROTOCOLS))
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('--frame-shift', type=float, default=0.0, metavar='S',
+                   help="move each episode's world by a fixed random offset up to S "
+                   'normalized units in x and y (as dmn_train --frame-shift S; 0: in place)')
     p.add_argument('--out', type=Path, default=None, help='JSON file of the results')
     p.add_argument('--plots', type=Path, default=None, help='directory for the plots')
     a = p.parse_args(argv)
@@ -90,22 +95,25 @@ def main(argv: Optional[List[str]] = None) -> int:
             models[name] = None
         if not models:
             raise ValueError('nothing to evaluate: give --checkpoint and/or --baselines')
-        results = evaluate(models, dataset, a.episodes, a.seed, a.protocols, device)
+        results = evaluate(models, dataset, a.episodes, a.seed, a.protocols, device,
+                           frame_shift=a.frame_shift)
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f'dmn_evaluate: error: {exc}', file=sys.stderr)
         return 2
     print(f'{dataset.root} ({dataset.domain}, {len(dataset)} test environments), '
-          f'{a.episodes} episodes per cell, seed {a.seed}')
+          f'{a.episodes} episodes per cell, seed {a.seed}'
+          + (f', worlds moved up to {a.frame_shift}' if a.frame_shift else ''))
     print(format_table(results))
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({'data': str(a.data), 'episodes': a.episodes,
-                                     'seed': a.seed, 'checkpoints': [str(c) for c in
-                                                                     a.checkpoint],
+                                     'seed': a.seed, 'frame_shift': a.frame_shift,
+                                     'checkpoints': [str(c) for c in a.checkpoint],
                                      'results': results}, indent=1) + '\n')
         print(f'written: {a.out}')
     if a.plots is not None:
-        for path in _plots(models, dataset, a.plots, min(a.episodes, 300), a.seed, device):
+        for path in _plots(models, dataset, a.plots, min(a.episodes, 300), a.seed, device,
+                           a.frame_shift):
             print(f'plot: {path}')
     return 0
 

@@ -18,7 +18,7 @@ from dmn_localization.core.losses import xy_squared_error
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.data.episodes import EpisodeSampler
 from dmn_localization.learning.batches import (global_belief, TensorEpisodes, to_tensors,
-                                               tracking_belief)
+                                               tracking_belief, with_frame_shift)
 from dmn_localization.learning.trainer import SUCCESS_THRESHOLD
 import numpy as np
 import torch
@@ -88,18 +88,28 @@ def run_model(model: Optional[nn.Module], name: str, episodes: TensorEpisodes,
 
 
 def fixed_episodes(dataset: Dataset, protocol: Protocol, count: int, seed: int,
-                   config: Any, device: torch.device, num_contexts: int = 4) -> TensorEpisodes:
-    """Draw the fixed test episodes of a protocol (the same for every model)."""
+                   config: Any, device: torch.device, num_contexts: int = 4,
+                   frame_shift: float = 0.0) -> TensorEpisodes:
+    """
+    Draw the fixed test episodes of a protocol (the same for every model).
+
+    ``frame_shift`` > 0 moves each episode's world by a fixed random offset up to that
+    (:func:`~dmn_localization.learning.batches.with_frame_shift`); the episodes are the same.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, protocol.steps, 1234]))
     batch = EpisodeSampler(dataset, num_contexts, protocol.steps).sample(count, rng)
-    return to_tensors(batch, config, device)
+    offsets_rng = np.random.default_rng(np.random.SeedSequence([seed, protocol.steps, 4321]))
+    return with_frame_shift(to_tensors(batch, config, device), frame_shift, offsets_rng)
 
 
 def evaluate(models: Dict[str, Optional[nn.Module]], dataset: Dataset, episodes: int,
              seed: int = 0, protocols: Optional[List[str]] = None,
-             device: Optional[torch.device] = None) -> Dict[str, Dict[str, Dict[str, float]]]:
+             device: Optional[torch.device] = None,
+             frame_shift: float = 0.0) -> Dict[str, Dict[str, Dict[str, float]]]:
     """
     Evaluate models (``None`` for the non-learned ones) under the protocols.
+
+    ``frame_shift``: see :func:`fixed_episodes`.
 
     Returns ``{protocol: {model name: summary}}``.
     """
@@ -113,7 +123,8 @@ def evaluate(models: Dict[str, Optional[nn.Module]], dataset: Dataset, episodes:
         for name, model in models.items():
             config = model.config if model is not None else InputConfig(
                 image_size=dataset.image_size)
-            data = fixed_episodes(dataset, protocol, episodes, seed, config, device)
+            data = fixed_episodes(dataset, protocol, episodes, seed, config, device,
+                                  frame_shift=frame_shift)
             generator = torch.Generator(device=device).manual_seed(seed)
             errors = run_model(model, name, data, protocol, generator)
             results[pname][name] = summarize(errors, protocol.metric)

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--nce-weight', type=float, default=defaults.nce_weight,
                    help='weight of the contrastive term (particle filter models; 0: the '
                    "paper's pose loss alone)")
+    p.add_argument('--frame-shift', type=float, default=defaults.frame_shift, metavar='S',
+                   help="move each episode's world by a random offset up to S normalized "
+                   'units in x and y, so the extent is not the walls (0: in place)')
     p.add_argument('--model-option', action='append', default=[], metavar='FIELD=VALUE',
                    help='set a model config field, e.g. match_score=false (repeatable)')
     p.add_argument('--init-from', default='', metavar='CHECKPOINT',
@@ -112,7 +115,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        a.contexts, a.particles, a.val_every_samples, a.val_episodes,
                        patience=a.patience, checkpoint_minutes=a.checkpoint_minutes,
                        seed=a.seed, device=a.device, uniform_share=a.uniform_share,
-                       nce_weight=a.nce_weight, model_options=options, init_from=a.init_from)
+                       nce_weight=a.nce_weight, model_options=options, init_from=a.init_from,
+                       frame_shift=a.frame_shift)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

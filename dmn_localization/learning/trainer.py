@@ -35,7 +35,7 @@ from dmn_localization.core.models import build_model, config_for, count_paramete
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.data.episodes import EpisodeSampler
 from dmn_localization.learning.batches import (global_belief, TensorEpisodes, to_tensors,
-                                               tracking_belief)
+                                               tracking_belief, with_frame_shift)
 import numpy as np
 import torch
 from torch import nn, Tensor
@@ -77,6 +77,9 @@ class TrainConfig:
     model_options: Dict[str, Any] = field(default_factory=dict)
     #: checkpoint whose weights a new run starts from (optimizer and counters start afresh)
     init_from: str = ''
+    #: each episode's world moved by a random offset up to this (normalized units) in x
+    #: and y, so the extent does not say where the walls are (``batches.with_frame_shift``)
+    frame_shift: float = 0.0
 
     def identity(self) -> Dict[str, Any]:
         """Return the fields a resumed run must share with the saved one."""
@@ -276,10 +279,12 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
     sampler = EpisodeSampler(train_set, config.num_contexts, 1)
     val_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 99]))
     val_sampler = EpisodeSampler(val_set, config.num_contexts, 1)
-    val_episodes = to_tensors(val_sampler.sample(config.val_episodes, val_rng),
-                              model.config, device)
-    val_global = to_tensors(val_sampler.sample(config.val_global_episodes, val_rng),
-                            model.config, device)
+    val_episodes = with_frame_shift(
+        to_tensors(val_sampler.sample(config.val_episodes, val_rng), model.config, device),
+        config.frame_shift, val_rng)
+    val_global = with_frame_shift(
+        to_tensors(val_sampler.sample(config.val_global_episodes, val_rng), model.config,
+                   device), config.frame_shift, val_rng)
     loss_module: nn.Module = EpisodeLoss(model, config.num_particles, config.uniform_share,
                                          config.nce_weight)
     if world_size > 1:
@@ -330,7 +335,8 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
             writer.writerow({k: row.get(k, '') for k in LOG_FIELDS})
 
     while counters['samples'] < config.budget_samples and not counters['stopped_early']:
-        batch = to_tensors(sampler.sample(config.batch_size, rng), model.config, device)
+        batch = with_frame_shift(to_tensors(sampler.sample(config.batch_size, rng),
+                                            model.config, device), config.frame_shift, rng)
         loss = loss_module(batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
