@@ -151,6 +151,7 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     text = out.read_text()
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
     assert 'Closest context' in text and '32 samples for every learned model' in text
+    assert 'Worlds in their normalized frame: in place' in text
     assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
     # a second call adopts the finished runs: nothing is trained again
     runs = sorted((tmp_path / 'runs').glob('*/log.csv'))
@@ -164,12 +165,12 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
     from dmn_localization.learning.train_cli import build_parser, config_from_args
 
     plan = ResultsPlan(Path('data'), tmp_path, 4_200_000,
-                       model_options={'dmn-pf': {'ego_value_dim': 32}})
+                       model_options={'dmn-pf': {'ego_value_dim': 32}}, frame_shift=0.5)
     by_hand = config_from_args(build_parser().parse_args([
         '--model', 'dmn-pf', '--train', 'data/rooms-train', '--val', 'data/rooms-val',
         '--out', str(tmp_path / 'dmn-pf-rooms-s1'), '--budget-samples', '4200000',
         '--lr', '3e-4', '--val-every-samples', '100000', '--patience', '8', '--seed', '1',
-        '--model-option', 'ego_value_dim=32']))
+        '--model-option', 'ego_value_dim=32', '--frame-shift', '0.5']))
     assert plan.train_config('dmn-pf', 'rooms', 1) == by_hand
     assert plan.train_config('image-pf', 'rooms', 1).model_options == {}
 

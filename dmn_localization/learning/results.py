@@ -71,6 +71,8 @@ class ResultsPlan:
     patience: int = 8
     #: model -> config fields other than their defaults (``dmn_train --model-option``)
     model_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: every world moved by up to this in training and test (``dmn_train --frame-shift``)
+    frame_shift: float = 0.0
 
     def seeds_of(self, model: str) -> Sequence[int]:
         """Return the training seeds of ``model`` (3 for PF-DMN and image PF, else 1)."""
@@ -93,7 +95,7 @@ class ResultsPlan:
             str(run_dir(self, model, domain, seed)), self.budget_samples,
             lr=self.lr_of(model, domain), val_every_samples=self.val_every_samples,
             val_episodes=self.val_episodes, patience=self.patience, seed=seed,
-            model_options=dict(self.model_options.get(model, {})))
+            model_options=dict(self.model_options.get(model, {})), frame_shift=self.frame_shift)
 
 
 def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int) -> Path:
@@ -157,7 +159,8 @@ def evaluate_all(plan: ResultsPlan) -> Dict[str, Dict[str, Dict[str, List[float]
             if seed_index == 0:
                 models.update(dict.fromkeys(NON_LEARNED_MODELS))
             results = evaluate(models, dataset, plan.episodes, seed=0,
-                               protocols=['sequential-global', 'one-step-global'])
+                               protocols=['sequential-global', 'one-step-global'],
+                               frame_shift=plan.frame_shift)
             for protocol, per_model in results.items():
                 for model, summary in per_model.items():
                     out[domain].setdefault(protocol, {}).setdefault(model, []).append(
@@ -208,6 +211,12 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               f'- Evaluation: {plan.episodes} episodes per cell on held-out test environments, '
               'K=2048, t=5 (sequential) and t=1 (one-step); success = squared x-y error '
               'below 0.2 in normalized units.',
+              '- Worlds in their normalized frame: ' + (
+                  f'moved by a random offset up to {plan.frame_shift:g} in x and y, in '
+                  'training and test (`--frame-shift`), so the extent does not say where the '
+                  'walls are' if plan.frame_shift else
+                  'in place: the extent is the outer wall, which models reading global '
+                  'coordinates can learn (see the README).'),
               f'- Hardware: {platform.machine()} {platform.processor() or ""}, '
               f'{torch.get_num_threads()} threads, torch {torch.__version__}; wall time of '
               f'this command: {wall_time_s / 3600:.1f} h.']
@@ -238,11 +247,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--one-seed', action='store_true', help='seed 0 only (a quick table)')
     p.add_argument('--val-every-samples', type=int, default=100_000)
     p.add_argument('--val-episodes', type=int, default=1000)
+    p.add_argument('--frame-shift', type=float, default=0.0, metavar='S',
+                   help="move each episode's world by up to S normalized units in training "
+                   'and test (dmn_train --frame-shift)')
     p.add_argument('--out', type=Path, default=Path('RESULTS.md'))
     a = p.parse_args(argv)
     plan = ResultsPlan(a.data, a.runs, a.budget_samples, a.models,
                        {m: (0,) for m in a.models} if a.one_seed else None, None, a.episodes,
-                       a.domains, a.val_every_samples, a.val_episodes)
+                       a.domains, a.val_every_samples, a.val_episodes,
+                       frame_shift=a.frame_shift)
     start = time.monotonic()
     train_all(plan)
     results = evaluate_all(plan)
