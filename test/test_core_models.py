@@ -13,10 +13,13 @@ import torch
 
 PF_MODELS = [n for n in LEARNED_MODELS if n.endswith('-pf')]
 #: every learned model, and DMN with its egocentric value branch ("+ego"), and that with
-#: the particle's global pose ("+global"), and DMN with per-position attention ("+pos")
+#: the particle's global pose ("+global") or heading ("+heading"), and DMN with per-position
+#: attention ("+pos")
 VARIANTS = list(LEARNED_MODELS) + ['dmn-pf+ego', 'dmn-regression+ego', 'dmn-pf+ego+global',
-                                   'dmn-pf+pos', 'dmn-regression+pos', 'dmn-pf+pos+score']
+                                   'dmn-pf+pos', 'dmn-regression+pos', 'dmn-pf+pos+score',
+                                   'dmn-pf+ego+heading']
 OPTIONS = {'ego': {'ego_value_dim': 8}, 'global': {'global_pose': True},
+           'heading': {'global_heading': True},
            'pos': {'position_attention': True, 'match_score': False},
            'score': {'match_score': True}}
 
@@ -66,7 +69,8 @@ def test_fast_path_equals_direct_path_with_gradients(name):
 
 
 @pytest.mark.parametrize('name', [v for v in VARIANTS
-                                  if v.startswith('dmn-') and 'global' not in v])
+                                  if v.startswith('dmn-') and 'global' not in v
+                                  and 'heading' not in v])
 @pytest.mark.parametrize('fast', [True, False])
 def test_dmn_is_invariant_to_moving_the_whole_world(name, fast):
     torch.manual_seed(1)
@@ -211,7 +215,7 @@ def test_dmn_configs_saved_before_the_value_branch_load_without_it():
     assert 'global_pose' not in saved and DMNConfig.from_dict(saved).global_pose is False
     config = DMNConfig(ego_value_dim=16, ego_value_grid=(1, 4), global_pose=True)
     assert DMNConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match='global_pose needs the value branch'):
+    with pytest.raises(ValueError, match='global_pose and global_heading need the value'):
         build_model(config_for('dmn-pf', global_pose=True))
     grown = count_parameters(build_model(config_for('dmn-pf', ego_value_dim=16)))
     # V (32 * 8 -> 16 + bias), Q (no bias), E (4 -> 16 -> 16), and 16 more head inputs x 64
@@ -230,3 +234,19 @@ def test_position_attention_is_saved_only_when_on_and_refuses_the_value_branch()
     # the attention's 1x1 key layers and the ego matrix replace the per-view key layers
     model = make('dmn-pf+pos')
     assert model.attention.view_partials(torch.zeros(1, 2, 32, 8, 8)).shape == (1, 2, 32, 8, 8)
+
+
+def test_dmn_with_global_heading_is_invariant_to_shifting_the_world_not_to_turning_it():
+    torch.manual_seed(4)
+    model = make('dmn-pf+ego+heading').double()
+    images, poses, query, parts = (x.double() for x in episode(seed=4))
+    out = outputs(model, images, poses, query, parts, True)
+    for move, invariant in (([0.7, -0.4, 0.0], True), ([0.7, -0.4, 2.5], False)):
+        move = torch.tensor(move, dtype=torch.float64)
+        moved = outputs(model, images, g.compose(move, poses), query, g.compose(move, parts),
+                        True)
+        assert torch.allclose(moved, out, atol=1e-9) is invariant, move
+    with pytest.raises(ValueError, match='choose one'):
+        make('dmn-pf+ego+heading+global')
+    with pytest.raises(ValueError, match='need the value branch'):
+        build_model(config_for('dmn-pf', global_heading=True))

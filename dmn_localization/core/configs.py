@@ -72,6 +72,9 @@ class DMNConfig(InputConfig):
     #: the value branch also reads the particle's global pose (breaks egocentric invariance;
     #: an experiment: do the latent map baselines gain from knowing where the extent ends?)
     global_pose: bool = False
+    #: the value branch also reads the particle's global heading (cos, sin) only: still
+    #: invariant to moving the world, not to turning it (are the walls' axes the lead?)
+    global_heading: bool = False
     #: attention weights per feature position instead of per view (see ``core/dmn.py``)
     position_attention: bool = False
 
@@ -86,6 +89,8 @@ class DMNConfig(InputConfig):
             del data['global_pose']
         if not self.position_attention:
             del data['position_attention']
+        if not self.global_heading:
+            del data['global_heading']
         return data
 
     @classmethod

@@ -26,6 +26,11 @@ attended with the weights averaged over positions. Its fast head unfolds the wei
 over the head convolution's window: ``conv(sum_i a_i f_i)(p) = sum_{i,d} a_i(p + d)
 W_d f_i(p + d)``, with ``W_d f_i`` computed once per map.
 
+``global_pose`` (the branch also reads the particle's global ``(x, y, cos, sin)``) and
+``global_heading`` (only its ``(cos, sin)``) are experiments on what the latent map
+baselines gain from global coordinates; the first breaks the invariance to moving the
+world, the second only that to turning it.
+
 Two computations of the same function (a test checks they agree):
 
 * ``direct``: per particle and view as the paper describes: the key CNN on every
@@ -109,8 +114,13 @@ class DMN(nn.Module):
                 nn.Linear(value_dim, value_dim, bias=False))
             if config.global_pose:
                 self.value_pose = nn.Linear(EGO_CHANNELS, value_dim, bias=False)
-        elif config.global_pose:
-            raise ValueError('global_pose needs the value branch (ego_value_dim > 0)')
+            if config.global_heading:
+                self.value_heading = nn.Linear(2, value_dim, bias=False)
+        elif config.global_pose or config.global_heading:
+            raise ValueError('global_pose and global_heading need the value branch '
+                             '(ego_value_dim > 0)')
+        if config.global_pose and config.global_heading:
+            raise ValueError('global_pose already holds the heading; choose one')
         self.head_mlp = nn.Sequential(
             nn.Linear(config.head_channels + value_dim + int(config.match_score),
                       config.head_hidden),
@@ -166,6 +176,9 @@ class DMN(nn.Module):
         if self.config.global_pose:
             per_particle = per_particle + self.value_pose(
                 geometry.pose_features(particles))[:, :, None]
+        if self.config.global_heading:
+            heading = torch.stack([torch.cos(particles[..., 2]), torch.sin(particles[..., 2])], -1)
+            per_particle = per_particle + self.value_heading(heading)[:, :, None]
         z = torch.relu(map_.value_partials[:, None] + query.value_partial[:, None, None]
                        + per_particle)
         return (weights[..., None] * z).sum(dim=2)
