@@ -214,7 +214,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               '- Worlds in their normalized frame: ' + (
                   f'moved by a random offset up to {plan.frame_shift:g} in x and y, in '
                   'training and test (`--frame-shift`), so the extent does not say where the '
-                  'walls are' if plan.frame_shift else
+                  'walls are.' if plan.frame_shift else
                   'in place: the extent is the outer wall, which models reading global '
                   'coordinates can learn (see the README).'),
               f'- Hardware: {platform.machine()} {platform.processor() or ""}, '
