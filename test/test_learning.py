@@ -367,3 +367,23 @@ def test_training_and_evaluation_with_a_frame_shift(tiny, tmp_path, capsys):
     # the oracle and the egocentric DMN do not see the move; the moved bounds are used
     for name in ('closest-context', 'dmn-pf'):
         assert seq['0.5'][name]['success'] == pytest.approx(seq['0'][name]['success']), name
+
+
+def test_model_card_names_options_frame_shift_and_what_the_frame_must_be(
+        tiny, tmp_path, monkeypatch):
+    from dmn_localization.learning import model_card
+
+    run = tmp_path / 'run'
+    assert train_main(train_args(tiny, run, 40, [
+        '--frame-shift', '0.3', '--model-option', 'ego_value_dim=8',
+        '--model-option', 'global_heading=true'])) == 0
+    monkeypatch.setattr(model_card, 'MODELS_DIR', tmp_path)
+    monkeypatch.setattr(model_card, 'regression_success', lambda target, domain: 0.5)
+    text = model_card.write_card('tiny-heading', run / 'best.pt', tiny / 'val', 2).read_text()
+    assert '- Model options: `ego_value_dim=8`, `global_heading=True`' in text
+    assert '`dmn_train --frame-shift 0.3`' in text
+    assert "reads the particle's heading in the map frame" in text
+    plain = tmp_path / 'plain'
+    assert train_main(train_args(tiny, plain, 40)) == 0
+    text = model_card.write_card('tiny-plain', plain / 'best.pt', tiny / 'val', 2).read_text()
+    assert 'Model options' not in text and 'frame-shift' not in text and 'map frame' not in text

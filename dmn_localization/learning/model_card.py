@@ -13,6 +13,7 @@ weights (:func:`regression_success`).
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 import json
 from pathlib import Path
 import shutil
@@ -21,6 +22,7 @@ import tempfile
 from typing import Any, Dict, List, Optional
 
 from dmn_localization.core.checkpoint import load_checkpoint, save_checkpoint
+from dmn_localization.core.configs import InputConfig
 from dmn_localization.core.models import count_parameters
 from dmn_localization.data.dataset import Dataset, generate, GenerationSpec
 from dmn_localization.learning.evaluation import evaluate, fixed_episodes, PROTOCOLS, run_model
@@ -48,6 +50,31 @@ def regression_success(checkpoint: Path, domain: str, workdir: Optional[Path] = 
     return float((errors < 0.2).mean())
 
 
+def _training_options(options: Dict[str, Any], frame_shift: float) -> str:
+    """Card lines for model options other than the defaults and for a frame shift."""
+    lines = ''
+    if options:
+        lines += '- Model options: ' + ', '.join(
+            f'`{k}={v}`' for k, v in options.items()) + '\n'
+    if frame_shift:
+        lines += (f'- Worlds moved in their normalized frame by up to {frame_shift:g} in x '
+                  f'and y (`dmn_train --frame-shift {frame_shift:g}`).\n')
+    return lines
+
+
+def _frame_requirement(options: Dict[str, Any]) -> str:
+    """Return what a model reading global coordinates expects of the map frame, or ''."""
+    if options.get('global_pose'):
+        return ("\nThis model reads the particle's global pose in the map frame: it expects "
+                "the frame's axes along the walls and the extent at the outer walls, as in "
+                '`dmn_dataset` worlds; it is not invariant to moving or turning the frame.')
+    if options.get('global_heading'):
+        return ("\nThis model reads the particle's heading in the map frame: it expects the "
+                "frame's axes along the walls, as in `dmn_dataset` worlds (invariant to "
+                'moving the frame, not to turning it).')
+    return ''
+
+
 def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
                status: str = '', train_command: str = '',
                init_samples: Optional[int] = None) -> Path:
@@ -73,6 +100,10 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
         save_checkpoint(target, loaded.model, loaded.extent, meta)
     regression = regression_success(target, dataset.domain)
     config = loaded.model.config
+    defaults = type(config)(name=config.name)
+    inputs = {f.name for f in fields(InputConfig)}  # the card's Input section has those
+    options = {f.name: getattr(config, f.name) for f in fields(config)
+               if f.name not in inputs and getattr(config, f.name) != getattr(defaults, f.name)}
     data: Dict[str, Any] = {
         'name': name, 'model': loaded.name, 'fingerprint': loaded.fingerprint,
         'parameters': count_parameters(loaded.model),
@@ -95,6 +126,7 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
     role = (', the default model of `dmn_localization_node`'
             if f'{name}.pt' == DEFAULT_MODEL else
             f', for `dmn_localization_node` with `model_path:=.../models/{name}.pt`')
+    command_line = f'- Command: `{train_command}`\n' if train_command else ''
     card = f"""# {name}
 
 `{loaded.name}` ({data["parameters"]:,} parameters, encoder fingerprint
@@ -110,7 +142,7 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
   Nc={meta.get("num_contexts")}, K={meta.get("num_particles")}, seed {meta.get("seed")}.
 - Validation at that point: loss {meta.get("val_loss", float("nan")):.4f}, one-step global
   success {meta.get("val_global_success", float("nan")):.1%}.
-{"- Command: `" + train_command + "`" + chr(10) if train_command else ""}
+{_training_options(options, meta.get("frame_shift", 0.0))}{command_line}
 ## Test metrics
 
 `dmn_evaluate --data {test_data} --checkpoint models/{name}.pt --episodes {episodes}`
@@ -128,7 +160,7 @@ environments it renders (seed {REGRESSION_SPEC["seed"]}): {regression:.1%}.
 RGB images resized to {config.image_size[0]}x{config.image_size[1]}, pixels scaled to
 `(value / 255 - {config.pixel_mean}) / {config.pixel_std}`; poses normalized over the map
 extent (training environments: {dataset.domain}, median extent
-{[round(v, 2) for v in loaded.extent]} m).
+{[round(v, 2) for v in loaded.extent]} m).{_frame_requirement(options)}
 
 ## Intended use
 

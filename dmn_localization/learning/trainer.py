@@ -379,7 +379,8 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
                         'num_contexts': config.num_contexts,
                         'num_particles': config.num_particles,
                         'init_from': config.init_from,
-                        'init_samples': counters['init_samples']})
+                        'init_samples': counters['init_samples'],
+                        'frame_shift': config.frame_shift})
             else:
                 counters['bad_validations'] += 1
                 counters['stopped_early'] = counters['bad_validations'] >= config.patience
