@@ -85,12 +85,9 @@ class DMNConfig(InputConfig):
             del data['match_score']  # keeps the fingerprints of those checkpoints
         if not self.ego_value_dim:
             del data['ego_value_dim'], data['ego_value_grid']
-        if not self.global_pose:
-            del data['global_pose']
-        if not self.position_attention:
-            del data['position_attention']
-        if not self.global_heading:
-            del data['global_heading']
+        for option in ('global_pose', 'global_heading', 'position_attention'):
+            if not data[option]:
+                del data[option]  # off: the dict of a config saved before the option existed
         return data
 
     @classmethod

@@ -176,9 +176,9 @@ class DMN(nn.Module):
         if self.config.global_pose:
             per_particle = per_particle + self.value_pose(
                 geometry.pose_features(particles))[:, :, None]
-        if self.config.global_heading:
-            heading = torch.stack([torch.cos(particles[..., 2]), torch.sin(particles[..., 2])], -1)
-            per_particle = per_particle + self.value_heading(heading)[:, :, None]
+        if self.config.global_heading:  # (cos, sin) of the global pose features
+            per_particle = per_particle + self.value_heading(
+                geometry.pose_features(particles)[..., 2:])[:, :, None]
         z = torch.relu(map_.value_partials[:, None] + query.value_partial[:, None, None]
                        + per_particle)
         return (weights[..., None] * z).sum(dim=2)

@@ -1,7 +1,7 @@
 """
 Per-position egocentric attention: at every feature position, a softmax over the views.
 
-An option of DMN (``DMNConfig.spatial_attention``; off in the shipped models). The
+An option of DMN (``DMNConfig.position_attention``; off in the shipped models). The
 attention of :mod:`.attention` gives each view one weight per particle, so the map
 features a particle reads are one blend of whole views. Here the keys keep their
 spatial layout: the view key at position ``p`` is ``W relu(G f_i (p) + M e_ki)``
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import math
 
 from dmn_localization.core.attention import EGO_CHANNELS
+from dmn_localization.core.encoders import conv_part
 import torch
 from torch import nn, Tensor
 
@@ -37,9 +38,8 @@ class PositionQueryKey:
 
 
 def _conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """Apply ``conv`` to ``(..., C, h, w)`` with any leading dimensions."""
-    out = conv(x.reshape(-1, *x.shape[-3:]))
-    return out.reshape(*x.shape[:-3], *out.shape[1:])
+    """Apply all of ``conv`` to ``(..., C, h, w)`` with any leading dimensions."""
+    return conv_part(conv, x, 0, conv.in_channels, bias=True)
 
 
 class PositionAttention(nn.Module):
