@@ -35,6 +35,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--model', type=Path, default=None, help='checkpoint (default: shipped)')
     p.add_argument('--particles', type=int, default=2048)
     p.add_argument('--rate', type=float, default=1.0, help='bag seconds per second')
+    p.add_argument('--lockstep', action='store_true',
+                   help="wait for the node's answer to each frame before playing on: every "
+                   'frame is processed, however loaded the machine (slower than the bag)')
     a = p.parse_args(argv)
 
     from dmn_localization.data.sim_bag import SimBagSpec, write_sim_bag
@@ -64,8 +67,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                        a.out / 'node.log')
     try:
         print(f"[3/4] build_map with the bag's context views, then the drive live at "
-              f'{a.rate}x', flush=True)
-        result = live_replay(a.out / 'bag', BagTopics(), LiveTarget(rate=a.rate),
+              f"{a.rate}x{', in lockstep' if a.lockstep else ''}", flush=True)
+        target = LiveTarget(rate=a.rate, lockstep=a.lockstep)
+        result = live_replay(a.out / 'bag', BagTopics(), target,
                              extent=summary['extent'], snapshot_times=(0.0, 5.0, 20.0))
     except LiveReplayError as exc:
         print(f'dmn_demo: error: {exc} (node log: {a.out / "node.log"})', file=sys.stderr)
@@ -76,7 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  result.truth_stamps, np.array(result.truth), result.extent)
     plot = write_outputs(a.out, result, metrics, {
         'bag': str(a.out / 'bag'), 'model': str(model), 'mode': 'live',
-        'particles': a.particles, 'domain': a.domain, 'seed': a.seed}, 'dmn_demo: '
+        'particles': a.particles, 'domain': a.domain, 'seed': a.seed,
+        'lockstep': a.lockstep}, 'dmn_demo: '
         f'{a.domain} seed {a.seed}, live over DDS')
     print('[4/4] metrics of the node against ground truth:')
     for key, value in metrics.to_dict().items():

@@ -43,11 +43,17 @@ def test_demo_runs_the_node_live_and_fails_loudly_when_it_never_converges(tmp_pa
 def test_the_shipped_model_localizes_the_demo_run_over_dds(tmp_path, ros_domain):
     out = tmp_path / 'demo'
     demo = os.path.join(os.path.dirname(sys.executable), 'dmn_demo')
-    run = subprocess.run([demo, '--out', str(out)], capture_output=True, text=True,
-                         timeout=300, env=own_domain())
+    # lockstep: the node answers every frame before the next is played, so the metrics
+    # measure localization, not how busy the (CI) machine is; at bag timing a loaded
+    # machine once dropped enough frames to leave only 29 % of them within 1 m
+    run = subprocess.run([demo, '--out', str(out), '--lockstep'], capture_output=True,
+                         text=True, timeout=300, env=own_domain())
     assert run.returncode == 0, run.stdout + run.stderr
-    metrics = json.loads((out / 'metrics.json').read_text())['metrics']
+    report = json.loads((out / 'metrics.json').read_text())
+    assert report['lockstep'] is True
+    metrics = report['metrics']
     # measured on three runs: converged after 5.8 to 12.8 s, 86 % of frames within 1 m in
     # the one printed in the README; the tolerance leaves room for frames DDS drops
+    assert metrics['frames'] >= 190, metrics  # 40 s at 5 Hz: none dropped for being busy
     assert metrics['time_to_converge_s'] is not None and metrics['time_to_converge_s'] < 30.0
     assert metrics['share_within_1_m'] > 0.5, metrics

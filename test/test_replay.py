@@ -155,16 +155,17 @@ def test_live_replay_to_the_node_agrees_with_offline_replay(bag_and_model, tmp_p
                         '256', '--seed', '0', '--quiet']) == 0
     t_off, xy_off = read_tum(offline / 'estimate.tum')
     index = {round(t, 6): i for i, t in enumerate(t_off)}
-    # Camera frames go best effort (sensor-data QoS): on a loaded machine DDS may lose one,
-    # and a lost frame changes the filter's random draws after it. A fresh node and replay
-    # are tried again then, at most three times in all.
+    # Lockstep: the node answers each frame before the next is played, so a busy node drops
+    # none. Camera frames still go best effort (sensor-data QoS) and DDS may lose one, which
+    # changes the filter's random draws after it: a fresh node and replay are tried again
+    # then, at most three times in all.
     for attempt in range(3):
         live = tmp_path / f'live{attempt}'
         node = start_process('dmn_localization_node', '--ros-args', '-p',
                              f'model_path:={model}', '-p', 'num_particles:=256',
                              '-p', 'publish_pose_when:=always')
-        code = replay_main([str(bag), '--live', '--rate', '1.0', '--out', str(live),
-                            '--quiet'])
+        code = replay_main([str(bag), '--live', '--rate', '1.0', '--lockstep', '--out',
+                            str(live), '--quiet'])
         assert code == 0, node.log()
         node.stop()
         t_live, xy_live = read_tum(live / 'estimate.tum')
@@ -176,8 +177,9 @@ def test_live_replay_to_the_node_agrees_with_offline_replay(bag_and_model, tmp_p
         first_gap = next((k for k, (a, b) in enumerate(matched) if a != k), len(matched))
         if first_gap == len(t_off):
             break
-    assert first_gap >= 10, (attempt, first_gap, node.log())
-    assert json.loads((live / 'metrics.json').read_text())['mode'] == 'live'
+    assert first_gap == len(t_off), (attempt, first_gap, len(t_off), node.log())
+    report = json.loads((live / 'metrics.json').read_text())
+    assert report['mode'] == 'live' and report['lockstep'] is True
     for file in ('metrics.json', 'truth.tum', 'estimate.tum', 'replay.png'):
         assert (live / file).stat().st_size > 0, file
     diff = [np.hypot(*(xy_off[a] - xy_live[b])) for a, b in matched[:first_gap]]

@@ -2,7 +2,7 @@
 ``dmn_evaluate_bag``: replay a ROS 2 bag through the localizer and measure it.
 
     dmn_evaluate_bag BAG [--model PATH] [--out DIR] [--map-from bag|other|run]
-    dmn_evaluate_bag BAG --live [--rate 1.0] [--node /dmn_localization]
+    dmn_evaluate_bag BAG --live [--rate 1.0] [--lockstep] [--node /dmn_localization]
 
 Offline (default) the bag runs through the localizer in this process, as fast as it
 goes and deterministic for ``--seed``. With ``--live`` it is played over DDS, at bag
@@ -111,7 +111,8 @@ def run_live(args: argparse.Namespace, topics: BagTopics) -> ReplayResult:
 
     if args.model is not None:
         raise ValueError('--model does not apply to --live: the running node uses its own')
-    target = LiveTarget(node=args.node, rate=args.rate, connect_timeout=args.connect_timeout)
+    target = LiveTarget(node=args.node, rate=args.rate, connect_timeout=args.connect_timeout,
+                        lockstep=args.lockstep)
     return live_replay(args.bag, topics, target,
                        args.map_from, args.map_bag, args.every_metres, args.every_degrees,
                        args.extent, snapshot_times=args.snapshots, progress=not args.quiet)
@@ -145,6 +146,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     live.add_argument('--live', action='store_true',
                       help='play the bag over DDS to a running dmn_localization_node')
     live.add_argument('--rate', type=float, default=1.0, help='bag seconds per second')
+    live.add_argument('--lockstep', action='store_true',
+                      help="wait for the node's answer to each frame before playing on "
+                      '(every frame processed; accuracy apart from keeping up)')
     live.add_argument('--node', default=LiveTarget.node,
                       help='fully qualified name of the node (its ~/build_map is called)')
     live.add_argument('--connect-timeout', type=float, default=LiveTarget.connect_timeout,
@@ -181,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         'bag': str(a.bag), 'model': str(model) if model else None,
         'node': a.node if a.live else None, 'mode': 'live' if a.live else 'offline',
         'seed': None if a.live else a.seed, 'particles': None if a.live else a.particles,
-        'map_from': a.map_from}, title, status)
+        'map_from': a.map_from, 'lockstep': a.lockstep if a.live else None}, title, status)
     for key, value in {**metrics.to_dict(), **(status.to_dict() if status else {})}.items():
         print(f'  {key:<32} {value}')
     print(f'plot: {plot}')

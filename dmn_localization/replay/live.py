@@ -48,8 +48,13 @@ class LiveTarget:
     rate: float = 1.0
     #: seconds to wait for the node's service and its subscriptions
     connect_timeout: float = 60.0
-    #: seconds to wait after the last frame for the node's last poses
+    #: seconds to wait after the last frame for the node's last poses (and, in lockstep,
+    #: after each frame for its pose)
     settle: float = 5.0
+    #: wait for the node's pose of each frame before playing on: every frame is
+    #: processed however slow the machine, and the run takes longer than the bag
+    #: (accuracy measured apart from keeping up; ``bench/node_bench.py`` measures that)
+    lockstep: bool = False
 
 
 @dataclass
@@ -89,6 +94,9 @@ class _Player:
         self.odom_pub = self.node.create_publisher(Odometry, target.odom_topic,
                                                    QoSProfile(depth=100))
         self.poses: List[Tuple[float, Tuple[float, float, float]]] = []
+        #: stamp of the newest frame the node has answered (pose or particle cloud; the
+        #: node publishes its cloud for every frame it processes)
+        self.processed = -np.inf
         self.clouds: List[Tuple[float, np.ndarray]] = []
         self.node.create_subscription(PoseWithCovarianceStamped, target.pose_topic,
                                       self._on_pose, QoSProfile(depth=100))
@@ -107,7 +115,9 @@ class _Player:
             self.executor.spin_once(timeout_sec=0.05)
 
     def _on_pose(self, msg: Any) -> None:
-        self.poses.append((stamp_seconds(msg.header.stamp), pose_to_xyyaw(msg.pose.pose)))
+        stamp = stamp_seconds(msg.header.stamp)
+        self.processed = max(self.processed, stamp)
+        self.poses.append((stamp, pose_to_xyyaw(msg.pose.pose)))
 
     def _on_diagnostics(self, msg: Any) -> None:
         for entry in msg.status:
@@ -118,7 +128,9 @@ class _Player:
                 self.states.append((float(values['last_frame_stamp']), values['state']))
 
     def _on_cloud(self, msg: Any) -> None:
-        self.clouds.append((stamp_seconds(msg.header.stamp), _cloud_array(msg)))
+        stamp = stamp_seconds(msg.header.stamp)
+        self.processed = max(self.processed, stamp)
+        self.clouds.append((stamp, _cloud_array(msg)))
 
     def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -255,6 +267,12 @@ def _play(bag: Path, topics: BagTopics, target: LiveTarget, player: _Player,
                 msg = deserialize(bytes(raw), image_type)
                 frames.append(stamp_seconds(msg.header.stamp))
                 player.image_pub.publish(msg)
+                if target.lockstep:
+                    # bag timing resumes after the wait instead of catching up in a burst
+                    waited = time.monotonic()
+                    player.wait(lambda: player.processed >= frames[-1] - 1e-6,
+                                target.settle)
+                    wall0 += time.monotonic() - waited
                 if bar is not None:
                     bar.update()
         if bar is not None:
