@@ -158,6 +158,18 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     logs = [p.read_bytes() for p in runs]
     assert results_main(args) == 0
     assert [p.read_bytes() for p in runs] == logs and len(runs) == 2
+    # --no-train: a table of the finished runs; a variant not begun gets dashes
+    more = args[:args.index('--models')] + ['--models', 'dmn-pf', 'vector-regression',
+                                            'dmn-pf-heading'] + args[args.index('--domains'):]
+    assert results_main(more + ['--no-train']) == 0
+    text = out.read_text()
+    assert not (tmp_path / 'runs' / 'dmn-pf-heading-rooms-s0').exists()
+    heading_row = next(line for line in text.splitlines() if 'map heading' in line)
+    assert heading_row.count('– (–)') == 4  # not begun, and not in the paper
+    assert '| dmn-pf-heading rooms s0 | 0 | – | – | not begun |' in text
+    assert '| dmn-pf rooms s0 | 32 |' in text and 'finished' in text
+    ours = next(line for line in text.splitlines() if 'PF-DMN (ours)' in line)
+    assert ours.split('|')[3].strip()[0].isdigit()  # Rooms sequential: a number
 
 
 def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
@@ -173,6 +185,20 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
         '--model-option', 'ego_value_dim=32', '--frame-shift', '0.5']))
     assert plan.train_config('dmn-pf', 'rooms', 1) == by_hand
     assert plan.train_config('image-pf', 'rooms', 1).model_options == {}
+    variant = plan.train_config('dmn-pf-heading', 'mazes', 2)
+    assert variant.model == 'dmn-pf' and variant.out == str(tmp_path / 'dmn-pf-heading-mazes-s2')
+    assert variant.model_options == {'match_score': False, 'ego_value_dim': 32,
+                                     'global_heading': True}
+
+
+def test_results_plan_trains_seed_0_of_everything_first(tmp_path):
+    from dmn_localization.learning.results import ResultsPlan
+
+    plan = ResultsPlan(Path('data'), tmp_path, models=('dmn-pf', 'vector-pf'))
+    assert plan.schedule() == [
+        ('dmn-pf', 'rooms', 0), ('vector-pf', 'rooms', 0), ('dmn-pf', 'mazes', 0),
+        ('vector-pf', 'mazes', 0), ('dmn-pf', 'rooms', 1), ('dmn-pf', 'mazes', 1),
+        ('dmn-pf', 'rooms', 2), ('dmn-pf', 'mazes', 2)]
 
 
 def test_results_sections_replace_only_themselves(tmp_path):

@@ -2,11 +2,13 @@
 ``dmn_results`` (``make results``): train every model with one budget, evaluate, write RESULTS.md.
 
 Every learned model gets the same training budget (samples), data and validation
-protocol; runs resume, so the command can be interrupted and rerun until done. The
-table has the layout of the paper's Table 1 with the paper's number beside ours in
-every cell; learning curves show the validation success against samples of every run.
+protocol; runs resume, so the command can be interrupted and rerun until done (seed 0 of
+every model first, then the further seeds). ``--no-train`` writes the table of the runs
+finished so far. The table has the layout of the paper's Table 1 with the paper's number
+beside ours in every cell, plus rows for variants the paper does not have; learning
+curves show the validation success against samples of every run.
 
-    dmn_results --data data --runs runs/results --budget-samples 2400000 --out RESULTS.md
+    dmn_results --data data --runs runs/results --out RESULTS.md
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import argparse
 import csv
 from dataclasses import dataclass, field
 import json
+import os
 from pathlib import Path
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.models import LEARNED_MODELS, NON_LEARNED_MODELS
@@ -42,8 +45,18 @@ PAPER_TABLE1 = {
     'closest-context': (0.110, 0.393, 0.114, 0.345),
     'uninformed': (0.017, 0.033, 0.029, 0.037),
 }
+#: Rows the paper does not have: name -> (model, config fields other than their
+#: defaults). The heading variant is DMN as the README's experiments found it learns
+#: Mazes: its value branch reads the particle's heading in the map frame.
+VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    'dmn-pf-heading': ('dmn-pf', {'match_score': False, 'ego_value_dim': 32,
+                                  'global_heading': True}),
+}
+#: Everything ``make results`` trains: the paper's learned models, then the variants.
+ENTRIES = tuple(LEARNED_MODELS) + tuple(VARIANTS)
 LABELS = {
     'dmn-pf': 'View-embedding, PF-DMN (ours)', 'dmn-regression': 'View-embedding, regression',
+    'dmn-pf-heading': 'View-embedding + map heading, PF-DMN (not in the paper)',
     'image-pf': 'Latent image, PF', 'image-regression': 'Latent image, regression',
     'vector-pf': 'Latent vector, PF', 'vector-regression': 'Latent vector, regression',
     'closest-context': 'Closest context', 'uninformed': 'Uninformed estimate',
@@ -52,6 +65,13 @@ DOMAINS = ('rooms', 'mazes')
 #: Learning rate of every run unless a plan names another: the rate the shipped models'
 #: first stages used (lower rates later help; see the model cards).
 DEFAULT_LR = 3e-4
+#: Training samples of every run: 45 min of one CPU core for PF-DMN or the latent image
+#: map; more than the 2-hour rule allows for the 26 runs of the plan in one sitting,
+#: which is why runs resume.
+DEFAULT_BUDGET = 1_000_000
+#: Entries trained with 3 seeds (the paper's practice for its PF-DMN and the strongest
+#: baseline); every other entry with seed 0.
+THREE_SEEDS = ('dmn-pf', 'image-pf', 'dmn-pf-heading')
 
 
 @dataclass
@@ -60,8 +80,9 @@ class ResultsPlan:
 
     data: Path
     runs: Path
-    budget_samples: int
-    models: Sequence[str] = tuple(LEARNED_MODELS)
+    budget_samples: int = DEFAULT_BUDGET
+    #: entries: learned models and :data:`VARIANTS`
+    models: Sequence[str] = ENTRIES
     seeds: Dict[str, Sequence[int]] = None
     lr: Dict[str, float] = None
     episodes: int = 1000
@@ -69,14 +90,15 @@ class ResultsPlan:
     val_every_samples: int = 100_000
     val_episodes: int = 1000
     patience: int = 8
-    #: model -> config fields other than their defaults (``dmn_train --model-option``)
+    #: entry -> config fields other than their defaults (``dmn_train --model-option``),
+    #: over a variant's own
     model_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     #: every world moved by up to this in training and test (``dmn_train --frame-shift``)
     frame_shift: float = 0.0
 
     def seeds_of(self, model: str) -> Sequence[int]:
-        """Return the training seeds of ``model`` (3 for PF-DMN and image PF, else 1)."""
-        default = (0, 1, 2) if model in ('dmn-pf', 'image-pf') else (0,)
+        """Return the training seeds of entry ``model`` (3 for :data:`THREE_SEEDS`, else 1)."""
+        default = (0, 1, 2) if model in THREE_SEEDS else (0,)
         return (self.seeds or {}).get(model, default)
 
     def lr_of(self, model: str, domain: str) -> float:
@@ -85,17 +107,26 @@ class ResultsPlan:
 
     def train_config(self, model: str, domain: str, seed: int) -> TrainConfig:
         """
-        Return the training run of ``model`` on ``domain`` with ``seed``.
+        Return the training run of entry ``model`` on ``domain`` with ``seed``.
 
         A run trained by hand with ``dmn_train`` and the same fields (``--out`` the run
         directory) is adopted by ``make results``: it resumes, or is done.
         """
+        name, options = VARIANTS.get(model, (model, {}))
         return TrainConfig(
-            model, str(self.data / f'{domain}-train'), str(self.data / f'{domain}-val'),
+            name, str(self.data / f'{domain}-train'), str(self.data / f'{domain}-val'),
             str(run_dir(self, model, domain, seed)), self.budget_samples,
             lr=self.lr_of(model, domain), val_every_samples=self.val_every_samples,
             val_episodes=self.val_episodes, patience=self.patience, seed=seed,
-            model_options=dict(self.model_options.get(model, {})), frame_shift=self.frame_shift)
+            model_options={**options, **self.model_options.get(model, {})},
+            frame_shift=self.frame_shift)
+
+    def schedule(self) -> List[Tuple[str, str, int]]:
+        """Return every ``(entry, domain, seed)``: seed 0 of all first, then the others."""
+        most = max(len(self.seeds_of(m)) for m in self.models)
+        return [(model, domain, self.seeds_of(model)[i]) for i in range(most)
+                for domain in self.domains for model in self.models
+                if i < len(self.seeds_of(model))]
 
 
 def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int) -> Path:
@@ -105,14 +136,29 @@ def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int) -> Path:
 
 def train_all(plan: ResultsPlan, progress: bool = True) -> None:
     """Train (or resume, or skip when finished) every run of the plan."""
-    for domain in plan.domains:
-        for model in plan.models:
-            for seed in plan.seeds_of(model):
-                train(plan.train_config(model, domain, seed), progress=progress)
+    for model, domain, seed in plan.schedule():
+        train(plan.train_config(model, domain, seed), progress=progress)
+
+
+def run_state(run: Path) -> Optional[Dict[str, Any]]:
+    """Return the trainer's counters of a run (samples, elapsed_s, ...), None if not begun."""
+    if not (run / 'last.pt').exists():
+        return None
+    state = torch.load(run / 'last.pt', map_location='cpu', weights_only=True)
+    return dict(state['counters'])
+
+
+def finished(plan: ResultsPlan, model: str, domain: str, seed: int) -> bool:
+    """Return whether a run has spent its budget or stopped early (its best.pt is final)."""
+    state = run_state(run_dir(plan, model, domain, seed))
+    return state is not None and (state['samples'] >= plan.budget_samples
+                                  or bool(state['stopped_early']))
 
 
 def learning_curve(run: Path) -> List[tuple]:
-    """Return ``(samples, validation global success)`` of a run's log."""
+    """Return ``(samples, validation global success)`` of a run's log (empty: none yet)."""
+    if not (run / 'log.csv').exists():
+        return []
     with open(run / 'log.csv', newline='') as f:
         return [(int(r['samples']), float(r['val_global_success']))
                 for r in csv.DictReader(f) if r['val_global_success']]
@@ -144,7 +190,11 @@ def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
 
 
 def evaluate_all(plan: ResultsPlan) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
-    """Return ``{domain: {protocol: {model: [success per seed]}}}`` on the test sets."""
+    """
+    Return ``{domain: {protocol: {entry: [success per seed]}}}`` on the test sets.
+
+    Only finished runs are evaluated (all of them after :func:`train_all`).
+    """
     out: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
     for domain in plan.domains:
         dataset = Dataset(plan.data / f'{domain}-test')
@@ -153,11 +203,13 @@ def evaluate_all(plan: ResultsPlan) -> Dict[str, Dict[str, Dict[str, List[float]
             models: Dict[str, Optional[torch.nn.Module]] = {}
             for model in plan.models:
                 seeds = plan.seeds_of(model)
-                if seed_index < len(seeds):
+                if seed_index < len(seeds) and finished(plan, model, domain, seeds[seed_index]):
                     best = run_dir(plan, model, domain, seeds[seed_index]) / 'best.pt'
                     models[model] = load_checkpoint(best).model
             if seed_index == 0:
                 models.update(dict.fromkeys(NON_LEARNED_MODELS))
+            if not models:
+                continue
             results = evaluate(models, dataset, plan.episodes, seed=0,
                                protocols=['sequential-global', 'one-step-global'],
                                frame_shift=plan.frame_shift)
@@ -168,12 +220,14 @@ def evaluate_all(plan: ResultsPlan) -> Dict[str, Dict[str, Dict[str, List[float]
     return out
 
 
-def _cell(values: Sequence[float], paper: float) -> str:
+def _cell(values: Sequence[float], paper: Optional[float]) -> str:
+    theirs = f'({paper:.1%})' if paper is not None else '(–)'
     if not values:
-        return f'– ({paper:.1%})'
+        return f'– {theirs}'
     mean = float(np.mean(values))
     spread = f' ± {np.std(values):.1%}' if len(values) > 1 else ''
-    return f'{mean:.1%}{spread} ({paper:.1%})'
+    seeds = f', {len(values)} seeds' if len(values) > 1 else ''
+    return f'{mean:.1%}{spread}{seeds} {theirs}'
 
 
 def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
@@ -184,11 +238,12 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
     lines = ['## Global localization success (paper Table 1 layout)', '',
              f'Made by `{command}` (the code at this commit).', '',
              "Ours, with the paper's number in parentheses. Mean ± standard deviation over "
-             'training seeds where there are several.', '',
+             'training seeds where there are several. A dash: the run has not finished '
+             '(see the runs below).', '',
              '| map | algorithm | Rooms sequential | Mazes sequential | Rooms one-step | '
              'Mazes one-step |', '| --- | --- | --- | --- | --- | --- |']
     for model in list(plan.models) + list(NON_LEARNED_MODELS):
-        paper = PAPER_TABLE1[model]
+        paper = PAPER_TABLE1.get(model, (None,) * 4)
         cells = []
         for (domain, protocol), p in zip(
                 [('rooms', 'sequential-global'), ('mazes', 'sequential-global'),
@@ -205,7 +260,8 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               '- Learning rates: ' + ', '.join(
                   f'{m} {plan.lr_of(m, d):g} ({d})' for d in plan.domains for m in plan.models),
               '- Model options: ' + (', '.join(
-                  f'{m} {o}' for m, o in plan.model_options.items() if m in plan.models)
+                  f'{m} {o}' for m in plan.models
+                  for o in [plan.train_config(m, plan.domains[0], 0).model_options] if o)
                   or 'none (every model at its default config)'),
               '- Seeds: ' + ', '.join(f'{m} {list(plan.seeds_of(m))}' for m in plan.models),
               f'- Evaluation: {plan.episodes} episodes per cell on held-out test environments, '
@@ -218,12 +274,26 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
                   'in place: the extent is the outer wall, which models reading global '
                   'coordinates can learn (see the README).'),
               f'- Hardware: {platform.machine()} {platform.processor() or ""}, '
-              f'{torch.get_num_threads()} threads, torch {torch.__version__}; wall time of '
-              f'this command: {wall_time_s / 3600:.1f} h.']
+              f'{os.cpu_count()} cores, torch {torch.__version__}; wall time of this '
+              f'command: {wall_time_s / 3600:.1f} h (each run in the runs table).']
     for domain in plan.domains:
         for split in ('train', 'val', 'test'):
             d = Dataset(plan.data / f'{domain}-{split}')
             lines.append(f'- {domain} {split}: {len(d)} environments x {d.views_per_env} views')
+    lines += ['', '## Training runs', '',
+              '| run | samples | best validation loss | wall time | state |',
+              '| --- | --- | --- | --- | --- |']
+    for model, domain, seed in plan.schedule():
+        state = run_state(run_dir(plan, model, domain, seed))
+        if state is None:
+            lines.append(f'| {model} {domain} s{seed} | 0 | – | – | not begun |')
+            continue
+        done = finished(plan, model, domain, seed)
+        lines.append(
+            f'| {model} {domain} s{seed} | {state["samples"]:,} | '
+            f'{state["best_val_loss"]:.4f} | {state["elapsed_s"] / 3600:.2f} h | '
+            + ('stopped early' if state['stopped_early'] else 'finished' if done
+               else 'in progress') + ' |')
     lines += ['', '## Learning curves', '']
     for domain in plan.domains:
         path = plot_learning_curves(plan, domain, figures / f'learning-curves-{domain}.png')
@@ -239,10 +309,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--data', type=Path, default=Path('data'),
                    help='directory with {rooms,mazes}-{train,val,test} datasets')
     p.add_argument('--runs', type=Path, default=Path('runs/results'))
-    p.add_argument('--budget-samples', type=int, default=2_400_000)
+    p.add_argument('--budget-samples', type=int, default=DEFAULT_BUDGET)
     p.add_argument('--episodes', type=int, default=1000)
-    p.add_argument('--models', nargs='*', default=list(LEARNED_MODELS),
-                   choices=list(LEARNED_MODELS))
+    p.add_argument('--models', nargs='*', default=list(ENTRIES), choices=list(ENTRIES),
+                   help='learned models and variants (default: all)')
     p.add_argument('--domains', nargs='*', default=list(DOMAINS), choices=list(DOMAINS))
     p.add_argument('--one-seed', action='store_true', help='seed 0 only (a quick table)')
     p.add_argument('--val-every-samples', type=int, default=100_000)
@@ -250,6 +320,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--frame-shift', type=float, default=0.0, metavar='S',
                    help="move each episode's world by up to S normalized units in training "
                    'and test (dmn_train --frame-shift)')
+    p.add_argument('--no-train', action='store_true',
+                   help='train nothing: the table of the runs finished so far')
     p.add_argument('--out', type=Path, default=Path('RESULTS.md'))
     a = p.parse_args(argv)
     plan = ResultsPlan(a.data, a.runs, a.budget_samples, a.models,
@@ -257,7 +329,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                        a.domains, a.val_every_samples, a.val_episodes,
                        frame_shift=a.frame_shift)
     start = time.monotonic()
-    train_all(plan)
+    if not a.no_train:
+        train_all(plan)
     results = evaluate_all(plan)
     command = 'dmn_results ' + ' '.join(argv if argv is not None else sys.argv[1:])
     print(write_results(plan, results, a.out, command.strip(), time.monotonic() - start))
