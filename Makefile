@@ -37,9 +37,11 @@ data/%/manifest.json:
 	$(RUN) dmn_dataset generate --domain $(word 1,$(subst -, ,$*)) \
 		--split $(word 2,$(subst -, ,$*)) --out data/$*
 
-## results: train every model with the same budget, evaluate, write RESULTS.md (hours)
+## results: train every model with the same budget, evaluate, write RESULTS.md (26 runs of
+## about an hour of one core each; resumable: rerun until done; RESULTS_JOBS runs at a time)
+RESULTS_JOBS ?= 2
 results: data
-	$(RUN) dmn_results --data data --runs runs/results --out RESULTS.md
+	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) --out RESULTS.md
 
 ## lint: only the ament linters
 lint: setup

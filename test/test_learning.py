@@ -55,6 +55,21 @@ def test_training_lowers_the_loss_and_writes_checkpoints(tiny, tmp_path):
     assert (out / 'best.pt').exists() and (out / 'last.pt').exists()
 
 
+def test_a_run_directory_in_use_is_refused_and_free_again_after(tiny, tmp_path, capsys):
+    from dmn_localization.learning.trainer import run_lock, RunInUseError
+
+    run = tmp_path / 'run'
+    with run_lock(run):  # as another process training in it would hold it
+        assert train_main(train_args(tiny, run, 16)) == 2
+        assert 'being trained by another process' in capsys.readouterr().err
+        with pytest.raises(RunInUseError, match=str(os.getpid())):
+            with run_lock(run):
+                pass
+    assert not (run / 'last.pt').exists()  # nothing was written while refused
+    assert train_main(train_args(tiny, run, 16)) == 0  # the lock went with its holder
+    assert (run / 'last.pt').exists()
+
+
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny, tmp_path):
     whole, parts = tmp_path / 'whole', tmp_path / 'parts'
     assert train_main(train_args(tiny, whole, 640)) == 0
@@ -147,7 +162,7 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     args = ['--data', str(data), '--runs', str(tmp_path / 'runs'), '--budget-samples', '32',
             '--episodes', '4', '--models', 'dmn-pf', 'vector-regression', '--domains', 'rooms',
             '--one-seed', '--val-every-samples', '16', '--val-episodes', '8', '--out', str(out)]
-    assert results_main(args) == 0
+    assert results_main(args + ['--jobs', '2']) == 0  # two runs side by side
     text = out.read_text()
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
     assert 'Closest context' in text and '32 samples for every learned model' in text
@@ -189,6 +204,17 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
     assert variant.model == 'dmn-pf' and variant.out == str(tmp_path / 'dmn-pf-heading-mazes-s2')
     assert variant.model_options == {'match_score': False, 'ego_value_dim': 32,
                                      'global_heading': True}
+
+
+def test_results_skip_a_run_another_process_trains(tmp_path, capsys):
+    from dmn_localization.learning.results import ResultsPlan, run_dir, train_all
+    from dmn_localization.learning.trainer import run_lock
+
+    plan = ResultsPlan(Path('no-data'), tmp_path, models=('vector-pf',), domains=('rooms',))
+    with run_lock(run_dir(plan, 'vector-pf', 'rooms', 0)):
+        train_all(plan)  # would fail on the missing data if it did not skip
+    assert 'skipped' in capsys.readouterr().out
+    assert not (run_dir(plan, 'vector-pf', 'rooms', 0) / 'config.json').exists()
 
 
 def test_results_plan_trains_seed_0_of_everything_first(tmp_path):

@@ -28,7 +28,7 @@ from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.models import LEARNED_MODELS, NON_LEARNED_MODELS
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.learning.evaluation import evaluate
-from dmn_localization.learning.trainer import train, TrainConfig
+from dmn_localization.learning.trainer import RunInUseError, train, TrainConfig
 from dmn_localization.results_md import write_section
 import numpy as np
 import torch
@@ -134,10 +134,40 @@ def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int) -> Path:
     return plan.runs / f'{model}-{domain}-s{seed}'
 
 
-def train_all(plan: ResultsPlan, progress: bool = True) -> None:
-    """Train (or resume, or skip when finished) every run of the plan."""
-    for model, domain, seed in plan.schedule():
-        train(plan.train_config(model, domain, seed), progress=progress)
+def _train_one(config: TrainConfig, threads: Optional[int], progress: bool) -> str:
+    """Train one run (in this process with ``threads`` threads if given); say how it ended."""
+    if threads is not None:
+        os.environ['OMP_NUM_THREADS'] = str(threads)  # the trainer then keeps this setting
+        torch.set_num_threads(threads)
+    try:
+        state = train(config, progress=progress)
+    except RunInUseError as exc:
+        return f'skipped: {exc}'
+    return f'{config.out}: {state["samples"]:,} samples' + (
+        ', stopped early' if state['stopped_early'] else '')
+
+
+def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1) -> None:
+    """
+    Train (or resume, or skip when finished) every run of the plan, ``jobs`` at a time.
+
+    With several jobs every run gets its share of the cores in a process of its own
+    (one core each on a 2-core machine with ``jobs=2``). A run another process is
+    training in is skipped (its cells stay empty until it has finished).
+    """
+    configs = [plan.train_config(*run) for run in plan.schedule()]
+    if jobs <= 1:
+        for config in configs:
+            print(f'dmn_results: {_train_one(config, None, progress)}', flush=True)
+        return
+    import multiprocessing
+    from concurrent.futures import as_completed, ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
+        pending = [pool.submit(_train_one, config, threads, False) for config in configs]
+        for done in as_completed(pending):
+            print(f'dmn_results: {done.result()}', flush=True)
 
 
 def run_state(run: Path) -> Optional[Dict[str, Any]]:
@@ -320,6 +350,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--frame-shift', type=float, default=0.0, metavar='S',
                    help="move each episode's world by up to S normalized units in training "
                    'and test (dmn_train --frame-shift)')
+    p.add_argument('--jobs', type=int, default=1,
+                   help='runs trained at a time, each in its own process with its share of '
+                   'the cores (2 on a 2-core machine: one core each)')
     p.add_argument('--no-train', action='store_true',
                    help='train nothing: the table of the runs finished so far')
     p.add_argument('--out', type=Path, default=Path('RESULTS.md'))
@@ -329,8 +362,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                        a.domains, a.val_every_samples, a.val_episodes,
                        frame_shift=a.frame_shift)
     start = time.monotonic()
+    if a.jobs < 1:
+        p.error(f'--jobs must be at least 1, got {a.jobs}')
     if not a.no_train:
-        train_all(plan)
+        train_all(plan, jobs=a.jobs)
     results = evaluate_all(plan)
     command = 'dmn_results ' + ' '.join(argv if argv is not None else sys.argv[1:])
     print(write_results(plan, results, a.out, command.strip(), time.monotonic() - start))

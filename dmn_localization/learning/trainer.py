@@ -8,6 +8,7 @@ A run lives in one directory::
                   written at every validation and at least every ``checkpoint_minutes``
     best.pt       model checkpoint with the lowest validation loss (loadable by the node)
     log.csv       training loss, validation loss and validation success against samples
+    .lock         held (``flock``) by the process training in it: a second is refused
 
 Running the same command again resumes exactly where ``last.pt`` left off; the result
 equals that of an uninterrupted run. Under ``torchrun`` the run is data-parallel (DDP;
@@ -17,6 +18,7 @@ logs and writes checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from dataclasses import asdict, dataclass, field
 import io
@@ -25,7 +27,7 @@ import math
 import os
 from pathlib import Path
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dmn_localization.core.device import resolve_device
@@ -47,6 +49,38 @@ SUCCESS_THRESHOLD = 0.2
 
 class TrainingError(RuntimeError):
     """A run directory that cannot be used (e.g. it holds a run of another configuration)."""
+
+
+class RunInUseError(TrainingError):
+    """Another process is training in the run directory (two would corrupt its state)."""
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """
+    Hold the lock file ``out/.lock`` while a process trains in ``out``.
+
+    The lock is the kernel's (``flock``): it goes with the process, so a killed run
+    leaves nothing to clean up. Raises :class:`RunInUseError` when another process holds it.
+    """
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / '.lock', 'a+') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or 'unknown'
+            raise RunInUseError(f'{out} is being trained by another process (pid {holder})')
+        f.seek(0)
+        f.truncate()
+        f.write(f'{os.getpid()}\n')
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -220,7 +254,18 @@ def _load_initial_weights(model: nn.Module, path: str) -> Dict[str, Any]:
 
 
 def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
-    """Train (or resume) the run ``config``; return a summary of its state at the end."""
+    """
+    Train (or resume) the run ``config``; return a summary of its state at the end.
+
+    Raises :class:`RunInUseError` when another process trains in ``config.out``.
+    """
+    if _distributed()[1] != 0:
+        return _train(config, progress)  # rank 0 holds the lock for all ranks
+    with run_lock(Path(config.out)):
+        return _train(config, progress)
+
+
+def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
     world_size, rank = _distributed()
     device = resolve_device(config.device)
     owns_group = False
