@@ -65,9 +65,9 @@ DOMAINS = ('rooms', 'mazes')
 #: Learning rate of every run unless a plan names another: the rate the shipped models'
 #: first stages used (lower rates later help; see the model cards).
 DEFAULT_LR = 3e-4
-#: Training samples of every run: 45 min of one CPU core for PF-DMN or the latent image
-#: map; more than the 2-hour rule allows for the 26 runs of the plan in one sitting,
-#: which is why runs resume.
+#: Training samples of every run: about an hour of one CPU core for PF-DMN or the latent
+#: image map (the issue allows about 2 hours a run); the 26 runs of the plan spread over
+#: several sittings, which is why runs resume.
 DEFAULT_BUDGET = 1_000_000
 #: Entries trained with 3 seeds (the paper's practice for its PF-DMN and the strongest
 #: baseline); every other entry with seed 0.

@@ -49,9 +49,10 @@ class LiveTarget:
     #: seconds to wait for the node's service and its subscriptions
     connect_timeout: float = 60.0
     #: seconds to wait after the last frame for the node's last poses (and, in lockstep,
-    #: after each frame for its pose)
+    #: after each frame for the node's answer)
     settle: float = 5.0
-    #: wait for the node's pose of each frame before playing on: every frame is
+    #: wait for the node's answer to each frame (its pose or particle cloud) before
+    #: playing on: every frame is
     #: processed however slow the machine, and the run takes longer than the bag
     #: (accuracy measured apart from keeping up; ``bench/node_bench.py`` measures that)
     lockstep: bool = False
