@@ -121,3 +121,30 @@ def test_covariance_uses_circular_yaw():
 def test_effective_sample_size():
     assert math.isclose(float(pf.effective_sample_size(torch.full((1, 50), -math.log(50)))), 50,
                         rel_tol=1e-5)
+
+
+def test_the_likelihood_scale_sharpens_the_update_like_a_lower_temperature():
+    from dmn_localization.core.inference import filter_step
+
+    class Oracle(torch.nn.Module):
+        """An observation model that scores particles against a fixed true pose."""
+
+        def observe(self, map_ctx, query_ctx, particles, fast=True):
+            return oracle_log_likelihood(particles, map_ctx)[..., None]
+
+    gen = torch.Generator().manual_seed(3)
+    truth = torch.tensor([[0.2, -0.3, 0.5]])
+    belief = pf.uniform_belief(SQUARE, 256, gen)
+    still = torch.zeros(1, 3)
+    posts = {}
+    for scale in (1.0, 2.0):
+        settings = FilterSettings(num_particles=256, transition_noise=(0.0, 0.0, 0.0),
+                                  likelihood_scale=scale)
+        posts[scale] = filter_step(Oracle(), truth, None, belief, still, settings, gen)
+    assert torch.equal(posts[1.0].particles, posts[2.0].particles)
+    expected = torch.log_softmax(
+        belief.log_weights + 2.0 * oracle_log_likelihood(belief.particles, truth), -1)
+    assert torch.allclose(posts[2.0].log_weights, expected, atol=1e-5)
+    assert not torch.allclose(posts[1.0].log_weights, expected, atol=1e-3)
+    ess = {s: float(pf.effective_sample_size(p.log_weights)) for s, p in posts.items()}
+    assert ess[2.0] < ess[1.0]  # sharper: fewer particles carry the weight

@@ -1,6 +1,7 @@
 """dmn_train and dmn_evaluate: learning, exact resumption, DDP, metrics on known cases."""
 
 import csv
+import json
 import os
 from pathlib import Path
 import random
@@ -129,7 +130,6 @@ def test_evaluate_cli_with_reference_methods(tiny, tmp_path, capsys):
                           'one-step-global', '--out', str(out)]) == 0
     text = capsys.readouterr().out
     assert 'closest-context' in text and 'uninformed' in text
-    import json
 
     results = json.loads(out.read_text())['results']['one-step-global']
     # closest context answers with a context pose: never worse than the uninformed centre
@@ -149,6 +149,20 @@ def test_evaluate_cli_with_a_trained_checkpoint_and_plots(tiny, tmp_path, capsys
         assert (plots / name).stat().st_size > 1000, name
     assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint',
                           str(Path(tmp_path / 'missing.pt'))]) == 2
+    # a likelihood scale reaches the filter: other estimates, recorded in the JSON
+    scaled = {}
+    for scale in ('1', '4'):
+        out = tmp_path / f'scale{scale}.json'
+        assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint', str(run / 'best.pt'),
+                              '--baselines', '--episodes', '8', '--protocols',
+                              'sequential-global', '--likelihood-scale', scale, '--out',
+                              str(out)]) == 0
+        scaled[scale] = json.loads(out.read_text())
+    assert scaled['4']['likelihood_scale'] == 4.0
+    mse = {s: r['results']['sequential-global']['dmn-pf']['mse'] for s, r in scaled.items()}
+    assert mse['1'] != mse['4']
+    assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint', str(run / 'best.pt'),
+                          '--likelihood-scale', '0']) == 2
 
 
 def test_results_pipeline_writes_the_table(tiny, tmp_path):
@@ -392,7 +406,6 @@ def test_frame_shift_moves_each_world_and_nothing_else(tiny):
 
 
 def test_training_and_evaluation_with_a_frame_shift(tiny, tmp_path, capsys):
-    import json
 
     out = tmp_path / 'run'
     assert train_main(train_args(tiny, out, 800, ['--frame-shift', '0.3'])) == 0

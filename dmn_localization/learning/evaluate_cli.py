@@ -81,11 +81,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--frame-shift', type=float, default=0.0, metavar='S',
                    help="move each episode's world by a fixed random offset up to S "
                    'normalized units in x and y (as dmn_train --frame-shift S; 0: in place)')
+    p.add_argument('--likelihood-scale', type=float, default=1.0, metavar='F',
+                   help="multiply the particle filter models' log-likelihoods by F (1: the "
+                   "paper's protocol; see the README)")
     p.add_argument('--out', type=Path, default=None, help='JSON file of the results')
     p.add_argument('--plots', type=Path, default=None, help='directory for the plots')
     a = p.parse_args(argv)
     device = resolve_device(a.device)
     try:
+        if a.likelihood_scale <= 0:
+            raise ValueError(f'--likelihood-scale must be positive, got {a.likelihood_scale}')
         dataset = Dataset(a.data)
         models: Dict[str, object] = {}
         for path in a.checkpoint:
@@ -96,18 +101,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not models:
             raise ValueError('nothing to evaluate: give --checkpoint and/or --baselines')
         results = evaluate(models, dataset, a.episodes, a.seed, a.protocols, device,
-                           frame_shift=a.frame_shift)
+                           frame_shift=a.frame_shift, likelihood_scale=a.likelihood_scale)
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f'dmn_evaluate: error: {exc}', file=sys.stderr)
         return 2
     print(f'{dataset.root} ({dataset.domain}, {len(dataset)} test environments), '
           f'{a.episodes} episodes per cell, seed {a.seed}'
-          + (f', worlds moved up to {a.frame_shift}' if a.frame_shift else ''))
+          + (f', worlds moved up to {a.frame_shift}' if a.frame_shift else '')
+          + (f', log-likelihoods x{a.likelihood_scale:g}' if a.likelihood_scale != 1 else ''))
     print(format_table(results))
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({'data': str(a.data), 'episodes': a.episodes,
                                      'seed': a.seed, 'frame_shift': a.frame_shift,
+                                     'likelihood_scale': a.likelihood_scale,
                                      'checkpoints': [str(c) for c in a.checkpoint],
                                      'results': results}, indent=1) + '\n')
         print(f'written: {a.out}')

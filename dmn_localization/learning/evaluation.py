@@ -63,7 +63,8 @@ def summarize(sq_error: np.ndarray, metric: str) -> Dict[str, float]:
 @torch.no_grad()
 def run_model(model: Optional[nn.Module], name: str, episodes: TensorEpisodes,
               protocol: Protocol, generator: torch.Generator,
-              num_particles: Optional[int] = None, chunk: int = 25) -> np.ndarray:
+              num_particles: Optional[int] = None, chunk: int = 25,
+              likelihood_scale: float = 1.0) -> np.ndarray:
     """Return the final squared x-y error of every episode for model ``name``."""
     errors = []
     for start in range(0, len(episodes), chunk):
@@ -80,7 +81,8 @@ def run_model(model: Optional[nn.Module], name: str, episodes: TensorEpisodes,
             map_ctx = model.prepare_map(model.embed_views(part.context_images,
                                                           part.context_poses),
                                         part.context_poses)
-            settings = FilterSettings(num_particles=num_particles or protocol.num_particles)
+            settings = FilterSettings(num_particles=num_particles or protocol.num_particles,
+                                      likelihood_scale=likelihood_scale)
             est = localize(model, map_ctx, part.query_images, part.motions, initial, settings,
                            generator).estimates
         errors.append(episode_metrics(est, part.truth)['sq_error'])
@@ -104,8 +106,8 @@ def fixed_episodes(dataset: Dataset, protocol: Protocol, count: int, seed: int,
 
 def evaluate(models: Dict[str, Optional[nn.Module]], dataset: Dataset, episodes: int,
              seed: int = 0, protocols: Optional[List[str]] = None,
-             device: Optional[torch.device] = None,
-             frame_shift: float = 0.0) -> Dict[str, Dict[str, Dict[str, float]]]:
+             device: Optional[torch.device] = None, frame_shift: float = 0.0,
+             likelihood_scale: float = 1.0) -> Dict[str, Dict[str, Dict[str, float]]]:
     """
     Evaluate models (``None`` for the non-learned ones) under the protocols.
 
@@ -126,7 +128,8 @@ def evaluate(models: Dict[str, Optional[nn.Module]], dataset: Dataset, episodes:
             data = fixed_episodes(dataset, protocol, episodes, seed, config, device,
                                   frame_shift=frame_shift)
             generator = torch.Generator(device=device).manual_seed(seed)
-            errors = run_model(model, name, data, protocol, generator)
+            errors = run_model(model, name, data, protocol, generator,
+                               likelihood_scale=likelihood_scale)
             results[pname][name] = summarize(errors, protocol.metric)
     return results
 
