@@ -181,6 +181,8 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
     assert 'Closest context' in text and '32 samples for every learned model' in text
     assert 'Worlds in their normalized frame: in place' in text
+    why = text[text.index("## Why ours differ from the paper's"):]
+    assert 'Rooms: uninformed ' in why and '(paper 1.7%)' in why  # measured beside paper
     assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
     # a second call adopts the finished runs: nothing is trained again
     runs = sorted((tmp_path / 'runs').glob('*/log.csv'))
