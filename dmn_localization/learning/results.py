@@ -185,35 +185,47 @@ def finished(plan: ResultsPlan, model: str, domain: str, seed: int) -> bool:
                                   or bool(state['stopped_early']))
 
 
-def learning_curve(run: Path) -> List[tuple]:
-    """Return ``(samples, validation global success)`` of a run's log (empty: none yet)."""
+def learning_curve(run: Path) -> List[Tuple[int, float, float]]:
+    """
+    Return ``(samples, validation loss, validation global success)`` of a run's log.
+
+    Empty when the run has not validated yet.
+    """
     if not (run / 'log.csv').exists():
         return []
     with open(run / 'log.csv', newline='') as f:
-        return [(int(r['samples']), float(r['val_global_success']))
+        return [(int(r['samples']), float(r['val_loss']), float(r['val_global_success']))
                 for r in csv.DictReader(f) if r['val_global_success']]
 
 
 def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
-    """Plot the validation success against samples of every run of ``domain``."""
+    """
+    Plot the validation loss and success against samples of every run of ``domain``.
+
+    The loss (tracking, on 1000 fixed episodes) shows the plateau; the one-step global
+    success (200 episodes, K=1024) is what the table measures, but noisy.
+    """
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, (loss_ax, success_ax) = plt.subplots(1, 2, figsize=(9.0, 3.6))
     for model in plan.models:
         for seed in plan.seeds_of(model):
             curve = learning_curve(run_dir(plan, model, domain, seed))
             if curve:
-                xs, ys = zip(*curve)
-                ax.plot(xs, ys, label=f'{model} s{seed}', alpha=0.8)
-    ax.set_xlabel('training samples')
-    ax.set_ylabel('validation one-step global success')
-    ax.set_title(f'{domain}: learning curves', fontsize=9)
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=6, ncol=2)
+                xs, losses, successes = zip(*curve)
+                line, = loss_ax.plot(xs, losses, label=f'{model} s{seed}', alpha=0.8)
+                success_ax.plot(xs, successes, color=line.get_color(), alpha=0.8)
+    loss_ax.set_ylabel('validation loss (tracking)')
+    success_ax.set_ylabel('validation one-step global success')
+    for ax in (loss_ax, success_ax):
+        ax.set_xlabel('training samples')
+        ax.grid(alpha=0.3)
+    fig.suptitle(f'{domain}: learning curves', fontsize=9)
+    if loss_ax.lines:
+        loss_ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
