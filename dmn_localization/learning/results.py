@@ -28,7 +28,7 @@ from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.models import LEARNED_MODELS, NON_LEARNED_MODELS
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.learning.evaluation import evaluate
-from dmn_localization.learning.trainer import RunInUseError, train, TrainConfig
+from dmn_localization.learning.trainer import load_state, RunInUseError, train, TrainConfig
 from dmn_localization.results_md import write_section
 import numpy as np
 import torch
@@ -172,10 +172,8 @@ def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1) -> None:
 
 def run_state(run: Path) -> Optional[Dict[str, Any]]:
     """Return the trainer's counters of a run (samples, elapsed_s, ...), None if not begun."""
-    if not (run / 'last.pt').exists():
-        return None
-    state = torch.load(run / 'last.pt', map_location='cpu', weights_only=True)
-    return dict(state['counters'])
+    state = load_state(run)
+    return None if state is None else dict(state['counters'])
 
 
 def finished(plan: ResultsPlan, model: str, domain: str, seed: int) -> bool:

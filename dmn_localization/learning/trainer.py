@@ -27,7 +27,7 @@ import math
 import os
 from pathlib import Path
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dmn_localization.core.device import resolve_device
@@ -253,6 +253,14 @@ def _load_initial_weights(model: nn.Module, path: str) -> Dict[str, Any]:
     return loaded.metadata
 
 
+def load_state(out: Path, device: Any = 'cpu') -> Optional[Dict[str, Any]]:
+    """Return the full training state a run saved (``out/last.pt``), None if it has none."""
+    path = Path(out) / 'last.pt'
+    if not path.exists():
+        return None
+    return torch.load(io.BytesIO(path.read_bytes()), map_location=device, weights_only=True)
+
+
 def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
     """
     Train (or resume) the run ``config``; return a summary of its state at the end.
@@ -293,9 +301,8 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
                 'elapsed_s': 0.0, 'stopped_early': False, 'init_samples': 0}
     running: List[float] = []  # recent training losses (the logged running mean)
     state_path, log_path = out / 'last.pt', out / 'log.csv'
-    if state_path.exists():
-        state = torch.load(io.BytesIO(state_path.read_bytes()), map_location=device,
-                           weights_only=True)
+    state = load_state(out, device)
+    if state is not None:
         # fields added since the run started take their defaults (the behaviour it had)
         saved = {**TrainConfig(config.model, '', '', '').identity(), **state['config']}
         if saved != config.identity():
