@@ -173,9 +173,11 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     for split, source in (('train', 'train'), ('val', 'val'), ('test', 'val')):
         (data / f'rooms-{split}').symlink_to(tiny / source)
     out = tmp_path / 'RESULTS.md'
-    args = ['--data', str(data), '--runs', str(tmp_path / 'runs'), '--budget-samples', '32',
+    runs = tmp_path / 'runs'
+    args = ['--data', str(data), '--runs', str(runs), '--budget-samples', '32',
             '--episodes', '4', '--models', 'dmn-pf', 'vector-regression', '--domains', 'rooms',
-            '--one-seed', '--val-every-samples', '16', '--val-episodes', '8', '--out', str(out)]
+            '--one-seed', '--val-every-samples', '16', '--val-episodes', '8', '--out', str(out),
+            '--lr-grid', '3e-3', '1e-4', '--search-samples', '16']
     assert results_main(args + ['--jobs', '2']) == 0  # two runs side by side
     text = out.read_text()
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
@@ -184,53 +186,125 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     why = text[text.index("## Why ours differ from the paper's"):]
     assert 'Rooms: uninformed ' in why and '(paper 1.7%)' in why  # measured beside paper
     assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
+    # the search: seed 0 at both rates for 16 samples; the lower validation loss goes on
+    for model in ('dmn-pf', 'vector-regression'):
+        score = {}
+        for rate in ('0.003', '0.0001'):
+            rows = read_log(runs / f'{model}-rooms-lr{rate}-s0' / 'log.csv')
+            score[rate] = float(next(r['val_loss'] for r in rows if r['val_loss']))
+        chosen = min(score, key=score.get)
+        other = next(rate for rate in score if rate != chosen)
+        row = next(line for line in text.splitlines() if line.startswith(f'| {model} | rooms'))
+        assert f'**{score[chosen]:.4f}**' in row and row.endswith(f'| {float(chosen):g} |')
+        assert f'| {model} rooms s0 | {float(chosen):g} | 32 |' in text  # the full budget
+        assert f'| {model} rooms s0 | {float(other):g} | 16 |' in text and 'search done' in text
+    # the chosen run went on as if it had been one run: the same log as an uninterrupted one
+    import dataclasses
+    from dmn_localization.learning.results import ResultsPlan
+    from dmn_localization.learning.trainer import train
+
+    plan = ResultsPlan(data, runs, 32, val_every_samples=16, val_episodes=8,
+                       lr_grid=(3e-3, 1e-4), search_samples=16)
+    searched = plan.train_config('dmn-pf', 'rooms', 0)
+    train(dataclasses.replace(searched, out=str(tmp_path / 'straight')), progress=False)
+
+    def values(path):
+        return [{k: v for k, v in r.items() if k != 'elapsed_s'} for r in read_log(path)]
+
+    assert values(tmp_path / 'straight' / 'log.csv') == values(Path(searched.out) / 'log.csv')
     # a second call adopts the finished runs: nothing is trained again
-    runs = sorted((tmp_path / 'runs').glob('*/log.csv'))
-    logs = [p.read_bytes() for p in runs]
+    logs = {p: p.read_bytes() for p in runs.glob('*/log.csv')}
     assert results_main(args) == 0
-    assert [p.read_bytes() for p in runs] == logs and len(runs) == 2
+    assert {p: p.read_bytes() for p in runs.glob('*/log.csv')} == logs and len(logs) == 4
     # --no-train: a table of the finished runs; a variant not begun gets dashes
     more = args[:args.index('--models')] + ['--models', 'dmn-pf', 'vector-regression',
                                             'dmn-pf-heading'] + args[args.index('--domains'):]
     assert results_main(more + ['--no-train']) == 0
     text = out.read_text()
-    assert not (tmp_path / 'runs' / 'dmn-pf-heading-rooms-s0').exists()
+    assert not list(runs.glob('dmn-pf-heading-*'))
     heading_row = next(line for line in text.splitlines() if 'map heading' in line)
     assert heading_row.count('– (–)') == 4  # not begun, and not in the paper
-    assert '| dmn-pf-heading rooms s0 | 0 | – | – | not begun |' in text
-    assert '| dmn-pf rooms s0 | 32 |' in text and 'finished' in text
+    assert '| dmn-pf-heading rooms s0 | 0.003 | 0 | – | – | not begun |' in text
+    assert '| dmn-pf-heading | rooms | – | – | searching |' in text
     ours = next(line for line in text.splitlines() if 'PF-DMN (ours)' in line)
     assert ours.split('|')[3].strip()[0].isdigit()  # Rooms sequential: a number
+    for bad in (['--search-samples', '24'], ['--lr-grid', '1e-3', '1e-3']):
+        with pytest.raises(SystemExit) as exit_:  # off the validation interval; twice a rate
+            results_main(args + bad)
+        assert exit_.value.code == 2
 
 
 def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
     from dmn_localization.learning.results import ResultsPlan
     from dmn_localization.learning.train_cli import build_parser, config_from_args
 
-    plan = ResultsPlan(Path('data'), tmp_path, 4_200_000,
+    plan = ResultsPlan(Path('data'), tmp_path, 4_200_000, lr={'dmn-pf/rooms': 3e-4},
                        model_options={'dmn-pf': {'ego_value_dim': 32}}, frame_shift=0.5)
     by_hand = config_from_args(build_parser().parse_args([
         '--model', 'dmn-pf', '--train', 'data/rooms-train', '--val', 'data/rooms-val',
-        '--out', str(tmp_path / 'dmn-pf-rooms-s1'), '--budget-samples', '4200000',
+        '--out', str(tmp_path / 'dmn-pf-rooms-lr0.0003-s1'), '--budget-samples', '4200000',
         '--lr', '3e-4', '--val-every-samples', '100000', '--patience', '8', '--seed', '1',
         '--model-option', 'ego_value_dim=32', '--frame-shift', '0.5']))
     assert plan.train_config('dmn-pf', 'rooms', 1) == by_hand
-    assert plan.train_config('image-pf', 'rooms', 1).model_options == {}
-    variant = plan.train_config('dmn-pf-heading', 'mazes', 2)
-    assert variant.model == 'dmn-pf' and variant.out == str(tmp_path / 'dmn-pf-heading-mazes-s2')
+    # no search for a rate the plan fixes; the others wait for theirs
+    assert plan.search_rates('dmn-pf', 'rooms') == (3e-4,)
+    assert plan.lr_of('image-pf', 'rooms') is None
+    with pytest.raises(ValueError, match='search of image-pf on rooms is unfinished'):
+        plan.train_config('image-pf', 'rooms', 1)
+    search = plan.train_config('image-pf', 'rooms', 0, 1e-3, 200_000)
+    assert search.model_options == {} and search.lr == 1e-3
+    assert search.out == str(tmp_path / 'image-pf-rooms-lr0.001-s0')
+    variant = plan.train_config('dmn-pf-heading', 'mazes', 2, 1e-4)
+    assert variant.model == 'dmn-pf'
+    assert variant.out == str(tmp_path / 'dmn-pf-heading-mazes-lr0.0001-s2')
     assert variant.model_options == {'match_score': False, 'ego_value_dim': 32,
                                      'global_heading': True}
 
 
+def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_path):
+    from dmn_localization.learning.results import ResultsPlan, run_dir
+
+    plan = ResultsPlan(Path('data'), tmp_path, lr_grid=(1e-3, 3e-4, 1e-4),
+                       search_samples=200_000)
+
+    def fake_run(rate, losses, samples):
+        run = run_dir(plan, 'dmn-pf', 'rooms', 0, rate)
+        run.mkdir(parents=True, exist_ok=True)
+        with open(run / 'log.csv', 'w') as f:
+            f.write('step,samples,elapsed_s,train_loss,val_loss,val_global_success\n')
+            for i, loss in enumerate(losses, 1):
+                f.write(f'{i},{i * 100_000},1.0,,{loss},0.5\n')
+        torch.save({'counters': {'samples': samples, 'stopped_early': False}},
+                   run / 'last.pt')
+
+    fake_run(1e-3, [0.30, 0.25], 200_000)
+    fake_run(3e-4, [0.28, 0.24, 0.10], 300_000)  # past the horizon: 0.10 does not count
+    fake_run(1e-4, [0.29], 100_000)
+    assert plan.search_scores('dmn-pf', 'rooms') == {1e-3: 0.25, 3e-4: 0.24, 1e-4: None}
+    assert plan.lr_of('dmn-pf', 'rooms') is None  # 1e-4 has not got to 200k
+    fake_run(1e-4, [0.29, 0.23], 200_000)
+    assert plan.lr_of('dmn-pf', 'rooms') == 1e-4
+    fake_run(1e-4, [0.29, 0.24], 200_000)
+    assert plan.lr_of('dmn-pf', 'rooms') == 3e-4  # a tie: the first of the grid
+    assert run_dir(plan, 'dmn-pf', 'rooms', 2) == tmp_path / 'dmn-pf-rooms-lr0.0003-s2'
+
+
 def test_results_skip_a_run_another_process_trains(tmp_path, capsys):
+    from contextlib import ExitStack
+
     from dmn_localization.learning.results import ResultsPlan, run_dir, train_all
     from dmn_localization.learning.trainer import run_lock
 
-    plan = ResultsPlan(Path('no-data'), tmp_path, models=('vector-pf',), domains=('rooms',))
-    with run_lock(run_dir(plan, 'vector-pf', 'rooms', 0)):
+    plan = ResultsPlan(Path('no-data'), tmp_path, models=('vector-pf',), domains=('rooms',),
+                       seeds={'vector-pf': (0, 1)})
+    with ExitStack() as stack:
+        for rate in plan.lr_grid:
+            stack.enter_context(run_lock(run_dir(plan, 'vector-pf', 'rooms', 0, rate)))
         train_all(plan)  # would fail on the missing data if it did not skip
-    assert 'skipped' in capsys.readouterr().out
-    assert not (run_dir(plan, 'vector-pf', 'rooms', 0) / 'config.json').exists()
+    said = capsys.readouterr().out
+    assert said.count('skipped') == 2 * len(plan.lr_grid)
+    assert 'vector-pf rooms s1: waits for its learning-rate search' in said
+    assert not list(tmp_path.glob('*/config.json'))
 
 
 def test_results_plan_trains_seed_0_of_everything_first(tmp_path):

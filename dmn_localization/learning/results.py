@@ -2,8 +2,11 @@
 ``dmn_results`` (``make results``): train every model with one budget, evaluate, write RESULTS.md.
 
 Every learned model gets the same training budget (samples), data and validation
-protocol; runs resume, so the command can be interrupted and rerun until done (seed 0 of
-every model first, then the further seeds). ``--no-train`` writes the table of the runs
+protocol, and a learning rate chosen per model and domain by a small search: seed 0 is
+trained at every rate of a grid for a short budget, the rate with the lowest validation
+loss is continued to the full budget, and the further seeds train at that rate. Runs
+resume, so the command can be interrupted and rerun until done (seed 0 of every model
+first, then the further seeds). ``--no-train`` writes the table of the runs
 finished so far. The table has the layout of the paper's Table 1 with the paper's number
 beside ours in every cell, plus rows for variants the paper does not have; learning
 curves show the validation success against samples of every run.
@@ -62,9 +65,12 @@ LABELS = {
     'closest-context': 'Closest context', 'uninformed': 'Uninformed estimate',
 }
 DOMAINS = ('rooms', 'mazes')
-#: Learning rate of every run unless a plan names another: the rate the shipped models'
-#: first stages used (lower rates later help; see the model cards).
-DEFAULT_LR = 3e-4
+#: Learning rates searched for every model and domain (the shipped models' first stages
+#: used 3e-4; lower rates helped later, see the model cards).
+LR_GRID = (1e-3, 3e-4, 1e-4)
+#: Samples of each search run: two validations. A short horizon favours rates that learn
+#: fast early; it is what this machine affords (RESULTS.md says so).
+SEARCH_SAMPLES = 200_000
 #: Training samples of every run: about an hour of one CPU core for PF-DMN or the latent
 #: image map (the issue allows about 2 hours a run); the 26 runs of the plan spread over
 #: several sittings, which is why runs resume.
@@ -84,6 +90,7 @@ class ResultsPlan:
     #: entries: learned models and :data:`VARIANTS`
     models: Sequence[str] = ENTRIES
     seeds: Dict[str, Sequence[int]] = None
+    #: ``'model/domain'`` -> a learning rate fixed by hand (no search for that pair)
     lr: Dict[str, float] = None
     episodes: int = 1000
     domains: Sequence[str] = DOMAINS
@@ -95,28 +102,76 @@ class ResultsPlan:
     model_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     #: every world moved by up to this in training and test (``dmn_train --frame-shift``)
     frame_shift: float = 0.0
+    #: the learning-rate search: rates, and samples of each seed-0 run at each rate
+    lr_grid: Sequence[float] = LR_GRID
+    search_samples: int = SEARCH_SAMPLES
 
     def seeds_of(self, model: str) -> Sequence[int]:
         """Return the training seeds of entry ``model`` (3 for :data:`THREE_SEEDS`, else 1)."""
         default = (0, 1, 2) if model in THREE_SEEDS else (0,)
         return (self.seeds or {}).get(model, default)
 
-    def lr_of(self, model: str, domain: str) -> float:
-        """Return the learning rate of ``model`` on ``domain`` (3e-4 unless the plan says)."""
-        return (self.lr or {}).get(f'{model}/{domain}', DEFAULT_LR)
+    def searched(self, model: str, domain: str) -> bool:
+        """Return whether the rate of ``model`` on ``domain`` comes from a search."""
+        return f'{model}/{domain}' not in (self.lr or {}) and len(self.lr_grid) > 1
 
-    def train_config(self, model: str, domain: str, seed: int) -> TrainConfig:
+    def search_rates(self, model: str, domain: str) -> Sequence[float]:
+        """Return the rates seed 0 of ``model`` on ``domain`` trains at (one without search)."""
+        if self.searched(model, domain):
+            return tuple(self.lr_grid)
+        return ((self.lr or {}).get(f'{model}/{domain}', self.lr_grid[0]),)
+
+    def search_scores(self, model: str, domain: str) -> Dict[float, Optional[float]]:
+        """
+        Return the search's score of every rate of ``model`` on ``domain``.
+
+        The score is the lowest validation loss of seed 0 up to :attr:`search_samples`;
+        None while that run has not got so far.
+        """
+        scores: Dict[float, Optional[float]] = {}
+        for rate in self.search_rates(model, domain):
+            run = run_dir(self, model, domain, 0, rate)
+            curve = learning_curve(run)
+            state = run_state(run)
+            done = (state is not None and (state['samples'] >= self.search_samples
+                                           or bool(state['stopped_early'])))
+            losses = [loss for samples, loss, _ in curve if samples <= self.search_samples]
+            scores[rate] = min(losses) if done and losses else None
+        return scores
+
+    def lr_of(self, model: str, domain: str) -> Optional[float]:
+        """
+        Return the learning rate of ``model`` on ``domain``.
+
+        It is fixed by the plan, or the search's choice (the lowest score; the first of
+        the grid on a tie); None while the search has runs to finish.
+        """
+        if not self.searched(model, domain):
+            return self.search_rates(model, domain)[0]
+        scores = self.search_scores(model, domain)
+        if any(score is None for score in scores.values()):
+            return None
+        return min(scores, key=lambda rate: (scores[rate], list(scores).index(rate)))
+
+    def train_config(self, model: str, domain: str, seed: int, lr: Optional[float] = None,
+                     budget_samples: Optional[int] = None) -> TrainConfig:
         """
         Return the training run of entry ``model`` on ``domain`` with ``seed``.
 
-        A run trained by hand with ``dmn_train`` and the same fields (``--out`` the run
-        directory) is adopted by ``make results``: it resumes, or is done.
+        ``lr`` defaults to :meth:`lr_of` (an error while the search is unfinished),
+        ``budget_samples`` to the plan's budget. A run trained by hand with ``dmn_train``
+        and the same fields (``--out`` the run directory) is adopted by ``make results``:
+        it resumes, or is done.
         """
+        rate = self.lr_of(model, domain) if lr is None else lr
+        if rate is None:
+            raise ValueError(f'the learning-rate search of {model} on {domain} is unfinished')
         name, options = VARIANTS.get(model, (model, {}))
         return TrainConfig(
             name, str(self.data / f'{domain}-train'), str(self.data / f'{domain}-val'),
-            str(run_dir(self, model, domain, seed)), self.budget_samples,
-            lr=self.lr_of(model, domain), val_every_samples=self.val_every_samples,
+            str(run_dir(self, model, domain, seed, rate)),
+            self.budget_samples if budget_samples is None else budget_samples,
+            lr=rate, val_every_samples=self.val_every_samples,
             val_episodes=self.val_episodes, patience=self.patience, seed=seed,
             model_options={**options, **self.model_options.get(model, {})},
             frame_shift=self.frame_shift)
@@ -129,16 +184,17 @@ class ResultsPlan:
                 if i < len(self.seeds_of(model))]
 
 
-def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int) -> Path:
-    """Return the run directory of one training run."""
-    return plan.runs / f'{model}-{domain}-s{seed}'
+def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int,
+            lr: Optional[float] = None) -> Path:
+    """Return the directory of one training run (at the plan's rate unless ``lr``)."""
+    rate = plan.lr_of(model, domain) if lr is None else lr
+    if rate is None:
+        raise ValueError(f'the learning-rate search of {model} on {domain} is unfinished')
+    return plan.runs / f'{model}-{domain}-lr{rate:g}-s{seed}'
 
 
-def _train_one(config: TrainConfig, threads: Optional[int], progress: bool) -> str:
-    """Train one run (in this process with ``threads`` threads if given); say how it ended."""
-    if threads is not None:
-        os.environ['OMP_NUM_THREADS'] = str(threads)  # the trainer then keeps this setting
-        torch.set_num_threads(threads)
+def _train_one(config: TrainConfig, progress: bool) -> str:
+    """Train one run; say how it ended."""
     try:
         state = train(config, progress=progress)
     except RunInUseError as exc:
@@ -147,27 +203,54 @@ def _train_one(config: TrainConfig, threads: Optional[int], progress: bool) -> s
         ', stopped early' if state['stopped_early'] else '')
 
 
+def _train_entry(plan: ResultsPlan, model: str, domain: str, seed: int,
+                 threads: Optional[int], progress: bool) -> List[str]:
+    """
+    Train one run of the schedule after the learning-rate search it needs.
+
+    Runs in this process with ``threads`` threads if given; says how each run ended.
+    """
+    if threads is not None:
+        os.environ['OMP_NUM_THREADS'] = str(threads)  # the trainer then keeps this setting
+        torch.set_num_threads(threads)
+    said = []
+    if plan.lr_of(model, domain) is None:
+        for rate, score in plan.search_scores(model, domain).items():
+            if score is None:  # a finished search run is not called again (its config
+                # would be rewritten with the search budget)
+                said.append(_train_one(plan.train_config(
+                    model, domain, 0, rate, plan.search_samples), progress))
+        if plan.lr_of(model, domain) is None:
+            return said + [f'{model} {domain} s{seed}: waits for its learning-rate search']
+    return said + [_train_one(plan.train_config(model, domain, seed), progress)]
+
+
 def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1) -> None:
     """
     Train (or resume, or skip when finished) every run of the plan, ``jobs`` at a time.
 
-    With several jobs every run gets its share of the cores in a process of its own
-    (one core each on a 2-core machine with ``jobs=2``). A run another process is
-    training in is skipped (its cells stay empty until it has finished).
+    Each scheduled run first completes the learning-rate search of its model and domain
+    (seed 0 at every rate of the grid for ``search_samples``); the winner continues. With
+    several jobs every run gets its share of the cores in a process of its own (one core
+    each on a 2-core machine with ``jobs=2``). A run another process is training in is
+    skipped (its cells stay empty until it has finished), and so is a further seed
+    whose search another process is running.
     """
-    configs = [plan.train_config(*run) for run in plan.schedule()]
     if jobs <= 1:
-        for config in configs:
-            print(f'dmn_results: {_train_one(config, None, progress)}', flush=True)
+        for run in plan.schedule():
+            for said in _train_entry(plan, *run, None, progress):
+                print(f'dmn_results: {said}', flush=True)
         return
     import multiprocessing
     from concurrent.futures import as_completed, ProcessPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
-        pending = [pool.submit(_train_one, config, threads, False) for config in configs]
+        pending = [pool.submit(_train_entry, plan, *run, threads, False)
+                   for run in plan.schedule()]
         for done in as_completed(pending):
-            print(f'dmn_results: {done.result()}', flush=True)
+            for said in done.result():
+                print(f'dmn_results: {said}', flush=True)
 
 
 def run_state(run: Path) -> Optional[Dict[str, Any]]:
@@ -178,6 +261,8 @@ def run_state(run: Path) -> Optional[Dict[str, Any]]:
 
 def finished(plan: ResultsPlan, model: str, domain: str, seed: int) -> bool:
     """Return whether a run has spent its budget or stopped early (its best.pt is final)."""
+    if plan.lr_of(model, domain) is None:
+        return False
     state = run_state(run_dir(plan, model, domain, seed))
     return state is not None and (state['samples'] >= plan.budget_samples
                                   or bool(state['stopped_early']))
@@ -211,6 +296,8 @@ def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
     fig, (loss_ax, success_ax) = plt.subplots(1, 2, figsize=(9.0, 3.6))
     for model in plan.models:
         for seed in plan.seeds_of(model):
+            if plan.lr_of(model, domain) is None:
+                continue  # its search is not finished
             curve = learning_curve(run_dir(plan, model, domain, seed))
             if curve:
                 xs, losses, successes = zip(*curve)
@@ -291,7 +378,7 @@ def _differences(results: Dict) -> List[str]:
         'each other on one footing; a cell compares with the paper only loosely.',
         '- Training: one budget of samples for every model, on CPU cores here, far below '
         "the paper's (it stopped after 100k iterations without a better validation error); "
-        'one learning rate for all (no per-model search yet); our datasets are smaller '
+        'a learning-rate search over a short horizon (below); our datasets are smaller '
         '(above; the paper: 100k Rooms and 960 Mazes environments). The learning curves '
         'show which runs had not reached a plateau.',
         '- The latent map baselines read global coordinates, and in `dmn_dataset` worlds '
@@ -299,6 +386,65 @@ def _differences(results: Dict) -> List[str]:
         'wall: cues the egocentric PF-DMN cannot use (README: "What the baselines know '
         'that DMN does not"). The heading row is DMN given the axes only.',
     ]
+
+
+def _rate(rate: Optional[float]) -> str:
+    return 'searching' if rate is None else f'{rate:g}'
+
+
+def _options(plan: ResultsPlan, model: str) -> Dict[str, Any]:
+    """Return the config fields of entry ``model`` other than their defaults."""
+    return {**VARIANTS.get(model, (model, {}))[1], **plan.model_options.get(model, {})}
+
+
+def _search_section(plan: ResultsPlan) -> List[str]:
+    """Return the learning-rate search's table: every rate's score, the choice in bold."""
+    grid = list(plan.lr_grid)
+    lines = ['## Learning-rate search', '',
+             f'Seed 0 of every model and domain trained at each rate for '
+             f'{plan.search_samples:,} samples; the score is the lowest validation loss '
+             '(tracking, the training objective) up to then, and the lowest score is '
+             'chosen (bold) for every seed and the full budget. A horizon this short '
+             'favours rates that learn fast early; it is the search this machine affords. '
+             'A dash: not trained that far yet.', '',
+             '| model | domain | ' + ' | '.join(f'lr {r:g}' for r in grid) + ' | chosen |',
+             '| --- | --- | ' + ' | '.join('---' for _ in grid) + ' | --- |']
+    for domain in plan.domains:
+        for model in plan.models:
+            scores = plan.search_scores(model, domain)
+            chosen = plan.lr_of(model, domain)
+            cells = []
+            for rate in grid:
+                score = scores.get(rate)
+                cell = '–' if score is None else f'{score:.4f}'
+                cells.append(f'**{cell}**' if rate == chosen and score is not None else cell)
+            fixed = '' if plan.searched(model, domain) else ' (fixed by the plan)'
+            lines.append(f'| {model} | {domain} | ' + ' | '.join(cells)
+                         + f' | {_rate(chosen)}{fixed} |')
+    return lines
+
+
+def _run_row(plan: ResultsPlan, model: str, domain: str, seed: int, rate: Optional[float],
+             chosen: Optional[float]) -> str:
+    """Return one row of the runs table (``rate`` None: a seed waiting for the search)."""
+    head = f'| {model} {domain} s{seed} | {_rate(rate)} |'
+    if rate is None:
+        return head + ' 0 | – | – | waits for the search |'
+    run = run_dir(plan, model, domain, seed, rate)
+    state = run_state(run)
+    if state is None:
+        return head + ' 0 | – | – | ' + ('no checkpoint yet' if run.exists() else
+                                         'not begun') + ' |'
+    budget = plan.budget_samples if rate == chosen or not plan.searched(model, domain) \
+        else plan.search_samples
+    if state['stopped_early']:
+        how = 'stopped early'
+    elif state['samples'] < budget:
+        how = 'in progress' if rate == chosen or chosen is None else 'in progress (search)'
+    else:
+        how = 'finished' if budget == plan.budget_samples else 'search done'
+    return (head + f' {state["samples"]:,} | {state["best_val_loss"]:.4f} | '
+            f'{state["elapsed_s"] / 3600:.2f} h | {how} |')
 
 
 def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
@@ -328,11 +474,11 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               '(single-step tracking episodes, Nc=4, K=32, Adam, batch 16), validation every '
               f'{plan.val_every_samples:,} samples, early stop after {plan.patience} '
               'validations without a lower loss, best checkpoint evaluated.',
-              '- Learning rates: ' + ', '.join(
-                  f'{m} {plan.lr_of(m, d):g} ({d})' for d in plan.domains for m in plan.models),
+              '- Learning rates: chosen per model and domain by the search below; '
+              + ', '.join(f'{m} {_rate(plan.lr_of(m, d))} ({d})'
+                          for d in plan.domains for m in plan.models),
               '- Model options: ' + (', '.join(
-                  f'{m} {o}' for m in plan.models
-                  for o in [plan.train_config(m, plan.domains[0], 0).model_options] if o)
+                  f'{m} {o}' for m in plan.models for o in [_options(plan, m)] if o)
                   or 'none (every model at its default config)'),
               '- Seeds: ' + ', '.join(f'{m} {list(plan.seeds_of(m))}' for m in plan.models),
               f'- Evaluation: {plan.episodes} episodes per cell on held-out test environments, '
@@ -352,22 +498,16 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
             d = Dataset(plan.data / f'{domain}-{split}')
             lines.append(f'- {domain} {split}: {len(d)} environments x {d.views_per_env} views')
     lines += ['', "## Why ours differ from the paper's", '', *_differences(results),
-              '', '## Training runs', '',
-              '| run | samples | best validation loss | wall time | state |',
-              '| --- | --- | --- | --- | --- |']
+              '', *_search_section(plan), '', '## Training runs', '',
+              'Seed 0 of every model and domain is trained at every rate of the search; the '
+              'chosen one continues to the full budget.', '',
+              '| run | learning rate | samples | best validation loss | wall time | state |',
+              '| --- | --- | --- | --- | --- | --- |']
     for model, domain, seed in plan.schedule():
-        state = run_state(run_dir(plan, model, domain, seed))
-        if state is None:
-            begun = run_dir(plan, model, domain, seed).exists()
-            lines.append(f'| {model} {domain} s{seed} | 0 | – | – | '
-                         + ('no checkpoint yet' if begun else 'not begun') + ' |')
-            continue
-        done = finished(plan, model, domain, seed)
-        lines.append(
-            f'| {model} {domain} s{seed} | {state["samples"]:,} | '
-            f'{state["best_val_loss"]:.4f} | {state["elapsed_s"] / 3600:.2f} h | '
-            + ('stopped early' if state['stopped_early'] else 'finished' if done
-               else 'in progress') + ' |')
+        chosen = plan.lr_of(model, domain)
+        rates = plan.search_rates(model, domain) if seed == 0 else (chosen,)
+        for rate in rates:
+            lines.append(_run_row(plan, model, domain, seed, rate, chosen))
     lines += ['', '## Learning curves', '']
     for domain in plan.domains:
         path = plot_learning_curves(plan, domain, figures / f'learning-curves-{domain}.png')
@@ -399,15 +539,30 @@ def main(argv: Optional[List[str]] = None) -> int:
                    'the cores (2 on a 2-core machine: one core each)')
     p.add_argument('--no-train', action='store_true',
                    help='train nothing: the table of the runs finished so far')
+    p.add_argument('--lr-grid', type=float, nargs='+', default=list(LR_GRID), metavar='LR',
+                   help='learning rates searched for every model and domain (one rate: no '
+                   'search)')
+    p.add_argument('--search-samples', type=int, default=SEARCH_SAMPLES,
+                   help='samples of each search run (a multiple of --val-every-samples)')
     p.add_argument('--out', type=Path, default=Path('RESULTS.md'))
     a = p.parse_args(argv)
+    if a.jobs < 1:
+        p.error(f'--jobs must be at least 1, got {a.jobs}')
+    if min(a.lr_grid) <= 0 or len(set(a.lr_grid)) != len(a.lr_grid):
+        p.error(f'--lr-grid needs distinct positive rates, got {a.lr_grid}')
+    if not 0 < a.search_samples <= a.budget_samples or \
+            a.search_samples % a.val_every_samples:
+        # a search run ends with a validation; off the validation interval the chosen
+        # run would not continue as an uninterrupted run
+        p.error(f'--search-samples must be a multiple of --val-every-samples '
+                f'({a.val_every_samples}) and at most --budget-samples, '
+                f'got {a.search_samples}')
     plan = ResultsPlan(a.data, a.runs, a.budget_samples, a.models,
                        {m: (0,) for m in a.models} if a.one_seed else None, None, a.episodes,
                        a.domains, a.val_every_samples, a.val_episodes,
-                       frame_shift=a.frame_shift)
+                       frame_shift=a.frame_shift, lr_grid=tuple(a.lr_grid),
+                       search_samples=a.search_samples)
     start = time.monotonic()
-    if a.jobs < 1:
-        p.error(f'--jobs must be at least 1, got {a.jobs}')
     if not a.no_train:
         train_all(plan, jobs=a.jobs)
     results = evaluate_all(plan)
