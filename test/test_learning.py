@@ -122,6 +122,8 @@ def test_metrics_on_hand_made_cases():
     assert near['success'].all()
     mixed = summarize(np.array([0.0, 0.25, 0.1, 0.5]), 'mse')
     assert mixed['success'] == 0.5 and mixed['value'] == pytest.approx(0.2125)
+    assert mixed['success_strict'] == 0.25  # x-y distance under 0.2: only the 0.0
+    assert summarize(np.array([0.039, 0.041]), 'success')['success_strict'] == 0.5
 
 
 def test_evaluate_cli_with_reference_methods(tiny, tmp_path, capsys):
@@ -186,6 +188,14 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     why = text[text.index("## Why ours differ from the paper's"):]
     assert 'Rooms: uninformed ' in why and '(paper 1.7%)' in why  # measured beside paper
     assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
+    # the stricter reading (x-y distance under 0.2): a second table, never above the first
+    closest = [float(line.split('|')[3].split('%')[0]) for line in text.splitlines()
+               if line.startswith('| Closest context |')]
+    assert len(closest) == 2 and closest[1] <= closest[0]
+    saved = json.loads((tmp_path / 'RESULTS.json').read_text())['rooms']
+    assert set(saved) == {'sequential-global', 'one-step-global', 'sequential-global/strict',
+                          'one-step-global/strict'}
+    assert 'At the stricter reading (x-y distance below 0.2, the second table)' in why
     # the search: seed 0 at both rates for 16 samples; the lower validation loss goes on
     for model in ('dmn-pf', 'vector-regression'):
         score = {}

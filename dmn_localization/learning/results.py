@@ -65,6 +65,8 @@ LABELS = {
     'closest-context': 'Closest context', 'uninformed': 'Uninformed estimate',
 }
 DOMAINS = ('rooms', 'mazes')
+#: Suffix of a protocol's results at the stricter success reading (x-y distance < 0.2)
+STRICT = '/strict'
 #: Learning rates searched for every model and domain (the shipped models' first stages
 #: used 3e-4; lower rates helped later, see the model cards).
 LR_GRID = (1e-3, 3e-4, 1e-4)
@@ -321,6 +323,9 @@ def evaluate_all(plan: ResultsPlan) -> Dict[str, Dict[str, Dict[str, List[float]
     """
     Return ``{domain: {protocol: {entry: [success per seed]}}}`` on the test sets.
 
+    Each protocol also appears with the suffix :data:`STRICT`: the success at the
+    stricter reading (x-y distance below 0.2).
+
     Only finished runs are evaluated (all of them after :func:`train_all`).
     """
     out: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
@@ -343,8 +348,9 @@ def evaluate_all(plan: ResultsPlan) -> Dict[str, Dict[str, Dict[str, List[float]
                                frame_shift=plan.frame_shift)
             for protocol, per_model in results.items():
                 for model, summary in per_model.items():
-                    out[domain].setdefault(protocol, {}).setdefault(model, []).append(
-                        summary['success'])
+                    for key, value in ((protocol, summary['success']),
+                                       (protocol + STRICT, summary['success_strict'])):
+                        out[domain].setdefault(key, {}).setdefault(model, []).append(value)
     return out
 
 
@@ -358,24 +364,37 @@ def _cell(values: Sequence[float], paper: Optional[float]) -> str:
     return f'{mean:.1%}{spread}{seeds} {theirs}'
 
 
+def _floors(results: Dict, suffix: str, paper: bool) -> str:
+    """Return the non-learned baselines' sequential success of both domains, as text."""
+    parts = []
+    for column, domain in enumerate(DOMAINS):
+        got = results.get(domain, {}).get('sequential-global' + suffix, {})
+        if 'uninformed' in got and 'closest-context' in got:
+            said = [f'{label} {got[model][0]:.1%}' + (
+                f' (paper {PAPER_TABLE1[model][column]:.1%})' if paper else '')
+                for model, label in (('uninformed', 'uninformed'),
+                                     ('closest-context', 'closest context'))]
+            parts.append(f'{domain.capitalize()}: ' + ', '.join(said))
+    return '; '.join(parts) or 'not evaluated yet'
+
+
 def _differences(results: Dict) -> List[str]:
     """Return the paragraphs that say why our numbers differ from the paper's."""
-    floor = []
-    for domain in DOMAINS:
-        got = results.get(domain, {}).get('sequential-global', {})
-        if 'uninformed' in got and 'closest-context' in got:
-            column = DOMAINS.index(domain)
-            floor.append(f'{domain.capitalize()}: uninformed {got["uninformed"][0]:.1%} '
-                         f'(paper {PAPER_TABLE1["uninformed"][column]:.1%}), closest context '
-                         f'{got["closest-context"][0]:.1%} (paper '
-                         f'{PAPER_TABLE1["closest-context"][column]:.1%})')
     return [
         '- The non-learned baselines score higher here than in the paper under the same '
-        'stated criterion (' + ('; '.join(floor) or 'not evaluated yet') + '), so in our '
-        'worlds the success radius (squared x-y error 0.2, about 0.45 of the normalized '
-        'half-width) covers more of the space the poses are drawn from than in the '
-        "paper's data, whose pose distribution its text does not give. Rows compare with "
-        'each other on one footing; a cell compares with the paper only loosely.',
+        f'stated criterion ({_floors(results, "", True)}): in our worlds the success '
+        'radius (squared x-y error 0.2, about 0.45 of the normalized half-width) covers '
+        "more of the space the poses are drawn from than in the paper's data. At the "
+        'stricter reading (x-y distance below 0.2, the second table) they score '
+        f'{_floors(results, STRICT, False)}. On our data (the numbers above) the Rooms '
+        "floors at the stricter reading are close to the paper's Rooms floors, while on "
+        "Mazes the paper's closest context is close to ours at the stated reading and its "
+        "uninformed estimate lies between our two readings: the paper's Rooms poses "
+        'probably spread about 2.2 (the square root of 5) times wider relative to the '
+        'threshold than ours, e.g. coordinates not scaled to -1..1 as its text says; its '
+        'text does not settle it. '
+        'Rows compare with each other on one footing; a cell compares with the paper only '
+        'loosely.',
         '- Training: one budget of samples for every model, on CPU cores here, far below '
         "the paper's (it stopped after 100k iterations without a better validation error); "
         'a learning-rate search over a short horizon (below); our datasets are smaller '
@@ -386,6 +405,22 @@ def _differences(results: Dict) -> List[str]:
         'wall: cues the egocentric PF-DMN cannot use (README: "What the baselines know '
         'that DMN does not"). The heading row is DMN given the axes only.',
     ]
+
+
+def _table_rows(plan: ResultsPlan, results: Dict, suffix: str) -> List[str]:
+    """Return the rows of the Table 1 layout for the protocols with ``suffix``."""
+    rows = []
+    for model in list(plan.models) + list(NON_LEARNED_MODELS):
+        paper = PAPER_TABLE1.get(model, (None,) * 4)
+        cells = []
+        for (domain, protocol), p in zip(
+                [('rooms', 'sequential-global'), ('mazes', 'sequential-global'),
+                 ('rooms', 'one-step-global'), ('mazes', 'one-step-global')], paper):
+            values = results.get(domain, {}).get(protocol + suffix, {}).get(model, [])
+            cells.append(_cell(values, p))
+        map_name, _, algorithm = LABELS[model].partition(', ')
+        rows.append(f'| {map_name} | {algorithm or "–"} | ' + ' | '.join(cells) + ' |')
+    return rows
 
 
 def _rate(rate: Optional[float]) -> str:
@@ -459,16 +494,16 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
              '(see the runs below).', '',
              '| map | algorithm | Rooms sequential | Mazes sequential | Rooms one-step | '
              'Mazes one-step |', '| --- | --- | --- | --- | --- | --- |']
-    for model in list(plan.models) + list(NON_LEARNED_MODELS):
-        paper = PAPER_TABLE1.get(model, (None,) * 4)
-        cells = []
-        for (domain, protocol), p in zip(
-                [('rooms', 'sequential-global'), ('mazes', 'sequential-global'),
-                 ('rooms', 'one-step-global'), ('mazes', 'one-step-global')], paper):
-            values = results.get(domain, {}).get(protocol, {}).get(model, [])
-            cells.append(_cell(values, p))
-        map_name, _, algorithm = LABELS[model].partition(', ')
-        lines.append(f'| {map_name} | {algorithm or "–"} | ' + ' | '.join(cells) + ' |')
+    lines += _table_rows(plan, results, '')
+    lines += ['', '### The same runs at a stricter reading: x-y distance below 0.2', '',
+              'Success when the squared x-y error is below 0.04 instead of 0.2, with the '
+              "paper's numbers again beside ours: under this reading our Rooms floors "
+              "(uninformed, closest context) are near the paper's (see below), so it may be "
+              "the closer comparison for the paper's Rooms column. The issue's bar is judged "
+              'in the table above.', '',
+              '| map | algorithm | Rooms sequential | Mazes sequential | Rooms one-step | '
+              'Mazes one-step |', '| --- | --- | --- | --- | --- | --- |']
+    lines += _table_rows(plan, results, STRICT)
     lines += ['', '## Protocol and budget', '',
               f'- Training budget: {plan.budget_samples:,} samples for every learned model '
               '(single-step tracking episodes, Nc=4, K=32, Adam, batch 16), validation every '
