@@ -272,10 +272,11 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
 
 
 def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_path):
-    from dmn_localization.learning.results import ResultsPlan, run_dir
+    from dmn_localization.learning.results import plan_samples, ResultsPlan, run_dir
 
-    plan = ResultsPlan(Path('data'), tmp_path, lr_grid=(1e-3, 3e-4, 1e-4),
-                       search_samples=200_000)
+    plan = ResultsPlan(Path('data'), tmp_path, 1_000_000, models=('dmn-pf',),
+                       seeds={'dmn-pf': (0, 1)}, domains=('rooms',),
+                       lr_grid=(1e-3, 3e-4, 1e-4), search_samples=200_000)
 
     def fake_run(rate, losses, samples):
         run = run_dir(plan, 'dmn-pf', 'rooms', 0, rate)
@@ -292,10 +293,14 @@ def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_pa
     fake_run(1e-4, [0.29], 100_000)
     assert plan.search_scores('dmn-pf', 'rooms') == {1e-3: 0.25, 3e-4: 0.24, 1e-4: None}
     assert plan.lr_of('dmn-pf', 'rooms') is None  # 1e-4 has not got to 200k
+    # planned: 3 rates x 200k, the chosen rate's other 800k, and seed 1's 1M
+    assert plan_samples(plan) == (200_000 + 200_000 + 100_000, 2_400_000)
     fake_run(1e-4, [0.29, 0.23], 200_000)
     assert plan.lr_of('dmn-pf', 'rooms') == 1e-4
+    assert plan_samples(plan)[0] == 600_000
     fake_run(1e-4, [0.29, 0.24], 200_000)
     assert plan.lr_of('dmn-pf', 'rooms') == 3e-4  # a tie: the first of the grid
+    assert plan_samples(plan)[0] == 700_000  # its 300k: 100k past the search
     assert run_dir(plan, 'dmn-pf', 'rooms', 2) == tmp_path / 'dmn-pf-rooms-lr0.0003-s2'
 
 

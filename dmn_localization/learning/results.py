@@ -227,7 +227,8 @@ def _train_entry(plan: ResultsPlan, model: str, domain: str, seed: int,
     return said + [_train_one(plan.train_config(model, domain, seed), progress)]
 
 
-def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1) -> None:
+def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1,
+              poll_s: float = 60.0) -> None:
     """
     Train (or resume, or skip when finished) every run of the plan, ``jobs`` at a time.
 
@@ -236,7 +237,8 @@ def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1) -> None:
     several jobs every run gets its share of the cores in a process of its own (one core
     each on a 2-core machine with ``jobs=2``). A run another process is training in is
     skipped (its cells stay empty until it has finished), and so is a further seed
-    whose search another process is running.
+    whose search another process is running. With several jobs one progress bar counts
+    the plan's samples (:func:`plan_samples`, polled every ``poll_s`` seconds).
     """
     if jobs <= 1:
         for run in plan.schedule():
@@ -244,15 +246,62 @@ def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1) -> None:
                 print(f'dmn_results: {said}', flush=True)
         return
     import multiprocessing
-    from concurrent.futures import as_completed, ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tqdm import tqdm
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
-        pending = [pool.submit(_train_entry, plan, *run, threads, False)
-                   for run in plan.schedule()]
-        for done in as_completed(pending):
-            for said in done.result():
-                print(f'dmn_results: {said}', flush=True)
+    trained, planned = plan_samples(plan)
+    # the runs train without bars of their own: one bar over the plan, from their logs
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn')) as pool, \
+            tqdm(total=planned, initial=trained, unit='sample', desc='dmn_results',
+                 disable=not progress, smoothing=0.05) as bar:
+        pending = {pool.submit(_train_entry, plan, *run, threads, False)
+                   for run in plan.schedule()}
+        while pending:
+            done, pending = wait(pending, timeout=poll_s, return_when=FIRST_COMPLETED)
+            for future in done:
+                for said in future.result():
+                    bar.write(f'dmn_results: {said}')
+            bar.update(plan_samples(plan)[0] - bar.n)
+
+
+def _logged_samples(run: Path) -> int:
+    """Return the samples of a run's last log row (0 without one): cheap to poll."""
+    path = run / 'log.csv'
+    if not path.exists():
+        return 0
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    return int(rows[-1]['samples']) if rows else 0
+
+
+def plan_samples(plan: ResultsPlan) -> Tuple[int, int]:
+    """
+    Return the samples trained and planned over every run of the plan, search included.
+
+    Read from the runs' logs (a run stopped early never reaches its planned samples).
+    Seed 0 of a searched model trains ``search_samples`` at every rate, and the chosen
+    run the rest of the budget; every other run the budget.
+    """
+    trained = planned = 0
+    for model, domain, seed in plan.schedule():
+        chosen = plan.lr_of(model, domain)
+        if seed == 0 and plan.searched(model, domain):
+            rates = plan.search_rates(model, domain)
+            planned += len(rates) * plan.search_samples + plan.budget_samples \
+                - plan.search_samples
+            trained += sum(min(_logged_samples(run_dir(plan, model, domain, 0, rate)),
+                               plan.search_samples) for rate in rates)
+            if chosen is not None:
+                trained += max(0, min(_logged_samples(run_dir(plan, model, domain, 0)),
+                                      plan.budget_samples) - plan.search_samples)
+            continue
+        planned += plan.budget_samples
+        if chosen is not None:
+            trained += min(_logged_samples(run_dir(plan, model, domain, seed)),
+                           plan.budget_samples)
+    return trained, planned
 
 
 def run_state(run: Path) -> Optional[Dict[str, Any]]:
