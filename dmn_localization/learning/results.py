@@ -345,22 +345,30 @@ def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (loss_ax, success_ax) = plt.subplots(1, 2, figsize=(9.0, 3.6))
-    for model in plan.models:
-        for seed in plan.seeds_of(model):
-            if plan.lr_of(model, domain) is None:
-                continue  # its search is not finished
-            curve = learning_curve(run_dir(plan, model, domain, seed))
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for index, model in enumerate(plan.models):
+        color = colors[index % len(colors)]
+        chosen = plan.lr_of(model, domain)
+        runs = [(rate, 0, ':', None) for rate in plan.search_rates(model, domain)
+                if rate != chosen]  # the search's other rates, dotted, not in the legend
+        if chosen is not None:
+            runs += [(chosen, seed, '-', f'{model} s{seed} lr {chosen:g}')
+                     for seed in plan.seeds_of(model)]
+        for rate, seed, style, label in runs:
+            curve = learning_curve(run_dir(plan, model, domain, seed, rate))
             if curve:
                 xs, losses, successes = zip(*curve)
-                line, = loss_ax.plot(xs, losses, label=f'{model} s{seed}', alpha=0.8)
-                success_ax.plot(xs, successes, color=line.get_color(), alpha=0.8)
+                for ax, ys in ((loss_ax, losses), (success_ax, successes)):
+                    ax.plot(xs, ys, style, color=color, alpha=0.8, label=label,
+                            linewidth=1.5 if label else 1.0)
     loss_ax.set_ylabel('validation loss (tracking)')
     success_ax.set_ylabel('validation one-step global success')
     for ax in (loss_ax, success_ax):
         ax.set_xlabel('training samples')
         ax.grid(alpha=0.3)
-    fig.suptitle(f'{domain}: learning curves', fontsize=9)
-    if loss_ax.lines:
+    fig.suptitle(f'{domain}: learning curves (dotted: rates the search did not choose, or '
+                 'all rates while it runs)', fontsize=9)
+    if any(line.get_label()[0] != '_' for line in loss_ax.lines):
         loss_ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
