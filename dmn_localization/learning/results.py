@@ -285,8 +285,11 @@ def plan_samples(plan: ResultsPlan) -> Tuple[int, int]:
     run the rest of the budget; every other run the budget.
     """
     trained = planned = 0
+    rates_of: Dict[Tuple[str, str], Optional[float]] = {}  # lr_of reads every search run
     for model, domain, seed in plan.schedule():
-        chosen = plan.lr_of(model, domain)
+        if (model, domain) not in rates_of:
+            rates_of[model, domain] = plan.lr_of(model, domain)
+        chosen = rates_of[model, domain]
         if seed == 0 and plan.searched(model, domain):
             rates = plan.search_rates(model, domain)
             planned += len(rates) * plan.search_samples + plan.budget_samples \
@@ -294,12 +297,12 @@ def plan_samples(plan: ResultsPlan) -> Tuple[int, int]:
             trained += sum(min(_logged_samples(run_dir(plan, model, domain, 0, rate)),
                                plan.search_samples) for rate in rates)
             if chosen is not None:
-                trained += max(0, min(_logged_samples(run_dir(plan, model, domain, 0)),
+                trained += max(0, min(_logged_samples(run_dir(plan, model, domain, 0, chosen)),
                                       plan.budget_samples) - plan.search_samples)
             continue
         planned += plan.budget_samples
         if chosen is not None:
-            trained += min(_logged_samples(run_dir(plan, model, domain, seed)),
+            trained += min(_logged_samples(run_dir(plan, model, domain, seed, chosen)),
                            plan.budget_samples)
     return trained, planned
 
