@@ -155,6 +155,13 @@ class ResultsPlan:
             return None
         return min(scores, key=lambda rate: (scores[rate], list(scores).index(rate)))
 
+    def rate(self, model: str, domain: str, lr: Optional[float] = None) -> float:
+        """Return ``lr``, else :meth:`lr_of`; an error while the search is unfinished."""
+        rate = self.lr_of(model, domain) if lr is None else lr
+        if rate is None:
+            raise ValueError(f'the learning-rate search of {model} on {domain} is unfinished')
+        return rate
+
     def train_config(self, model: str, domain: str, seed: int, lr: Optional[float] = None,
                      budget_samples: Optional[int] = None) -> TrainConfig:
         """
@@ -165,9 +172,7 @@ class ResultsPlan:
         and the same fields (``--out`` the run directory) is adopted by ``make results``:
         it resumes, or is done.
         """
-        rate = self.lr_of(model, domain) if lr is None else lr
-        if rate is None:
-            raise ValueError(f'the learning-rate search of {model} on {domain} is unfinished')
+        rate = self.rate(model, domain, lr)
         name, options = VARIANTS.get(model, (model, {}))
         return TrainConfig(
             name, str(self.data / f'{domain}-train'), str(self.data / f'{domain}-val'),
@@ -189,10 +194,7 @@ class ResultsPlan:
 def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int,
             lr: Optional[float] = None) -> Path:
     """Return the directory of one training run (at the plan's rate unless ``lr``)."""
-    rate = plan.lr_of(model, domain) if lr is None else lr
-    if rate is None:
-        raise ValueError(f'the learning-rate search of {model} on {domain} is unfinished')
-    return plan.runs / f'{model}-{domain}-lr{rate:g}-s{seed}'
+    return plan.runs / f'{model}-{domain}-lr{plan.rate(model, domain, lr):g}-s{seed}'
 
 
 def _train_one(config: TrainConfig, progress: bool) -> str:
