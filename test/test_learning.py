@@ -86,6 +86,22 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny, tmp_path):
     assert losses_a == losses_b
 
 
+def test_resume_drops_only_log_rows_past_the_checkpoint(tiny, tmp_path):
+    out = tmp_path / 'run'
+    assert train_main(train_args(tiny, out, 320)) == 0
+    log_path = out / 'log.csv'
+    before = log_path.read_bytes()
+    written = log_path.stat().st_mtime_ns
+    assert train_main(train_args(tiny, out, 320)) == 0  # finished: nothing to redo
+    assert log_path.stat().st_mtime_ns == written  # not rewritten
+    # a kill after a log row but before the next checkpoint leaves rows past it
+    with open(log_path, 'a', newline='') as f:
+        f.write('999,9999,1.0,0.5,,\n')
+    assert train_main(train_args(tiny, out, 320)) == 0
+    assert log_path.read_bytes() == before  # replaced whole, by a file beside it
+    assert not log_path.with_name('log.csv.tmp').exists()
+
+
 def test_a_run_of_another_configuration_is_refused(tiny, tmp_path, capsys):
     out = tmp_path / 'run'
     assert train_main(train_args(tiny, out, 80)) == 0

@@ -228,15 +228,26 @@ def _save_state(path: Path, state: Dict[str, Any]) -> None:
 
 
 def _truncate_log(path: Path, samples: int) -> None:
-    """Keep the log rows written up to ``samples`` (a resumed run rewrites the rest)."""
+    """
+    Keep the log rows written up to ``samples`` (a resumed run rewrites the rest).
+
+    The file is replaced whole, and only when it has rows to drop: a kill never leaves
+    it half written, and readers (``make results``' progress bar) never see it shrink
+    for a run that had nothing to redo.
+    """
     if not path.exists():
         return
     with open(path, newline='') as f:
-        rows = [r for r in csv.DictReader(f) if int(r['samples']) <= samples]
-    with open(path, 'w', newline='') as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if int(r['samples']) <= samples]
+    if len(kept) == len(rows):
+        return
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(kept)
+    tmp.replace(path)
 
 
 def _load_initial_weights(model: nn.Module, path: str) -> Dict[str, Any]:
