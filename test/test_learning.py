@@ -226,7 +226,7 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
         assert f'| {model} rooms s0 | {float(other):g} | 16 |' in text and 'search done' in text
     # the chosen run went on as if it had been one run: the same log as an uninterrupted one
     import dataclasses
-    from dmn_localization.learning.results import ResultsPlan
+    from dmn_localization.learning.results_plan import ResultsPlan
     from dmn_localization.learning.trainer import train
 
     plan = ResultsPlan(data, runs, 32, val_every_samples=16, val_episodes=8,
@@ -261,7 +261,7 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
 
 
 def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
-    from dmn_localization.learning.results import ResultsPlan
+    from dmn_localization.learning.results_plan import ResultsPlan
     from dmn_localization.learning.train_cli import build_parser, config_from_args
 
     plan = ResultsPlan(Path('data'), tmp_path, 4_200_000, lr={'dmn-pf/rooms': 3e-4},
@@ -288,7 +288,8 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
 
 
 def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_path):
-    from dmn_localization.learning.results import plan_samples, ResultsPlan, run_dir
+    from dmn_localization.learning.results import plan_samples
+    from dmn_localization.learning.results_plan import ResultsPlan, run_dir
 
     plan = ResultsPlan(Path('data'), tmp_path, 1_000_000, models=('dmn-pf',),
                        seeds={'dmn-pf': (0, 1)}, domains=('rooms',),
@@ -323,7 +324,8 @@ def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_pa
 def test_results_skip_a_run_another_process_trains(tmp_path, capsys):
     from contextlib import ExitStack
 
-    from dmn_localization.learning.results import ResultsPlan, run_dir, train_all
+    from dmn_localization.learning.results import train_all
+    from dmn_localization.learning.results_plan import ResultsPlan, run_dir
     from dmn_localization.learning.trainer import run_lock
 
     plan = ResultsPlan(Path('no-data'), tmp_path, models=('vector-pf',), domains=('rooms',),
@@ -339,7 +341,7 @@ def test_results_skip_a_run_another_process_trains(tmp_path, capsys):
 
 
 def test_results_plan_trains_seed_0_of_everything_first(tmp_path):
-    from dmn_localization.learning.results import ResultsPlan
+    from dmn_localization.learning.results_plan import ResultsPlan
 
     plan = ResultsPlan(Path('data'), tmp_path, models=('dmn-pf', 'vector-pf'))
     assert plan.schedule() == [
