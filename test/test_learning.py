@@ -183,7 +183,7 @@ def test_evaluate_cli_with_a_trained_checkpoint_and_plots(tiny, tmp_path, capsys
                           '--likelihood-scale', '0']) == 2
 
 
-def test_results_pipeline_writes_the_table(tiny, tmp_path):
+def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     from dmn_localization.learning.results import main as results_main
 
     data = tmp_path / 'data'
@@ -242,6 +242,13 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path):
     logs = {p: p.read_bytes() for p in runs.glob('*/log.csv')}
     assert results_main(args) == 0
     assert {p: p.read_bytes() for p in runs.glob('*/log.csv')} == logs and len(logs) == 4
+    # --status prints how far the plan is and writes nothing
+    capsys.readouterr()
+    written = out.stat().st_mtime_ns
+    assert results_main(args + ['--status']) == 0
+    said = capsys.readouterr().out
+    assert 'Trained 96 of 96 planned samples (100%); nothing left to train' in said
+    assert out.stat().st_mtime_ns == written
     # --no-train: a table of the finished runs; a variant not begun gets dashes
     more = args[:args.index('--models')] + ['--models', 'dmn-pf', 'vector-regression',
                                             'dmn-pf-heading'] + args[args.index('--domains'):]
@@ -288,7 +295,7 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
 
 
 def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_path):
-    from dmn_localization.learning.results import plan_samples
+    from dmn_localization.learning.results import plan_samples, status
     from dmn_localization.learning.results_plan import ResultsPlan, run_dir
 
     plan = ResultsPlan(Path('data'), tmp_path, 1_000_000, models=('dmn-pf',),
@@ -302,8 +309,9 @@ def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_pa
             f.write('step,samples,elapsed_s,train_loss,val_loss,val_global_success\n')
             for i, loss in enumerate(losses, 1):
                 f.write(f'{i},{i * 100_000},1.0,,{loss},0.5\n')
-        torch.save({'counters': {'samples': samples, 'stopped_early': False}},
-                   run / 'last.pt')
+        torch.save({'counters': {'samples': samples, 'stopped_early': False,
+                                 'elapsed_s': samples / 100, 'best_val_loss': min(losses)}},
+                   run / 'last.pt')  # 100 samples/s
 
     fake_run(1e-3, [0.30, 0.25], 200_000)
     fake_run(3e-4, [0.28, 0.24, 0.10], 300_000)  # past the horizon: 0.10 does not count
@@ -318,6 +326,12 @@ def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_pa
     fake_run(1e-4, [0.29, 0.24], 200_000)
     assert plan.lr_of('dmn-pf', 'rooms') == 3e-4  # a tie: the first of the grid
     assert plan_samples(plan)[0] == 700_000  # its 300k: 100k past the search
+    # --status: the runs as they stand, and the time left at the runs' own rate
+    said = status(plan)
+    assert '| dmn-pf rooms s0 | 0.0003 | 300,000 | 0.1000 | 0.83 h | in progress |' in said
+    assert '| dmn-pf rooms s0 | 0.001 | 200,000 | 0.2500 | 0.56 h | search done |' in said
+    assert '| dmn-pf rooms s1 | 0.0003 | 0 | – | – | not begun |' in said
+    assert 'Trained 700,000 of 2,400,000 planned samples (29%); about 4.7 hours' in said
     assert run_dir(plan, 'dmn-pf', 'rooms', 2) == tmp_path / 'dmn-pf-rooms-lr0.0003-s2'
 
 

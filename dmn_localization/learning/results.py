@@ -30,8 +30,8 @@ from dmn_localization.data.dataset import Dataset
 from dmn_localization.learning.evaluation import evaluate
 from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENTRIES,
                                                     finished, LR_GRID, ResultsPlan, run_dir,
-                                                    SEARCH_SAMPLES, STRICT)
-from dmn_localization.learning.results_report import write_results
+                                                    run_state, SEARCH_SAMPLES, STRICT)
+from dmn_localization.learning.results_report import progress_lines, write_results
 from dmn_localization.learning.trainer import RunInUseError, train, TrainConfig
 import torch
 
@@ -148,6 +148,40 @@ def plan_samples(plan: ResultsPlan) -> Tuple[int, int]:
     return trained, planned
 
 
+def plan_runs(plan: ResultsPlan) -> List[Path]:
+    """Return the directory of every run of the plan whose rate is known, search runs included."""
+    runs = []
+    for model, domain, seed in plan.schedule():
+        chosen = plan.lr_of(model, domain)
+        rates = plan.search_rates(model, domain) if seed == 0 else (chosen,)
+        runs += [run_dir(plan, model, domain, seed, rate) for rate in rates if rate is not None]
+    return runs
+
+
+def status(plan: ResultsPlan) -> str:
+    """
+    Return how far the plan has got: the search and runs tables, samples, time left.
+
+    The time left is the samples still to train over the throughput the plan's runs had
+    so far (their samples over their wall time, validation included), in hours of one
+    run's process: with ``--jobs N`` on N cores, divide by N.
+    """
+    trained, planned = plan_samples(plan)
+    states = [state for state in map(run_state, plan_runs(plan)) if state is not None]
+    seconds = sum(state['elapsed_s'] for state in states)
+    throughput = sum(state['samples'] for state in states) / seconds if seconds else 0.0
+    if trained >= planned:
+        left = 'nothing left to train'
+    elif throughput:
+        left = (f'about {(planned - trained) / throughput / 3600:.1f} hours of one '
+                f"run's process at {throughput:.0f} samples/s (the runs' own rate so far)")
+    else:
+        left = 'no run has trained yet'
+    return '\n'.join([*progress_lines(plan), '',
+                      f'Trained {trained:,} of {planned:,} planned samples '
+                      f'({trained / planned:.0%}); {left}.'])
+
+
 def evaluate_all(plan: ResultsPlan) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
     """
     Return ``{domain: {protocol: {entry: [success per seed]}}}`` on the test sets.
@@ -205,6 +239,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    'the cores (2 on a 2-core machine: one core each)')
     p.add_argument('--no-train', action='store_true',
                    help='train nothing: the table of the runs finished so far')
+    p.add_argument('--status', action='store_true',
+                   help='train and evaluate nothing, write nothing: print how far the plan '
+                   'has got (search, runs, samples, time left) and exit')
     p.add_argument('--lr-grid', type=float, nargs='+', default=list(LR_GRID), metavar='LR',
                    help='learning rates searched for every model and domain (one rate: no '
                    'search)')
@@ -228,6 +265,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                        a.domains, a.val_every_samples, a.val_episodes,
                        frame_shift=a.frame_shift, lr_grid=tuple(a.lr_grid),
                        search_samples=a.search_samples)
+    if a.status:
+        print(status(plan))
+        return 0
     start = time.monotonic()
     if not a.no_train:
         train_all(plan, jobs=a.jobs)

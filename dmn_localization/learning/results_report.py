@@ -196,6 +196,26 @@ def _run_row(plan: ResultsPlan, model: str, domain: str, seed: int, rate: Option
             f'{state["elapsed_s"] / 3600:.2f} h | {how} |')
 
 
+def progress_lines(plan: ResultsPlan) -> List[str]:
+    """
+    Return the learning-rate search's table and the runs table (Markdown).
+
+    Read from the runs' logs and saved states alone: what ``dmn_results --status``
+    prints, and the part of RESULTS.md that says how far the plan has got.
+    """
+    lines = [*_search_section(plan), '', '## Training runs', '',
+             'Seed 0 of every model and domain is trained at every rate of the search; the '
+             'chosen one continues to the full budget.', '',
+             '| run | learning rate | samples | best validation loss | wall time | state |',
+             '| --- | --- | --- | --- | --- | --- |']
+    for model, domain, seed in plan.schedule():
+        chosen = plan.lr_of(model, domain)
+        rates = plan.search_rates(model, domain) if seed == 0 else (chosen,)
+        for rate in rates:
+            lines.append(_run_row(plan, model, domain, seed, rate, chosen))
+    return lines
+
+
 def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
                   wall_time_s: float) -> Path:
     """Write RESULTS.md: the table, budgets, seeds, data sizes and learning curves."""
@@ -247,17 +267,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
             d = Dataset(plan.data / f'{domain}-{split}')
             lines.append(f'- {domain} {split}: {len(d)} environments x {d.views_per_env} views')
     lines += ['', "## Why ours differ from the paper's", '', *_differences(results),
-              '', *_search_section(plan), '', '## Training runs', '',
-              'Seed 0 of every model and domain is trained at every rate of the search; the '
-              'chosen one continues to the full budget.', '',
-              '| run | learning rate | samples | best validation loss | wall time | state |',
-              '| --- | --- | --- | --- | --- | --- |']
-    for model, domain, seed in plan.schedule():
-        chosen = plan.lr_of(model, domain)
-        rates = plan.search_rates(model, domain) if seed == 0 else (chosen,)
-        for rate in rates:
-            lines.append(_run_row(plan, model, domain, seed, rate, chosen))
-    lines += ['', '## Learning curves', '']
+              '', *progress_lines(plan), '', '## Learning curves', '']
     for domain in plan.domains:
         path = plot_learning_curves(plan, domain, figures / f'learning-curves-{domain}.png')
         lines.append(f'![{domain}](docs/{path.name})')
