@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 
+from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.data.dataset import generate, GenerationSpec
 from dmn_localization.learning.evaluate_cli import main as evaluate_main
 from dmn_localization.learning.evaluation import episode_metrics, summarize
@@ -84,6 +85,29 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny, tmp_path):
     losses_a = [r['train_loss'] for r in read_log(whole / 'log.csv') if r['train_loss']]
     losses_b = [r['train_loss'] for r in read_log(parts / 'log.csv') if r['train_loss']]
     assert losses_a == losses_b
+
+
+def test_bf16_training_resumes_exactly_and_differs_from_fp32_by_rounding(tiny, tmp_path):
+    bf16 = ['--precision', 'bf16']
+    whole, parts, fp32 = tmp_path / 'whole', tmp_path / 'parts', tmp_path / 'fp32'
+    assert train_main(train_args(tiny, whole, 640, bf16)) == 0
+    assert train_main(train_args(tiny, parts, 320, bf16)) == 0
+    assert train_main(train_args(tiny, parts, 640, bf16)) == 0
+    a = torch.load(whole / 'last.pt', weights_only=True)['model']
+    b = torch.load(parts / 'last.pt', weights_only=True)['model']
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert all(tensor.dtype == torch.float32 for tensor in a.values())  # weights stay fp32
+    assert train_main(train_args(tiny, fp32, 640)) == 0
+
+    def losses(run):
+        return np.array([float(r['train_loss']) for r in read_log(run / 'log.csv')
+                         if r['train_loss']])
+
+    assert not np.array_equal(losses(whole), losses(fp32))  # autocast did engage
+    assert np.allclose(losses(whole), losses(fp32), rtol=0.1), (losses(whole), losses(fp32))
+    assert load_checkpoint(whole / 'best.pt').metadata['precision'] == 'bf16'
+    # a run keeps its precision: resuming it in float32 is refused
+    assert train_main(train_args(tiny, parts, 960)) == 2
 
 
 def test_resume_drops_only_log_rows_past_the_checkpoint(tiny, tmp_path):

@@ -78,8 +78,14 @@ def filter_step_ms(model: torch.nn.Module, num_particles: int, num_views: int, f
         return _median_ms(step, device, reps)
 
 
-def training_samples_per_second(name: str, device: torch.device, steps: int) -> float:
-    """Training throughput at B=16, K=32, Nc=4 (forward, backward, Adam step)."""
+def training_samples_per_second(name: str, device: torch.device, steps: int,
+                                precision: str = 'fp32') -> float:
+    """
+    Training throughput at B=16, K=32, Nc=4 (forward, backward, Adam step).
+
+    ``precision='bf16'``: the forward pass under bfloat16 autocast, as ``dmn_train
+    --precision bf16`` runs it.
+    """
     torch.manual_seed(0)
     model = build_model(config_for(name)).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -93,9 +99,10 @@ def training_samples_per_second(name: str, device: torch.device, steps: int) -> 
     zero = torch.zeros(batch, 1, 3, device=device)
 
     def step() -> None:
-        map_ctx = model.prepare_map(model.embed_views(images, poses), poses)
-        est = localize(model, map_ctx, query, zero, initial, settings).estimates[:, 0]
-        loss = pose_loss(est, truth)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == 'bf16'):
+            map_ctx = model.prepare_map(model.embed_views(images, poses), poses)
+            est = localize(model, map_ctx, query, zero, initial, settings).estimates[:, 0]
+            loss = pose_loss(est, truth)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -123,6 +130,9 @@ def run(quick: bool, device: torch.device) -> Dict[str, Any]:
     nc64_2048 = next(r['fast_ms'] for r in rows if r['K'] == 2048 and r['Nc'] == 64)
     training = {name: round(training_samples_per_second(name, device, 5 if quick else 20), 1)
                 for name in ('dmn-pf', 'image-pf', 'vector-pf')}
+    # measured right after the float32 numbers, same machine and process
+    bf16 = {name: round(training_samples_per_second(name, device, 5 if quick else 20,
+                                                    'bf16'), 1) for name in training}
     result = {
         'device': str(device), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
         'machine': platform.machine(), 'processor': platform.processor(),
@@ -133,6 +143,9 @@ def run(quick: bool, device: torch.device) -> Dict[str, Any]:
         'fast_vs_direct_k2048': round(direct[2048] / fast_2048, 2),
         'nc64_vs_nc4_k2048': round(nc64_2048 / fast_2048, 2),
         'training_samples_per_s_b16_k32_nc4': training,
+        'training_samples_per_s_bf16': bf16,
+        'training_bf16_vs_fp32': {name: round(bf16[name] / training[name], 2)
+                                  for name in training},
         'peak_rss_mib': round(_peak_rss_mib(), 1),
     }
     if device.type == 'cuda':
@@ -162,6 +175,8 @@ def format_table(result: Dict[str, Any]) -> str:
               f'Nc=64 vs Nc=4 at K=2048: {result["nc64_vs_nc4_k2048"]:.2f}x',
               'training samples/s (B=16, K=32, Nc=4): ' + ', '.join(
                   f'{k} {v:.0f}' for k, v in result['training_samples_per_s_b16_k32_nc4'].items()),
+              'bf16 autocast vs float32 training (dmn_train --precision bf16): ' + ', '.join(
+                  f'{k} {v:.2f}x' for k, v in result['training_bf16_vs_fp32'].items()),
               f'peak RSS: {result["peak_rss_mib"]:.0f} MiB', '', 'targets:']
     lines += [f'  {"met " if ok else "MISS"}  {name}' for name, ok in result['targets'].items()]
     return '\n'.join(lines)

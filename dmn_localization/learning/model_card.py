@@ -50,8 +50,9 @@ def regression_success(checkpoint: Path, domain: str, workdir: Optional[Path] = 
     return float((errors < 0.2).mean())
 
 
-def _training_options(options: Dict[str, Any], frame_shift: float) -> str:
-    """Card lines for model options other than the defaults and for a frame shift."""
+def _training_options(options: Dict[str, Any], frame_shift: float,
+                      precision: str = 'fp32') -> str:
+    """Card lines for model options other than the defaults, a frame shift, a precision."""
     lines = ''
     if options:
         lines += '- Model options: ' + ', '.join(
@@ -59,6 +60,9 @@ def _training_options(options: Dict[str, Any], frame_shift: float) -> str:
     if frame_shift:
         lines += (f'- Worlds moved in their normalized frame by up to {frame_shift:g} in x '
                   f'and y (`dmn_train --frame-shift {frame_shift:g}`).\n')
+    if precision != 'fp32':
+        lines += (f'- Trained with the forward pass under {precision} autocast (`dmn_train '
+                  f'--precision {precision}`); the weights are float32.\n')
     return lines
 
 
@@ -127,6 +131,8 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
             if f'{name}.pt' == DEFAULT_MODEL else
             f', for `dmn_localization_node` with `model_path:=.../models/{name}.pt`')
     command_line = f'- Command: `{train_command}`\n' if train_command else ''
+    options_text = _training_options(options, meta.get('frame_shift', 0.0),
+                                     meta.get('precision', 'fp32'))
     card = f"""# {name}
 
 `{loaded.name}` ({data["parameters"]:,} parameters, encoder fingerprint
@@ -142,7 +148,7 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
   Nc={meta.get("num_contexts")}, K={meta.get("num_particles")}, seed {meta.get("seed")}.
 - Validation at that point: loss {meta.get("val_loss", float("nan")):.4f}, one-step global
   success {meta.get("val_global_success", float("nan")):.1%}.
-{_training_options(options, meta.get("frame_shift", 0.0))}{command_line}
+{options_text}{command_line}
 ## Test metrics
 
 `dmn_evaluate --data {test_data} --checkpoint models/{name}.pt --episodes {episodes}`

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.core.models import config_for, LEARNED_MODELS
 from dmn_localization.data.dataset import DatasetError
-from dmn_localization.learning.trainer import train, TrainConfig, TrainingError
+from dmn_localization.learning.trainer import PRECISIONS, train, TrainConfig, TrainingError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--checkpoint-minutes', type=float, default=defaults.checkpoint_minutes)
     p.add_argument('--seed', type=int, default=defaults.seed)
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    p.add_argument('--precision', default=defaults.precision, choices=PRECISIONS,
+                   help="the training step's forward pass in float32 or under bfloat16 "
+                   'autocast (about 1.5x faster on CPUs with AVX512-BF16; validation and '
+                   'weights stay float32)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     return p
 
@@ -116,7 +120,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        patience=a.patience, checkpoint_minutes=a.checkpoint_minutes,
                        seed=a.seed, device=a.device, uniform_share=a.uniform_share,
                        nce_weight=a.nce_weight, model_options=options, init_from=a.init_from,
-                       frame_shift=a.frame_shift)
+                       frame_shift=a.frame_shift, precision=a.precision)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -43,6 +43,8 @@ import torch
 from torch import nn, Tensor
 
 LOG_FIELDS = ['step', 'samples', 'elapsed_s', 'train_loss', 'val_loss', 'val_global_success']
+#: Values of ``TrainConfig.precision``.
+PRECISIONS = ('fp32', 'bf16')
 #: Success threshold of the paper: squared x-y error in normalized units below 0.2.
 SUCCESS_THRESHOLD = 0.2
 #: A stricter reading, reported beside it: x-y distance below 0.2 (squared error below
@@ -117,6 +119,10 @@ class TrainConfig:
     #: each episode's world moved by a random offset up to this (normalized units) in x
     #: and y, so the extent does not say where the walls are (``batches.with_frame_shift``)
     frame_shift: float = 0.0
+    #: arithmetic of the training step's forward pass: ``'fp32'``, or ``'bf16'`` (bfloat16
+    #: autocast: about 1.5x faster on CPUs with AVX512-BF16, ``make bench``; weights,
+    #: optimizer and validation stay float32)
+    precision: str = 'fp32'
 
     def identity(self) -> Dict[str, Any]:
         """Return the fields a resumed run must share with the saved one."""
@@ -288,6 +294,8 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
 
 
 def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
+    if config.precision not in PRECISIONS:
+        raise TrainingError(f'precision must be one of {PRECISIONS}, got {config.precision!r}')
     world_size, rank = _distributed()
     device = resolve_device(config.device)
     owns_group = False
@@ -403,7 +411,9 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
     while counters['samples'] < config.budget_samples and not counters['stopped_early']:
         batch = with_frame_shift(to_tensors(sampler.sample(config.batch_size, rng),
                                             model.config, device), config.frame_shift, rng)
-        loss = loss_module(batch, generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16,
+                            enabled=config.precision == 'bf16'):
+            loss = loss_module(batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -446,7 +456,8 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
                         'num_particles': config.num_particles,
                         'init_from': config.init_from,
                         'init_samples': counters['init_samples'],
-                        'frame_shift': config.frame_shift})
+                        'frame_shift': config.frame_shift,
+                        'precision': config.precision})
             else:
                 counters['bad_validations'] += 1
                 counters['stopped_early'] = counters['bad_validations'] >= config.patience
