@@ -148,16 +148,6 @@ def plan_samples(plan: ResultsPlan) -> Tuple[int, int]:
     return trained, planned
 
 
-def plan_runs(plan: ResultsPlan) -> List[Path]:
-    """Return the directory of every run of the plan whose rate is known, search runs included."""
-    runs = []
-    for model, domain, seed in plan.schedule():
-        chosen = plan.lr_of(model, domain)
-        rates = plan.search_rates(model, domain) if seed == 0 else (chosen,)
-        runs += [run_dir(plan, model, domain, seed, rate) for rate in rates if rate is not None]
-    return runs
-
-
 def status(plan: ResultsPlan) -> str:
     """
     Return how far the plan has got: the search and runs tables, samples, time left.
@@ -167,7 +157,9 @@ def status(plan: ResultsPlan) -> str:
     run's process: with ``--jobs N`` on N cores, divide by N.
     """
     trained, planned = plan_samples(plan)
-    states = [state for state in map(run_state, plan_runs(plan)) if state is not None]
+    runs = [run_dir(plan, model, domain, seed, rate)
+            for model, domain, seed, rate in plan.runs_with_rates() if rate is not None]
+    states = [state for state in map(run_state, runs) if state is not None]
     seconds = sum(state['elapsed_s'] for state in states)
     throughput = sum(state['samples'] for state in states) / seconds if seconds else 0.0
     if trained >= planned:

@@ -164,6 +164,20 @@ class ResultsPlan:
             model_options={**options, **self.model_options.get(model, {})},
             frame_shift=self.frame_shift)
 
+    def runs_with_rates(self) -> List[Tuple[str, str, int, Optional[float]]]:
+        """
+        Return every run ``(entry, domain, seed, rate)`` in :meth:`schedule` order.
+
+        Seed 0 comes once per rate of its search; ``rate`` is None for a further seed
+        whose search is unfinished.
+        """
+        runs = []
+        for model, domain, seed in self.schedule():
+            rates = self.search_rates(model, domain) if seed == 0 \
+                else (self.lr_of(model, domain),)
+            runs += [(model, domain, seed, rate) for rate in rates]
+        return runs
+
     def schedule(self) -> List[Tuple[str, str, int]]:
         """Return every ``(entry, domain, seed)``: seed 0 of all first, then the others."""
         most = max(len(self.seeds_of(m)) for m in self.models)

@@ -208,11 +208,8 @@ def progress_lines(plan: ResultsPlan) -> List[str]:
              'chosen one continues to the full budget.', '',
              '| run | learning rate | samples | best validation loss | wall time | state |',
              '| --- | --- | --- | --- | --- | --- |']
-    for model, domain, seed in plan.schedule():
-        chosen = plan.lr_of(model, domain)
-        rates = plan.search_rates(model, domain) if seed == 0 else (chosen,)
-        for rate in rates:
-            lines.append(_run_row(plan, model, domain, seed, rate, chosen))
+    for model, domain, seed, rate in plan.runs_with_rates():
+        lines.append(_run_row(plan, model, domain, seed, rate, plan.lr_of(model, domain)))
     return lines
 
 
