@@ -23,9 +23,10 @@ from typing import Any, Callable, Dict, List
 
 from dmn_localization.core import particle_filter as pf
 from dmn_localization.core.device import resolve_device
-from dmn_localization.core.inference import filter_step, FilterSettings, InitialBelief, localize
-from dmn_localization.core.losses import pose_loss
+from dmn_localization.core.inference import filter_step, FilterSettings
 from dmn_localization.core.models import build_model, config_for, parameter_table
+from dmn_localization.learning.batches import TensorEpisodes
+from dmn_localization.learning.trainer import EpisodeLoss, TrainConfig
 import torch
 
 TARGET_STEP_MS = 25.0
@@ -81,28 +82,29 @@ def filter_step_ms(model: torch.nn.Module, num_particles: int, num_views: int, f
 def training_samples_per_second(name: str, device: torch.device, steps: int,
                                 precision: str = 'fp32') -> float:
     """
-    Training throughput at B=16, K=32, Nc=4 (forward, backward, Adam step).
+    Training throughput at B=16, K=32, Nc=4: the step ``dmn_train`` takes.
 
-    ``precision='bf16'``: the forward pass under bfloat16 autocast, as ``dmn_train
-    --precision bf16`` runs it.
+    Its loss module (:class:`EpisodeLoss`, with the default share of uniform particles)
+    on a synthetic batch, backward, Adam. ``precision='bf16'``: the forward pass under
+    bfloat16 autocast, as ``dmn_train --precision bf16`` runs it.
     """
     torch.manual_seed(0)
     model = build_model(config_for(name)).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_module = EpisodeLoss(model, 32, TrainConfig(name, '', '', '').uniform_share)
     batch = 16
-    images = torch.randn(batch, 4, 3, 32, 32, device=device)
-    poses = torch.rand(batch, 4, 3, device=device) * 2 - 1
-    query = torch.randn(batch, 1, 3, 32, 32, device=device)
-    truth = torch.rand(batch, 3, device=device) * 2 - 1
-    initial = InitialBelief('gaussian', mean=truth)
-    settings = FilterSettings(num_particles=32)
-    zero = torch.zeros(batch, 1, 3, device=device)
+    episodes = TensorEpisodes(
+        context_images=torch.randn(batch, 4, 3, 32, 32, device=device),
+        context_poses=torch.rand(batch, 4, 3, device=device) * 2 - 1,
+        query_images=torch.randn(batch, 1, 3, 32, 32, device=device),
+        truth=torch.rand(batch, 1, 3, device=device) * 2 - 1,
+        motions=torch.zeros(batch, 1, 3, device=device),
+        bounds=torch.tensor([-1.0, -1.0, 1.0, 1.0], device=device).repeat(batch, 1))
+    generator = torch.Generator(device=device).manual_seed(0)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == 'bf16'):
-            map_ctx = model.prepare_map(model.embed_views(images, poses), poses)
-            est = localize(model, map_ctx, query, zero, initial, settings).estimates[:, 0]
-            loss = pose_loss(est, truth)
+            loss = loss_module(episodes, generator)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -130,9 +132,14 @@ def run(quick: bool, device: torch.device) -> Dict[str, Any]:
     nc64_2048 = next(r['fast_ms'] for r in rows if r['K'] == 2048 and r['Nc'] == 64)
     training = {name: round(training_samples_per_second(name, device, 5 if quick else 20), 1)
                 for name in ('dmn-pf', 'image-pf', 'vector-pf')}
-    # measured right after the float32 numbers, same machine and process
-    bf16 = {name: round(training_samples_per_second(name, device, 5 if quick else 20,
-                                                    'bf16'), 1) for name in training}
+    # bf16 against float32 at one thread, as make results trains (--jobs 2 on 2 cores):
+    # with more threads float32 gains more from them than bf16 does
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one_thread = {precision: {name: training_samples_per_second(
+        name, device, 5 if quick else 20, precision) for name in training}
+        for precision in ('fp32', 'bf16')}
+    torch.set_num_threads(threads)
     result = {
         'device': str(device), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
         'machine': platform.machine(), 'processor': platform.processor(),
@@ -143,9 +150,11 @@ def run(quick: bool, device: torch.device) -> Dict[str, Any]:
         'fast_vs_direct_k2048': round(direct[2048] / fast_2048, 2),
         'nc64_vs_nc4_k2048': round(nc64_2048 / fast_2048, 2),
         'training_samples_per_s_b16_k32_nc4': training,
-        'training_samples_per_s_bf16': bf16,
-        'training_bf16_vs_fp32': {name: round(bf16[name] / training[name], 2)
-                                  for name in training},
+        'training_samples_per_s_one_thread': {p: {k: round(v, 1) for k, v in r.items()}
+                                              for p, r in one_thread.items()},
+        'training_bf16_vs_fp32_one_thread': {
+            name: round(one_thread['bf16'][name] / one_thread['fp32'][name], 2)
+            for name in training},
         'peak_rss_mib': round(_peak_rss_mib(), 1),
     }
     if device.type == 'cuda':
@@ -175,8 +184,9 @@ def format_table(result: Dict[str, Any]) -> str:
               f'Nc=64 vs Nc=4 at K=2048: {result["nc64_vs_nc4_k2048"]:.2f}x',
               'training samples/s (B=16, K=32, Nc=4): ' + ', '.join(
                   f'{k} {v:.0f}' for k, v in result['training_samples_per_s_b16_k32_nc4'].items()),
-              'bf16 autocast vs float32 training (dmn_train --precision bf16): ' + ', '.join(
-                  f'{k} {v:.2f}x' for k, v in result['training_bf16_vs_fp32'].items()),
+              'bf16 autocast vs float32 training at one thread (dmn_train --precision bf16): '
+              + ', '.join(f'{k} {v:.2f}x'
+                          for k, v in result['training_bf16_vs_fp32_one_thread'].items()),
               f'peak RSS: {result["peak_rss_mib"]:.0f} MiB', '', 'targets:']
     lines += [f'  {"met " if ok else "MISS"}  {name}' for name, ok in result['targets'].items()]
     return '\n'.join(lines)
