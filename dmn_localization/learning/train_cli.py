@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     p.add_argument('--precision', default=defaults.precision, choices=PRECISIONS,
                    help="the training step's forward pass in float32 or under bfloat16 "
-                   'autocast (about 1.5x faster on CPUs with AVX512-BF16; validation and '
-                   'weights stay float32)')
+                   'autocast (about 1.3x faster at one thread on CPUs with AVX512-BF16; '
+                   'validation and weights stay float32)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     return p
 

@@ -120,8 +120,8 @@ class TrainConfig:
     #: and y, so the extent does not say where the walls are (``batches.with_frame_shift``)
     frame_shift: float = 0.0
     #: arithmetic of the training step's forward pass: ``'fp32'``, or ``'bf16'`` (bfloat16
-    #: autocast: about 1.5x faster on CPUs with AVX512-BF16, ``make bench``; weights,
-    #: optimizer and validation stay float32)
+    #: autocast: about 1.3x faster at one thread on CPUs with AVX512-BF16, ``make bench``;
+    #: weights, optimizer and validation stay float32)
     precision: str = 'fp32'
 
     def identity(self) -> Dict[str, Any]:
