@@ -191,6 +191,17 @@ def test_evaluate_cli_with_a_trained_checkpoint_and_plots(tiny, tmp_path, capsys
         assert (plots / name).stat().st_size > 1000, name
     assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint',
                           str(Path(tmp_path / 'missing.pt'))]) == 2
+    # two checkpoints of one model: both rows say which file they are, aligned
+    other = tmp_path / 'other.pt'
+    other.write_bytes((run / 'best.pt').read_bytes())
+    assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint', str(run / 'best.pt'),
+                          str(other), '--episodes', '4', '--protocols', 'one-step-global',
+                          '--out', str(tmp_path / 'two.json')]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    labelled = [row for row in rows if row.startswith((str(run / 'best.pt'), str(other)))]
+    assert len(labelled) == 2 and len({row.index('%') for row in labelled}) == 1
+    two = json.loads((tmp_path / 'two.json').read_text())['results']['one-step-global']
+    assert {str(run / 'best.pt'), str(other)} <= set(two) and 'dmn-pf' not in two
     # a likelihood scale reaches the filter: other estimates, recorded in the JSON
     scaled = {}
     for scale in ('1', '4'):

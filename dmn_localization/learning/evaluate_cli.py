@@ -92,10 +92,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.likelihood_scale <= 0:
             raise ValueError(f'--likelihood-scale must be positive, got {a.likelihood_scale}')
         dataset = Dataset(a.data)
-        models: Dict[str, object] = {}
-        for path in a.checkpoint:
-            loaded = load_checkpoint(path, device)
-            models[loaded.name if loaded.name not in models else str(path)] = loaded.model
+        loaded = [load_checkpoint(path, device) for path in a.checkpoint]
+        names = [checkpoint.name for checkpoint in loaded]
+        # a model name given by several checkpoints labels none of them: their paths do
+        models: Dict[str, object] = {
+            name if names.count(name) == 1 else str(path): checkpoint.model
+            for name, path, checkpoint in zip(names, a.checkpoint, loaded)}
         for name in a.baselines:
             models[name] = None
         if not models:

@@ -144,7 +144,8 @@ def format_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
     """Render results as a text table: rows models, columns protocols."""
     protocols = list(results)
     models = list(next(iter(results.values())))
-    head = f'{"model":<20}' + ''.join(f'{p:>22}' for p in protocols)
+    width = max([20] + [len(name) + 2 for name in models])  # checkpoint paths can be long
+    head = f'{"model":<{width}}' + ''.join(f'{p:>22}' for p in protocols)
     rows = [head, '-' * len(head)]
     for name in models:
         cells = []
@@ -152,5 +153,5 @@ def format_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
             r = results[p][name]
             cells.append(f'{r["success"]:>15.1%} ±{r["success_stderr"]:.1%}'
                          if PROTOCOLS[p].metric == 'success' else f'{r["mse"]:>22.4f}')
-        rows.append(f'{name:<20}' + ''.join(f'{c:>22}' for c in cells))
+        rows.append(f'{name:<{width}}' + ''.join(f'{c:>22}' for c in cells))
     return '\n'.join(rows)
