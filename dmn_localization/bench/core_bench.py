@@ -91,7 +91,8 @@ def training_samples_per_second(name: str, device: torch.device, steps: int,
     torch.manual_seed(0)
     model = build_model(config_for(name)).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_module = EpisodeLoss(model, 32, TrainConfig(name, '', '', '').uniform_share)
+    loss_module = EpisodeLoss(model, 32, TrainConfig(name, '', '', '').uniform_share,
+                              precision=precision)
     batch = 16
     episodes = TensorEpisodes(
         context_images=torch.randn(batch, 4, 3, 32, 32, device=device),
@@ -103,8 +104,7 @@ def training_samples_per_second(name: str, device: torch.device, steps: int,
     generator = torch.Generator(device=device).manual_seed(0)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == 'bf16'):
-            loss = loss_module(episodes, generator)
+        loss = loss_module(episodes, generator)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

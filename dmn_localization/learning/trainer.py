@@ -136,15 +136,21 @@ class EpisodeLoss(nn.Module):
     """Pose loss of a batch of tracking episodes; a module so DDP can wrap it."""
 
     def __init__(self, model: nn.Module, num_particles: int, uniform_share: float = 0.0,
-                 nce_weight: float = 0.0) -> None:
+                 nce_weight: float = 0.0, precision: str = 'fp32') -> None:
         super().__init__()
         self.model = model
+        self.precision = precision  # 'bf16': the forward pass under bfloat16 autocast
         self.settings = FilterSettings(num_particles=num_particles)
         self.uniform_share = uniform_share
         self.nce_weight = nce_weight if model.config.kind == 'pf' else 0.0
 
     def forward(self, episodes: TensorEpisodes, generator: torch.Generator) -> Tensor:
         """Return the mean pose loss over the batch and its time steps."""
+        with torch.autocast(episodes.truth.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == 'bf16'):
+            return self._loss(episodes, generator)
+
+    def _loss(self, episodes: TensorEpisodes, generator: torch.Generator) -> Tensor:
         model = self.model
         initial = tracking_belief(episodes.truth[:, 0], generator, episodes.bounds,
                                   self.uniform_share)
@@ -360,7 +366,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
         to_tensors(val_sampler.sample(config.val_global_episodes, val_rng), model.config,
                    device), config.frame_shift, val_rng)
     loss_module: nn.Module = EpisodeLoss(model, config.num_particles, config.uniform_share,
-                                         config.nce_weight)
+                                         config.nce_weight, config.precision)
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     if rank == 0 and counters['samples'] == 0:
@@ -411,9 +417,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
     while counters['samples'] < config.budget_samples and not counters['stopped_early']:
         batch = with_frame_shift(to_tensors(sampler.sample(config.batch_size, rng),
                                             model.config, device), config.frame_shift, rng)
-        with torch.autocast(device.type, dtype=torch.bfloat16,
-                            enabled=config.precision == 'bf16'):
-            loss = loss_module(batch, generator)
+        loss = loss_module(batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
