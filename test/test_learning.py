@@ -397,6 +397,13 @@ def test_results_plan_trains_seed_0_of_everything_first(tmp_path):
         ('dmn-pf', 'rooms', 0), ('vector-pf', 'rooms', 0), ('dmn-pf', 'mazes', 0),
         ('vector-pf', 'mazes', 0), ('dmn-pf', 'rooms', 1), ('dmn-pf', 'mazes', 1),
         ('dmn-pf', 'rooms', 2), ('dmn-pf', 'mazes', 2)]
+    # the paper's models' further seeds before those of the rows it does not have
+    plan = ResultsPlan(Path('data'), tmp_path, models=('dmn-pf', 'dmn-pf-heading'),
+                       domains=('mazes',))
+    assert plan.schedule() == [
+        ('dmn-pf', 'mazes', 0), ('dmn-pf-heading', 'mazes', 0), ('dmn-pf', 'mazes', 1),
+        ('dmn-pf', 'mazes', 2), ('dmn-pf-heading', 'mazes', 1),
+        ('dmn-pf-heading', 'mazes', 2)]
 
 
 def test_results_sections_replace_only_themselves(tmp_path):

@@ -104,7 +104,10 @@ def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1,
             for future in done:
                 for said in future.result():
                     bar.write(f'dmn_results: {said}')
-            bar.update(plan_samples(plan)[0] - bar.n)
+            # a resumed run drops the log rows past its checkpoint, so the count can dip
+            # just after a start: the bar waits until it is passed instead of running
+            # backwards (a negative rate and ETA)
+            bar.update(max(0, plan_samples(plan)[0] - bar.n))
 
 
 def _logged_samples(run: Path) -> int:
