@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 import random
@@ -544,7 +545,7 @@ def test_moving_the_world_changes_nothing_for_dmn_but_image_pf(tiny):
 
 def test_frame_shift_moves_each_world_and_nothing_else(tiny):
     from dmn_localization.core.configs import InputConfig
-    from dmn_localization.learning.batches import to_tensors, with_frame_shift
+    from dmn_localization.learning.batches import to_tensors, with_frame_change
     from dmn_localization.data.dataset import Dataset
     from dmn_localization.data.episodes import EpisodeSampler
 
@@ -553,9 +554,9 @@ def test_frame_shift_moves_each_world_and_nothing_else(tiny):
     episodes = to_tensors(batch, InputConfig(image_size=(16, 16)), torch.device('cpu'))
     rng = np.random.default_rng(1)
     state = dict(rng.bit_generator.state)
-    assert with_frame_shift(episodes, 0.0, rng) is episodes
+    assert with_frame_change(episodes, 0.0, rng) is episodes
     assert rng.bit_generator.state == state  # no shift draws nothing
-    moved = with_frame_shift(episodes, 0.4, rng)
+    moved = with_frame_change(episodes, 0.4, rng)
     offsets = moved.bounds[:, :2] - episodes.bounds[:, :2]
     assert float(offsets.abs().max()) <= 0.4 and float(offsets.std()) > 0.05
     torch.testing.assert_close(moved.bounds[:, 2:] - episodes.bounds[:, 2:], offsets)
@@ -566,8 +567,75 @@ def test_frame_shift_moves_each_world_and_nothing_else(tiny):
     for field in ('motions', 'query_images', 'context_images'):
         assert torch.equal(getattr(moved, field), getattr(episodes, field)), field
     assert torch.equal(moved.truth[..., 2], episodes.truth[..., 2])
+    assert moved.turn is None
     with pytest.raises(ValueError, match='frame shift'):
-        with_frame_shift(episodes, -0.1, rng)
+        with_frame_change(episodes, -0.1, rng)
+
+
+def test_frame_turn_turns_each_world_about_its_centre_and_its_global_belief(tiny):
+    from dmn_localization.core import geometry
+    from dmn_localization.core.configs import InputConfig
+    from dmn_localization.learning.batches import to_tensors, with_frame_change
+    from dmn_localization.data.dataset import Dataset
+    from dmn_localization.data.episodes import EpisodeSampler
+
+    batch = EpisodeSampler(Dataset(tiny / 'val'), 4, 3).sample(
+        20, np.random.default_rng(0))
+    episodes = to_tensors(batch, InputConfig(image_size=(16, 16)), torch.device('cpu'))
+    rng = np.random.default_rng(1)
+    state = dict(rng.bit_generator.state)
+    assert with_frame_change(episodes, 0.0, rng, 0.0) is episodes
+    assert rng.bit_generator.state == state  # no turn draws nothing
+    turned = with_frame_change(episodes, 0.3, rng, 90.0)
+    assert turned.turn is not None and turned.turn.shape == (20,)
+    assert float(turned.turn.abs().max()) <= math.pi / 2 and float(turned.turn.std()) > 0.3
+    # the same world: every pose relative to every other is unchanged
+    torch.testing.assert_close(geometry.egocentric(turned.truth, turned.context_poses),
+                               geometry.egocentric(episodes.truth, episodes.context_poses),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(geometry.wrap_angle(turned.truth[..., 2] - episodes.truth[..., 2]),
+                               turned.turn[:, None].expand(-1, 3), atol=1e-5, rtol=0)
+    for field in ('motions', 'query_images', 'context_images'):
+        assert torch.equal(getattr(turned, field), getattr(episodes, field)), field
+    # the global belief is drawn over the turned extent: the same draws, turned
+    belief = turned.global_belief().sample(500, torch.Generator().manual_seed(3))
+    plain = turned.select(slice(0, 20))
+    plain.turn = None
+    unturned = plain.global_belief().sample(500, torch.Generator().manual_seed(3))
+    center = (turned.bounds[:, :2] + turned.bounds[:, 2:]) / 2
+    back = (belief.particles[..., :2] - center[:, None])
+    cos, sin = torch.cos(-turned.turn)[:, None], torch.sin(-turned.turn)[:, None]
+    back = torch.stack([cos * back[..., 0] - sin * back[..., 1],
+                        sin * back[..., 0] + cos * back[..., 1]], -1) + center[:, None]
+    torch.testing.assert_close(back, unturned.particles[..., :2], atol=1e-5, rtol=0)
+    assert turned.select(slice(2, 5)).turn.shape == (3,)
+    with pytest.raises(ValueError, match='frame shift and turn'):
+        with_frame_change(episodes, 0.0, rng, -1.0)
+    with pytest.raises(ValueError, match='at most 180'):
+        with_frame_change(episodes, 0.0, rng, 181.0)
+
+
+def test_turning_the_world_changes_nothing_for_dmn_but_image_pf(tiny):
+    from dmn_localization.core.models import build_model, config_for
+    from dmn_localization.data.dataset import Dataset
+    from dmn_localization.learning.evaluation import fixed_episodes, PROTOCOLS, run_model
+
+    torch.manual_seed(0)
+    dataset = Dataset(tiny / 'val')
+    spec = PROTOCOLS['sequential-global']
+    for name in ('dmn-pf', 'image-pf', 'closest-context'):
+        model = None if name == 'closest-context' else build_model(
+            config_for(name, image_size=(16, 16))).eval()
+        config = model.config if model is not None else config_for('dmn-pf', image_size=(16, 16))
+        plain = fixed_episodes(dataset, spec, 6, 0, config, torch.device('cpu'))
+        turned = fixed_episodes(dataset, spec, 6, 0, config, torch.device('cpu'),
+                                frame_shift=0.2, frame_turn=180.0)
+        errors = [run_model(model, name, data, spec, torch.Generator().manual_seed(0))
+                  for data in (plain, turned)]
+        if name == 'image-pf':
+            assert not np.allclose(errors[0], errors[1], atol=1e-4)
+        else:
+            np.testing.assert_allclose(errors[1], errors[0], atol=1e-4, err_msg=name)
 
 
 def test_training_and_evaluation_with_a_frame_shift(tiny, tmp_path, capsys):
@@ -585,18 +653,38 @@ def test_training_and_evaluation_with_a_frame_shift(tiny, tmp_path, capsys):
     assert train_main(train_args(tiny, out, 1600, ['--frame-shift', '0.1'])) != 0
     capsys.readouterr()
     results = {}
-    for shift in ('0', '0.5'):
-        json_out = tmp_path / f'eval-{shift}.json'
+    for shift, turn in (('0', '0'), ('0.5', '0'), ('0.5', '180')):
+        json_out = tmp_path / f'eval-{shift}-{turn}.json'
         assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint', str(out / 'best.pt'),
                               '--baselines', 'closest-context', 'uninformed',
                               '--episodes', '12', '--protocols', 'sequential-global',
-                              '--frame-shift', shift, '--out', str(json_out)]) == 0
-        results[shift] = json.loads(json_out.read_text())
-    assert results['0.5']['frame_shift'] == 0.5
+                              '--frame-shift', shift, '--frame-turn', turn,
+                              '--out', str(json_out)]) == 0
+        results[shift, turn] = json.loads(json_out.read_text())
+    assert results['0.5', '0']['frame_shift'] == 0.5
+    assert results['0.5', '180']['frame_turn'] == 180
+    assert 'worlds turned up to 180 degrees' in capsys.readouterr().out
     seq = {s: r['results']['sequential-global'] for s, r in results.items()}
-    # the oracle and the egocentric DMN do not see the move; the moved bounds are used
+    # the oracle and the egocentric DMN see neither the move nor the turn: the moved
+    # bounds and the turned global belief are used
     for name in ('closest-context', 'dmn-pf'):
-        assert seq['0.5'][name]['success'] == pytest.approx(seq['0'][name]['success']), name
+        for change in (('0.5', '0'), ('0.5', '180')):
+            assert seq[change][name]['success'] == pytest.approx(seq['0', '0'][name]['success'])
+    assert evaluate_main(['--data', str(tiny / 'val'), '--baselines', 'uninformed',
+                          '--episodes', '2', '--frame-turn', '200']) == 2
+    assert 'at most 180' in capsys.readouterr().err
+    # training with turned worlds: recorded, part of the run's identity
+    turned = tmp_path / 'turned'
+    assert train_main(train_args(tiny, turned, 400, ['--frame-turn', '180'])) == 0
+    assert json.loads((turned / 'config.json').read_text())['frame_turn'] == 180
+
+    def first_val_loss(run):
+        return next(float(r['val_loss']) for r in read_log(run / 'log.csv') if r['val_loss'])
+
+    # the turned worlds change what the model is trained and validated on
+    assert first_val_loss(turned) != pytest.approx(first_val_loss(plain), abs=1e-6)
+    assert load_checkpoint(turned / 'best.pt').metadata['frame_turn'] == 180
+    assert train_main(train_args(tiny, turned, 800, ['--frame-turn', '90'])) != 0
 
 
 def test_model_card_names_options_frame_shift_and_what_the_frame_must_be(
@@ -605,15 +693,16 @@ def test_model_card_names_options_frame_shift_and_what_the_frame_must_be(
 
     run = tmp_path / 'run'
     assert train_main(train_args(tiny, run, 40, [
-        '--frame-shift', '0.3', '--model-option', 'ego_value_dim=8',
+        '--frame-shift', '0.3', '--frame-turn', '45', '--model-option', 'ego_value_dim=8',
         '--model-option', 'global_heading=true'])) == 0
     monkeypatch.setattr(model_card, 'MODELS_DIR', tmp_path)
     monkeypatch.setattr(model_card, 'regression_success', lambda target, domain: 0.5)
     text = model_card.write_card('tiny-heading', run / 'best.pt', tiny / 'val', 2).read_text()
     assert '- Model options: `ego_value_dim=8`, `global_heading=True`' in text
     assert '`dmn_train --frame-shift 0.3`' in text
+    assert 'turned about their centre by up to 45 degrees (`dmn_train --frame-turn 45`)' in text
     assert "reads the particle's heading in the map frame" in text
     plain = tmp_path / 'plain'
     assert train_main(train_args(tiny, plain, 40)) == 0
     text = model_card.write_card('tiny-plain', plain / 'best.pt', tiny / 'val', 2).read_text()
-    assert 'Model options' not in text and 'frame-shift' not in text and 'map frame' not in text
+    assert 'Model options' not in text and 'frame-' not in text and 'map frame' not in text

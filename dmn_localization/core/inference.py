@@ -43,7 +43,9 @@ class InitialBelief:
     ``uniform``: over ``bounds`` ``(B, 4)`` (normalized box) and all yaws (global
     localization). ``gaussian``: around ``mean`` ``(B, 3)`` with ``std`` (tracking);
     with ``uniform_share`` > 0 that share of the particles is drawn uniformly over
-    ``bounds`` instead (a tracking belief with outliers, used for training).
+    ``bounds`` instead (a tracking belief with outliers, used for training). ``turn``
+    ``(B,)`` (radians, optional): the box is turned by that about its centre (a world
+    turned in its frame, see ``particle_filter.uniform_belief``).
     """
 
     kind: str
@@ -51,12 +53,13 @@ class InitialBelief:
     mean: Optional[Tensor] = None
     std: Sequence[float] = TRACKING_STD
     uniform_share: float = 0.0
+    turn: Optional[Tensor] = None
 
     def sample(self, num_particles: int,
                generator: Optional[torch.Generator] = None) -> Belief:
         """Draw the particles."""
         if self.kind == 'uniform':
-            return pf.uniform_belief(self.bounds, num_particles, generator)
+            return pf.uniform_belief(self.bounds, num_particles, generator, self.turn)
         if self.kind == 'gaussian':
             belief = pf.gaussian_belief(self.mean, self.std, num_particles, generator)
             outliers = int(round(self.uniform_share * num_particles))
@@ -64,13 +67,13 @@ class InitialBelief:
                 return belief
             if self.bounds is None or not 0.0 <= self.uniform_share <= 1.0:
                 raise ValueError('a uniform share in [0, 1] needs the bounds to draw from')
-            spread = pf.uniform_belief(self.bounds, outliers, generator).particles
+            spread = pf.uniform_belief(self.bounds, outliers, generator, self.turn).particles
             particles = torch.cat([belief.particles[:, :num_particles - outliers], spread], 1)
             return Belief(particles, belief.log_weights)
         raise ValueError(f'initial belief kind must be uniform or gaussian, got {self.kind!r}')
 
     def mean_pose(self) -> Tensor:
-        """Mean of the belief ``(B, 3)`` (the centre of the box, yaw 0, for uniform)."""
+        """Mean of the belief ``(B, 3)`` (uniform: the box's centre, yaw 0, turned or not)."""
         if self.kind == 'gaussian':
             return self.mean
         b = self.bounds

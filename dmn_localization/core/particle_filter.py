@@ -47,12 +47,15 @@ def _uniform_log_weights(batch: int, num_particles: int, like: Tensor) -> Tensor
 
 
 def uniform_belief(bounds: Tensor, num_particles: int,
-                   generator: Optional[torch.Generator] = None) -> Belief:
+                   generator: Optional[torch.Generator] = None,
+                   turn: Optional[Tensor] = None) -> Belief:
     """
     Global localization: particles uniform over a box and over yaw.
 
     ``bounds`` ``(B, 4)``: ``[x_min, y_min, x_max, y_max]`` per batch element in
-    normalized coordinates (``[-1, -1, 1, 1]`` for a square map).
+    normalized coordinates (``[-1, -1, 1, 1]`` for a square map). ``turn`` ``(B,)``
+    (radians): the box is turned by that about its centre (a world turned in its
+    frame), and so are the particles drawn in it; the draws are the same.
     """
     batch = bounds.shape[0]
     u = torch.rand(batch, num_particles, 3, generator=generator, dtype=bounds.dtype,
@@ -62,7 +65,24 @@ def uniform_belief(bounds: Tensor, num_particles: int,
     xy = low + u[..., :2] * (high - low)
     yaw = (u[..., 2] * 2.0 - 1.0) * math.pi
     particles = torch.cat([xy, yaw[..., None]], -1)
+    if turn is not None:
+        particles = turn_about(particles, (low + high)[:, 0] / 2, turn)
     return Belief(particles, _uniform_log_weights(batch, num_particles, bounds))
+
+
+def turn_about(poses: Tensor, center: Tensor, turn: Tensor) -> Tensor:
+    """
+    Turn poses ``(B, ..., 3)`` about points ``center`` ``(B, 2)`` by angles ``turn`` ``(B,)``.
+
+    Positions rotate about the centre and every yaw grows by the angle (wrapped): the
+    rigid motion of a world turned in its frame.
+    """
+    shape = (poses.shape[0],) + (1,) * (poses.dim() - 2)
+    cos, sin = torch.cos(turn).view(shape), torch.sin(turn).view(shape)
+    c = center.view(*shape, 2)
+    dx, dy = poses[..., 0] - c[..., 0], poses[..., 1] - c[..., 1]
+    return torch.stack([c[..., 0] + cos * dx - sin * dy, c[..., 1] + sin * dx + cos * dy,
+                        geometry.wrap_angle(poses[..., 2] + turn.view(shape))], -1)
 
 
 def gaussian_belief(mean: Tensor, std: StdLike, num_particles: int,

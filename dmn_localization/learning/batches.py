@@ -3,9 +3,11 @@ Episode batches as model input: preprocessed images and normalized poses, on a d
 
 Every episode is normalized by its own environment's extent (rooms differ in size), so
 the models see coordinates in ``[-1, 1]`` as in the paper. In ``dmn_dataset`` worlds that
-extent is the outer wall, which a model reading global coordinates can learn; a
-``frame_shift`` moves each episode's world by a random offset in the normalized frame
-(:func:`with_frame_shift`), so the extent no longer says where the walls are.
+extent is the outer wall, and every wall runs along an axis of the frame, which a model
+reading global coordinates can learn. :func:`with_frame_change` moves each episode's
+world by a random offset (``shift``: the extent no longer says where the walls are)
+and turns it by a random angle about its centre (``turn``: the axes no longer say which
+way the walls run).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Optional
 from dmn_localization.core import geometry
 from dmn_localization.core.configs import InputConfig
 from dmn_localization.core.inference import InitialBelief
-from dmn_localization.core.particle_filter import TRACKING_STD
+from dmn_localization.core.particle_filter import TRACKING_STD, turn_about
 from dmn_localization.core.preprocessing import preprocess_images
 from dmn_localization.data.episodes import EpisodeBatch
 import numpy as np
@@ -32,7 +34,9 @@ class TensorEpisodes:
 
     ``context_images`` ``(B, Nc, 3, h, w)``, ``context_poses`` ``(B, Nc, 3)``,
     ``query_images`` ``(B, T, 3, h, w)``, ``truth`` ``(B, T, 3)``, ``motions``
-    ``(B, T, 3)`` (all poses normalized), ``bounds`` ``(B, 4)``: the normalized extent.
+    ``(B, T, 3)`` (all poses normalized), ``bounds`` ``(B, 4)``: the normalized extent;
+    ``turn`` ``(B,)`` or None: the angle each world is turned by about the centre of its
+    bounds (:meth:`turned`; None: not turned).
     """
 
     context_images: Tensor
@@ -41,6 +45,7 @@ class TensorEpisodes:
     truth: Tensor
     motions: Tensor
     bounds: Tensor
+    turn: Optional[Tensor] = None
 
     def __len__(self) -> int:
         """Return the batch size."""
@@ -49,7 +54,12 @@ class TensorEpisodes:
     def select(self, index: slice) -> 'TensorEpisodes':
         """Return the episodes ``index`` (a slice of the batch)."""
         return TensorEpisodes(*(getattr(self, f)[index] for f in (
-            'context_images', 'context_poses', 'query_images', 'truth', 'motions', 'bounds')))
+            'context_images', 'context_poses', 'query_images', 'truth', 'motions', 'bounds')),
+            turn=None if self.turn is None else self.turn[index])
+
+    def global_belief(self) -> InitialBelief:
+        """Global localization: uniform over each world's (turned) extent and all yaws."""
+        return InitialBelief('uniform', bounds=self.bounds, turn=self.turn)
 
     def moved(self, offsets: Tensor) -> 'TensorEpisodes':
         """
@@ -63,6 +73,20 @@ class TensorEpisodes:
 
         return replace(self, context_poses=move(self.context_poses), truth=move(self.truth),
                        bounds=self.bounds + offsets.repeat(1, 2))
+
+    def turned(self, angles: Tensor) -> 'TensorEpisodes':
+        """
+        Return the episodes with each world turned by its angle ``(B,)`` about its centre.
+
+        Context poses and true poses turn (yaws grow by the angle); odometry is in the
+        robot's frame and stays; the bounds stay and the turn is kept in :attr:`turn`,
+        so a global belief is drawn over the turned extent (not a larger box around it).
+        Turns add up; moving and turning commute (the centre moves with the world).
+        """
+        center = (self.bounds[:, :2] + self.bounds[:, 2:]) / 2
+        total = angles if self.turn is None else geometry.wrap_angle(self.turn + angles)
+        return replace(self, context_poses=turn_about(self.context_poses, center, angles),
+                       truth=turn_about(self.truth, center, angles), turn=total)
 
 
 def to_tensors(batch: EpisodeBatch, config: InputConfig,
@@ -83,25 +107,33 @@ def to_tensors(batch: EpisodeBatch, config: InputConfig,
                           poses(batch.query_poses), motions, bounds)
 
 
-def with_frame_shift(episodes: TensorEpisodes, shift: float,
-                     rng: np.random.Generator) -> TensorEpisodes:
+def with_frame_change(episodes: TensorEpisodes, shift: float, rng: np.random.Generator,
+                      turn: float = 0.0) -> TensorEpisodes:
     """
-    Move each episode's world by an offset drawn uniformly from ``[-shift, shift]^2``.
+    Move each episode's world by an offset and turn it by an angle, both drawn at random.
 
-    ``shift`` 0 returns ``episodes`` unchanged and draws nothing from ``rng`` (runs
-    without a shift keep their random streams).
+    The offset is uniform in ``[-shift, shift]^2`` (normalized units), the angle uniform
+    in ``[-turn, turn]`` degrees about the world's centre (180: any heading). 0 changes
+    nothing and draws nothing from ``rng`` (runs without a change keep their random
+    streams; the offsets are drawn before the angles).
     """
-    if shift < 0:
-        raise ValueError(f'frame shift must be >= 0, got {shift}')
-    if shift == 0:
-        return episodes
-    offsets = rng.uniform(-shift, shift, (len(episodes), 2))
-    return episodes.moved(torch.as_tensor(offsets, dtype=episodes.truth.dtype,
-                                          device=episodes.truth.device))
+    if shift < 0 or turn < 0:
+        raise ValueError(f'frame shift and turn must be >= 0, got {shift} and {turn}')
+    if turn > 180:
+        raise ValueError(f'frame turn is at most 180 degrees (any heading), got {turn}')
+    like = {'dtype': episodes.truth.dtype, 'device': episodes.truth.device}
+    if shift > 0:
+        episodes = episodes.moved(torch.as_tensor(
+            rng.uniform(-shift, shift, (len(episodes), 2)), **like))
+    if turn > 0:
+        episodes = episodes.turned(torch.as_tensor(
+            np.radians(rng.uniform(-turn, turn, len(episodes))), **like))
+    return episodes
 
 
 def tracking_belief(truth: Tensor, generator: Optional[torch.Generator] = None,
-                    bounds: Optional[Tensor] = None, uniform_share: float = 0.0) -> InitialBelief:
+                    bounds: Optional[Tensor] = None, uniform_share: float = 0.0,
+                    turn: Optional[Tensor] = None) -> InitialBelief:
     """
     Tracking initial belief around the true first pose ``truth`` ``(B, 3)``.
 
@@ -110,7 +142,8 @@ def tracking_belief(truth: Tensor, generator: Optional[torch.Generator] = None,
     (otherwise a regression model could answer the mean and be exact). With
     ``uniform_share`` > 0, that share of the particles is spread uniformly over
     ``bounds`` ``(B, 4)``: a model trained only on particles near the truth never sees
-    the far-off positions and headings that global localization asks it to reject.
+    the far-off positions and headings that global localization asks it to reject
+    (``turn``: the bounds turned, see :class:`TensorEpisodes`).
     """
     std = torch.tensor(TRACKING_STD, dtype=truth.dtype, device=truth.device)
     noise = torch.randn(truth.shape, generator=generator, dtype=truth.dtype,
@@ -118,9 +151,5 @@ def tracking_belief(truth: Tensor, generator: Optional[torch.Generator] = None,
     mean = truth + noise
     mean = torch.cat([mean[:, :2], torch.remainder(mean[:, 2:] + math.pi, 2 * math.pi) - math.pi],
                      -1)
-    return InitialBelief('gaussian', bounds=bounds, mean=mean, uniform_share=uniform_share)
-
-
-def global_belief(bounds: Tensor) -> InitialBelief:
-    """Global localization: uniform over the normalized extent ``bounds`` ``(B, 4)``."""
-    return InitialBelief('uniform', bounds=bounds)
+    return InitialBelief('gaussian', bounds=bounds, mean=mean, uniform_share=uniform_share,
+                         turn=turn)

@@ -29,13 +29,15 @@ import torch
 
 
 def _plots(models: Dict[str, object], dataset: Dataset, out: Path, episodes: int, seed: int,
-           device: torch.device, frame_shift: float = 0.0) -> List[Path]:
+           device: torch.device, frame_shift: float = 0.0,
+           frame_turn: float = 0.0) -> List[Path]:
+    frame = {'frame_shift': frame_shift, 'frame_turn': frame_turn}
     out.mkdir(parents=True, exist_ok=True)
     written = []
     pf_models = {n: m for n, m in models.items() if m is not None and m.config.kind == 'pf'}
     for name, model in pf_models.items():
         data = fixed_episodes(dataset, PROTOCOLS['sequential-global'], 4, seed, model.config,
-                              device, frame_shift=frame_shift)
+                              device, **frame)
         written.append(plot_belief(model, data, 0, out / f'belief-{name}.png', seed=seed))
     by_t, by_k = {}, {}
     for name, model in models.items():
@@ -44,16 +46,14 @@ def _plots(models: Dict[str, object], dataset: Dataset, out: Path, episodes: int
         steps = {}
         for t in (1, 2, 3, 4, 5):
             protocol = Protocol(f't{t}', t, 2048, 'global', 'success')
-            data = fixed_episodes(dataset, protocol, episodes, seed, config, device,
-                                  frame_shift=frame_shift)
+            data = fixed_episodes(dataset, protocol, episodes, seed, config, device, **frame)
             gen = torch.Generator(device=device).manual_seed(seed)
             steps[t] = run_model(model, name, data, protocol, gen)
         by_t[name] = success_curve(steps, SUCCESS_THRESHOLD)
         if model is not None and model.config.kind == 'pf':
             ks = {}
             protocol = PROTOCOLS['sequential-global']
-            data = fixed_episodes(dataset, protocol, episodes, seed, config, device,
-                                  frame_shift=frame_shift)
+            data = fixed_episodes(dataset, protocol, episodes, seed, config, device, **frame)
             for k in (64, 256, 1024, 2048, 4096):
                 gen = torch.Generator(device=device).manual_seed(seed)
                 ks[k] = run_model(model, name, data, protocol, gen, num_particles=k)
@@ -81,6 +81,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--frame-shift', type=float, default=0.0, metavar='S',
                    help="move each episode's world by a fixed random offset up to S "
                    'normalized units in x and y (as dmn_train --frame-shift S; 0: in place)')
+    p.add_argument('--frame-turn', type=float, default=0.0, metavar='DEG',
+                   help="turn each episode's world about its centre by a fixed random angle "
+                   'up to DEG degrees (180: any heading; as dmn_train --frame-turn; 0: as is)')
     p.add_argument('--likelihood-scale', type=float, default=1.0, metavar='F',
                    help="multiply the particle filter models' log-likelihoods by F (1: the "
                    "paper's protocol; see the README)")
@@ -103,26 +106,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not models:
             raise ValueError('nothing to evaluate: give --checkpoint and/or --baselines')
         results = evaluate(models, dataset, a.episodes, a.seed, a.protocols, device,
-                           frame_shift=a.frame_shift, likelihood_scale=a.likelihood_scale)
+                           frame_shift=a.frame_shift, likelihood_scale=a.likelihood_scale,
+                           frame_turn=a.frame_turn)
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f'dmn_evaluate: error: {exc}', file=sys.stderr)
         return 2
     print(f'{dataset.root} ({dataset.domain}, {len(dataset)} test environments), '
           f'{a.episodes} episodes per cell, seed {a.seed}'
           + (f', worlds moved up to {a.frame_shift}' if a.frame_shift else '')
+          + (f', worlds turned up to {a.frame_turn:g} degrees' if a.frame_turn else '')
           + (f', log-likelihoods x{a.likelihood_scale:g}' if a.likelihood_scale != 1 else ''))
     print(format_table(results))
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({'data': str(a.data), 'episodes': a.episodes,
                                      'seed': a.seed, 'frame_shift': a.frame_shift,
+                                     'frame_turn': a.frame_turn,
                                      'likelihood_scale': a.likelihood_scale,
                                      'checkpoints': [str(c) for c in a.checkpoint],
                                      'results': results}, indent=1) + '\n')
         print(f'written: {a.out}')
     if a.plots is not None:
         for path in _plots(models, dataset, a.plots, min(a.episodes, 300), a.seed, device,
-                           a.frame_shift):
+                           a.frame_shift, a.frame_turn):
             print(f'plot: {path}')
     return 0
 

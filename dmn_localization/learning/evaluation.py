@@ -18,8 +18,8 @@ from dmn_localization.core.inference import closest_context, FilterSettings, loc
 from dmn_localization.core.losses import xy_squared_error
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.data.episodes import EpisodeSampler
-from dmn_localization.learning.batches import (global_belief, TensorEpisodes, to_tensors,
-                                               tracking_belief, with_frame_shift)
+from dmn_localization.learning.batches import (TensorEpisodes, to_tensors, tracking_belief,
+                                               with_frame_change)
 from dmn_localization.learning.trainer import STRICT_SUCCESS_THRESHOLD, SUCCESS_THRESHOLD
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ def run_model(model: Optional[nn.Module], name: str, episodes: TensorEpisodes,
     for start in range(0, len(episodes), chunk):
         part = episodes.select(slice(start, start + chunk))
         if protocol.initial == 'global':
-            initial = global_belief(part.bounds)
+            initial = part.global_belief()
         else:
             initial = tracking_belief(part.truth[:, 0], generator)
         if name == 'closest-context':
@@ -97,27 +97,31 @@ def run_model(model: Optional[nn.Module], name: str, episodes: TensorEpisodes,
 
 def fixed_episodes(dataset: Dataset, protocol: Protocol, count: int, seed: int,
                    config: Any, device: torch.device, num_contexts: int = 4,
-                   frame_shift: float = 0.0) -> TensorEpisodes:
+                   frame_shift: float = 0.0, frame_turn: float = 0.0) -> TensorEpisodes:
     """
     Draw the fixed test episodes of a protocol (the same for every model).
 
-    ``frame_shift`` > 0 moves each episode's world by a fixed random offset up to that
-    (:func:`~dmn_localization.learning.batches.with_frame_shift`); the episodes are the same.
+    ``frame_shift`` > 0 moves each episode's world by a fixed random offset up to that,
+    ``frame_turn`` > 0 turns it by a fixed random angle up to that many degrees
+    (:func:`~dmn_localization.learning.batches.with_frame_change`); the episodes are the
+    same.
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, protocol.steps, 1234]))
     batch = EpisodeSampler(dataset, num_contexts, protocol.steps).sample(count, rng)
     offsets_rng = np.random.default_rng(np.random.SeedSequence([seed, protocol.steps, 4321]))
-    return with_frame_shift(to_tensors(batch, config, device), frame_shift, offsets_rng)
+    return with_frame_change(to_tensors(batch, config, device), frame_shift, offsets_rng,
+                             frame_turn)
 
 
 def evaluate(models: Dict[str, Optional[nn.Module]], dataset: Dataset, episodes: int,
              seed: int = 0, protocols: Optional[List[str]] = None,
              device: Optional[torch.device] = None, frame_shift: float = 0.0,
-             likelihood_scale: float = 1.0) -> Dict[str, Dict[str, Dict[str, float]]]:
+             likelihood_scale: float = 1.0,
+             frame_turn: float = 0.0) -> Dict[str, Dict[str, Dict[str, float]]]:
     """
     Evaluate models (``None`` for the non-learned ones) under the protocols.
 
-    ``frame_shift``: see :func:`fixed_episodes`.
+    ``frame_shift``, ``frame_turn``: see :func:`fixed_episodes`.
 
     Returns ``{protocol: {model name: summary}}``.
     """
@@ -132,7 +136,7 @@ def evaluate(models: Dict[str, Optional[nn.Module]], dataset: Dataset, episodes:
             config = model.config if model is not None else InputConfig(
                 image_size=dataset.image_size)
             data = fixed_episodes(dataset, protocol, episodes, seed, config, device,
-                                  frame_shift=frame_shift)
+                                  frame_shift=frame_shift, frame_turn=frame_turn)
             generator = torch.Generator(device=device).manual_seed(seed)
             errors = run_model(model, name, data, protocol, generator,
                                likelihood_scale=likelihood_scale)

@@ -51,8 +51,8 @@ def regression_success(checkpoint: Path, domain: str, workdir: Optional[Path] = 
 
 
 def _training_options(options: Dict[str, Any], frame_shift: float,
-                      precision: str = 'fp32') -> str:
-    """Card lines for model options other than the defaults, a frame shift, a precision."""
+                      precision: str = 'fp32', frame_turn: float = 0.0) -> str:
+    """Card lines for model options other than the defaults, a frame change, a precision."""
     lines = ''
     if options:
         lines += '- Model options: ' + ', '.join(
@@ -60,6 +60,9 @@ def _training_options(options: Dict[str, Any], frame_shift: float,
     if frame_shift:
         lines += (f'- Worlds moved in their normalized frame by up to {frame_shift:g} in x '
                   f'and y (`dmn_train --frame-shift {frame_shift:g}`).\n')
+    if frame_turn:
+        lines += (f'- Worlds turned about their centre by up to {frame_turn:g} degrees '
+                  f'(`dmn_train --frame-turn {frame_turn:g}`).\n')
     if precision != 'fp32':
         lines += (f'- Trained with the forward pass under {precision} autocast (`dmn_train '
                   f'--precision {precision}`); the weights are float32.\n')
@@ -132,7 +135,7 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
             f', for `dmn_localization_node` with `model_path:=.../models/{name}.pt`')
     command_line = f'- Command: `{train_command}`\n' if train_command else ''
     options_text = _training_options(options, meta.get('frame_shift', 0.0),
-                                     meta.get('precision', 'fp32'))
+                                     meta.get('precision', 'fp32'), meta.get('frame_turn', 0.0))
     card = f"""# {name}
 
 `{loaded.name}` ({data["parameters"]:,} parameters, encoder fingerprint

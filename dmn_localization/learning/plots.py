@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Dict, Sequence
 
 from dmn_localization.core.inference import FilterSettings, localize
-from dmn_localization.learning.batches import global_belief, TensorEpisodes
+from dmn_localization.learning.batches import TensorEpisodes
 import numpy as np
 import torch
 from torch import nn
@@ -35,11 +35,18 @@ def plot_belief(model: nn.Module, episodes: TensorEpisodes, index: int, path: Pa
     map_ctx = model.prepare_map(model.embed_views(part.context_images, part.context_poses),
                                 part.context_poses)
     generator = torch.Generator().manual_seed(seed)
-    result = localize(model, map_ctx, part.query_images, part.motions, global_belief(part.bounds),
+    result = localize(model, map_ctx, part.query_images, part.motions, part.global_belief(),
                       FilterSettings(num_particles=num_particles), generator, keep_beliefs=True)
     steps = len(result.beliefs)
     fig, axes = plt.subplots(1, steps, figsize=(3.2 * steps, 3.3), squeeze=False)
     b = part.bounds[0].cpu().numpy()
+    if part.turn is not None:  # the histogram over the box around the turned extent
+        angle = float(part.turn[0])
+        corners = np.array([[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]])
+        center = corners.mean(0)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        turned = (corners - center) @ rot.T + center
+        b = np.concatenate([turned.min(0), turned.max(0)])
     for t, (ax, belief) in enumerate(zip(axes[0], result.beliefs)):
         xy = belief.particles[0, :, :2].cpu().numpy()
         w = belief.weights[0].cpu().numpy()

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--frame-shift', type=float, default=defaults.frame_shift, metavar='S',
                    help="move each episode's world by a random offset up to S normalized "
                    'units in x and y, so the extent is not the walls (0: in place)')
+    p.add_argument('--frame-turn', type=float, default=defaults.frame_turn, metavar='DEG',
+                   help="turn each episode's world about its centre by a random angle up to "
+                   "DEG degrees, so the frame's axes are not the walls' (180: any; 0: as is)")
     p.add_argument('--model-option', action='append', default=[], metavar='FIELD=VALUE',
                    help='set a model config field, e.g. match_score=false (repeatable)')
     p.add_argument('--init-from', default='', metavar='CHECKPOINT',
@@ -120,7 +123,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        patience=a.patience, checkpoint_minutes=a.checkpoint_minutes,
                        seed=a.seed, device=a.device, uniform_share=a.uniform_share,
                        nce_weight=a.nce_weight, model_options=options, init_from=a.init_from,
-                       frame_shift=a.frame_shift, precision=a.precision)
+                       frame_shift=a.frame_shift, frame_turn=a.frame_turn,
+                       precision=a.precision)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

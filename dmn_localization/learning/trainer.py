@@ -36,8 +36,8 @@ from dmn_localization.core.losses import pose_loss, xy_squared_error
 from dmn_localization.core.models import build_model, config_for, count_parameters
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.data.episodes import EpisodeSampler
-from dmn_localization.learning.batches import (global_belief, TensorEpisodes, to_tensors,
-                                               tracking_belief, with_frame_shift)
+from dmn_localization.learning.batches import (TensorEpisodes, to_tensors, tracking_belief,
+                                               with_frame_change)
 import numpy as np
 import torch
 from torch import nn, Tensor
@@ -117,8 +117,11 @@ class TrainConfig:
     #: checkpoint whose weights a new run starts from (optimizer and counters start afresh)
     init_from: str = ''
     #: each episode's world moved by a random offset up to this (normalized units) in x
-    #: and y, so the extent does not say where the walls are (``batches.with_frame_shift``)
+    #: and y, so the extent does not say where the walls are (``batches.with_frame_change``)
     frame_shift: float = 0.0
+    #: each episode's world turned about its centre by a random angle up to this (degrees;
+    #: 180: any), so the frame's axes do not say which way the walls run
+    frame_turn: float = 0.0
     #: arithmetic of the training step's forward pass: ``'fp32'``, or ``'bf16'`` (bfloat16
     #: autocast: about 1.3x faster at one thread on CPUs with AVX512-BF16, ``make bench``;
     #: weights, optimizer and validation stay float32)
@@ -153,7 +156,7 @@ class EpisodeLoss(nn.Module):
     def _loss(self, episodes: TensorEpisodes, generator: torch.Generator) -> Tensor:
         model = self.model
         initial = tracking_belief(episodes.truth[:, 0], generator, episodes.bounds,
-                                  self.uniform_share)
+                                  self.uniform_share, episodes.turn)
         map_ctx = model.prepare_map(model.embed_views(episodes.context_images,
                                                       episodes.context_poses),
                                     episodes.context_poses)
@@ -209,7 +212,7 @@ def validate(model: nn.Module, episodes: TensorEpisodes, global_episodes: Tensor
         map_ctx = model.prepare_map(model.embed_views(part.context_images, part.context_poses),
                                     part.context_poses)
         est = localize(model, map_ctx, part.query_images, part.motions,
-                       global_belief(part.bounds), settings, generator).estimates
+                       part.global_belief(), settings, generator).estimates
         successes.append(xy_squared_error(est[:, -1], part.truth[:, -1]) < SUCCESS_THRESHOLD)
     model.train(was_training)
     return {'val_loss': sum(losses) / len(episodes),
@@ -359,12 +362,12 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
     sampler = EpisodeSampler(train_set, config.num_contexts, 1)
     val_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 99]))
     val_sampler = EpisodeSampler(val_set, config.num_contexts, 1)
-    val_episodes = with_frame_shift(
+    val_episodes = with_frame_change(
         to_tensors(val_sampler.sample(config.val_episodes, val_rng), model.config, device),
-        config.frame_shift, val_rng)
-    val_global = with_frame_shift(
+        config.frame_shift, val_rng, config.frame_turn)
+    val_global = with_frame_change(
         to_tensors(val_sampler.sample(config.val_global_episodes, val_rng), model.config,
-                   device), config.frame_shift, val_rng)
+                   device), config.frame_shift, val_rng, config.frame_turn)
     loss_module: nn.Module = EpisodeLoss(model, config.num_particles, config.uniform_share,
                                          config.nce_weight, config.precision)
     if world_size > 1:
@@ -415,8 +418,9 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
             writer.writerow({k: row.get(k, '') for k in LOG_FIELDS})
 
     while counters['samples'] < config.budget_samples and not counters['stopped_early']:
-        batch = with_frame_shift(to_tensors(sampler.sample(config.batch_size, rng),
-                                            model.config, device), config.frame_shift, rng)
+        batch = with_frame_change(to_tensors(sampler.sample(config.batch_size, rng),
+                                             model.config, device), config.frame_shift, rng,
+                                  config.frame_turn)
         loss = loss_module(batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -461,6 +465,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
                         'init_from': config.init_from,
                         'init_samples': counters['init_samples'],
                         'frame_shift': config.frame_shift,
+                        'frame_turn': config.frame_turn,
                         'precision': config.precision})
             else:
                 counters['bad_validations'] += 1
