@@ -308,12 +308,13 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
     from dmn_localization.learning.train_cli import build_parser, config_from_args
 
     plan = ResultsPlan(Path('data'), tmp_path, 4_200_000, lr={'dmn-pf/rooms': 3e-4},
-                       model_options={'dmn-pf': {'ego_value_dim': 32}}, frame_shift=0.5)
+                       model_options={'dmn-pf': {'ego_value_dim': 32}}, frame_shift=0.5,
+                       frame_turn=180.0)
     by_hand = config_from_args(build_parser().parse_args([
         '--model', 'dmn-pf', '--train', 'data/rooms-train', '--val', 'data/rooms-val',
         '--out', str(tmp_path / 'dmn-pf-rooms-lr0.0003-s1'), '--budget-samples', '4200000',
         '--lr', '3e-4', '--val-every-samples', '100000', '--patience', '8', '--seed', '1',
-        '--model-option', 'ego_value_dim=32', '--frame-shift', '0.5']))
+        '--model-option', 'ego_value_dim=32', '--frame-shift', '0.5', '--frame-turn', '180']))
     assert plan.train_config('dmn-pf', 'rooms', 1) == by_hand
     # no search for a rate the plan fixes; the others wait for theirs
     assert plan.search_rates('dmn-pf', 'rooms') == (3e-4,)
@@ -541,6 +542,17 @@ def test_moving_the_world_changes_nothing_for_dmn_but_image_pf(tiny):
                                atol=1e-4)
     assert not np.allclose(errors['image-pf']['moved'], errors['image-pf']['in place'],
                            atol=1e-4)
+
+
+def test_results_say_how_the_worlds_sit_in_their_frame(tmp_path):
+    from dmn_localization.learning.results_plan import ResultsPlan
+    from dmn_localization.learning.results_report import _frame_change
+
+    assert _frame_change(ResultsPlan(Path('data'), tmp_path)).startswith('in place')
+    both = _frame_change(ResultsPlan(Path('data'), tmp_path, frame_shift=0.5, frame_turn=180))
+    assert 'moved by a random offset up to 0.5' in both and 'up to 180 degrees' in both
+    turned = _frame_change(ResultsPlan(Path('data'), tmp_path, frame_turn=30))
+    assert 'turned about their centre by up to 30 degrees' in turned and 'moved' not in turned
 
 
 def test_frame_shift_moves_each_world_and_nothing_else(tiny):

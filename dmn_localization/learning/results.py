@@ -203,7 +203,7 @@ def evaluate_all(plan: ResultsPlan) -> Dict[str, Dict[str, Dict[str, List[float]
                 continue
             results = evaluate(models, dataset, plan.episodes, seed=0,
                                protocols=['sequential-global', 'one-step-global'],
-                               frame_shift=plan.frame_shift)
+                               frame_shift=plan.frame_shift, frame_turn=plan.frame_turn)
             for protocol, per_model in results.items():
                 for model, summary in per_model.items():
                     for key, value in ((protocol, summary['success']),
@@ -229,6 +229,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--frame-shift', type=float, default=0.0, metavar='S',
                    help="move each episode's world by up to S normalized units in training "
                    'and test (dmn_train --frame-shift)')
+    p.add_argument('--frame-turn', type=float, default=0.0, metavar='DEG',
+                   help="turn each episode's world about its centre by up to DEG degrees in "
+                   'training and test (dmn_train --frame-turn)')
     p.add_argument('--jobs', type=int, default=1,
                    help='runs trained at a time, each in its own process with its share of '
                    'the cores (2 on a 2-core machine: one core each)')
@@ -258,7 +261,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     plan = ResultsPlan(a.data, a.runs, a.budget_samples, a.models,
                        {m: (0,) for m in a.models} if a.one_seed else None, None, a.episodes,
                        a.domains, a.val_every_samples, a.val_episodes,
-                       frame_shift=a.frame_shift, lr_grid=tuple(a.lr_grid),
+                       frame_shift=a.frame_shift, frame_turn=a.frame_turn,
+                       lr_grid=tuple(a.lr_grid),
                        search_samples=a.search_samples)
     if a.status:
         print(status(plan))

@@ -85,6 +85,8 @@ class ResultsPlan:
     model_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     #: every world moved by up to this in training and test (``dmn_train --frame-shift``)
     frame_shift: float = 0.0
+    #: every world turned by up to this many degrees in training and test (``--frame-turn``)
+    frame_turn: float = 0.0
     #: the learning-rate search: rates, and samples of each seed-0 run at each rate
     lr_grid: Sequence[float] = LR_GRID
     search_samples: int = SEARCH_SAMPLES
@@ -162,7 +164,7 @@ class ResultsPlan:
             lr=rate, val_every_samples=self.val_every_samples,
             val_episodes=self.val_episodes, patience=self.patience, seed=seed,
             model_options={**options, **self.model_options.get(model, {})},
-            frame_shift=self.frame_shift)
+            frame_shift=self.frame_shift, frame_turn=self.frame_turn)
 
     def runs_with_rates(self) -> List[Tuple[str, str, int, Optional[float]]]:
         """

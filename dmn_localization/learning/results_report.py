@@ -141,6 +141,21 @@ def _rate(rate: Optional[float]) -> str:
     return 'searching' if rate is None else f'{rate:g}'
 
 
+def _frame_change(plan: ResultsPlan) -> str:
+    """Say how the worlds sit in their normalized frame (moved, turned, or in place)."""
+    changes = []
+    if plan.frame_shift:
+        changes.append(f'moved by a random offset up to {plan.frame_shift:g} in x and y '
+                       '(`--frame-shift`: the extent does not say where the walls are)')
+    if plan.frame_turn:
+        changes.append(f'turned about their centre by up to {plan.frame_turn:g} degrees '
+                       "(`--frame-turn`: the frame's axes do not say which way the walls run)")
+    if not changes:
+        return ('in place: the extent is the outer wall and the walls run along the axes, '
+                'which models reading global coordinates can learn (see the README).')
+    return ' and '.join(changes) + ', in training and test.'
+
+
 def _options(plan: ResultsPlan, model: str) -> Dict[str, Any]:
     """Return the config fields of entry ``model`` other than their defaults."""
     return {**VARIANTS.get(model, (model, {}))[1], **plan.model_options.get(model, {})}
@@ -250,12 +265,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               f'- Evaluation: {plan.episodes} episodes per cell on held-out test environments, '
               'K=2048, t=5 (sequential) and t=1 (one-step); success = squared x-y error '
               'below 0.2 in normalized units.',
-              '- Worlds in their normalized frame: ' + (
-                  f'moved by a random offset up to {plan.frame_shift:g} in x and y, in '
-                  'training and test (`--frame-shift`), so the extent does not say where the '
-                  'walls are.' if plan.frame_shift else
-                  'in place: the extent is the outer wall, which models reading global '
-                  'coordinates can learn (see the README).'),
+              '- Worlds in their normalized frame: ' + _frame_change(plan),
               f'- Hardware: {platform.machine()}, {os.cpu_count()} cores, torch '
               f'{torch.__version__}; wall time of this '
               f'command: {wall_time_s / 3600:.1f} h (each run in the runs table).']
