@@ -697,6 +697,10 @@ def test_training_and_evaluation_with_a_frame_shift(tiny, tmp_path, capsys):
     assert first_val_loss(turned) != pytest.approx(first_val_loss(plain), abs=1e-6)
     assert load_checkpoint(turned / 'best.pt').metadata['frame_turn'] == 180
     assert train_main(train_args(tiny, turned, 800, ['--frame-turn', '90'])) != 0
+    capsys.readouterr()
+    assert train_main(train_args(tiny, tmp_path / 'bad', 40, ['--frame-turn', '200'])) == 2
+    assert 'frame turn in [0, 180] degrees' in capsys.readouterr().err
+    assert not (tmp_path / 'bad' / 'config.json').exists()
 
 
 def test_model_card_names_options_frame_shift_and_what_the_frame_must_be(

@@ -305,6 +305,9 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
 def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
     if config.precision not in PRECISIONS:
         raise TrainingError(f'precision must be one of {PRECISIONS}, got {config.precision!r}')
+    if config.frame_shift < 0 or not 0 <= config.frame_turn <= 180:
+        raise TrainingError(f'frame shift must be >= 0 and frame turn in [0, 180] degrees, '
+                            f'got {config.frame_shift} and {config.frame_turn}')
     world_size, rank = _distributed()
     device = resolve_device(config.device)
     owns_group = False
