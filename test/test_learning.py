@@ -627,10 +627,11 @@ def test_frame_turn_turns_each_world_about_its_centre_and_its_global_belief(tiny
         with_frame_change(episodes, 0.0, rng, 181.0)
 
 
-def test_turning_the_world_changes_nothing_for_dmn_but_image_pf(tiny):
+def test_turning_the_world_changes_nothing_for_dmn_but_image_pf(tiny, tmp_path):
     from dmn_localization.core.models import build_model, config_for
     from dmn_localization.data.dataset import Dataset
     from dmn_localization.learning.evaluation import fixed_episodes, PROTOCOLS, run_model
+    from dmn_localization.learning.plots import plot_belief
 
     torch.manual_seed(0)
     dataset = Dataset(tiny / 'val')
@@ -646,6 +647,9 @@ def test_turning_the_world_changes_nothing_for_dmn_but_image_pf(tiny):
                   for data in (plain, turned)]
         if name == 'image-pf':
             assert not np.allclose(errors[0], errors[1], atol=1e-4)
+            # the belief plot of a turned world (over the box around the turned extent)
+            path = plot_belief(model, turned, 0, tmp_path / 'belief.png', num_particles=64)
+            assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
         else:
             np.testing.assert_allclose(errors[1], errors[0], atol=1e-4, err_msg=name)
 

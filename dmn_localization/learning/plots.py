@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Dict, Sequence
 
 from dmn_localization.core.inference import FilterSettings, localize
+from dmn_localization.core.particle_filter import turn_about
 from dmn_localization.learning.batches import TensorEpisodes
 import numpy as np
 import torch
@@ -41,12 +42,11 @@ def plot_belief(model: nn.Module, episodes: TensorEpisodes, index: int, path: Pa
     fig, axes = plt.subplots(1, steps, figsize=(3.2 * steps, 3.3), squeeze=False)
     b = part.bounds[0].cpu().numpy()
     if part.turn is not None:  # the histogram over the box around the turned extent
-        angle = float(part.turn[0])
-        corners = np.array([[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]])
-        center = corners.mean(0)
-        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        turned = (corners - center) @ rot.T + center
-        b = np.concatenate([turned.min(0), turned.max(0)])
+        corners = torch.tensor([[[b[0], b[1], 0.0], [b[2], b[1], 0.0], [b[2], b[3], 0.0],
+                                 [b[0], b[3], 0.0]]])
+        turned = turn_about(corners, corners[:, :, :2].mean(1), part.turn[:1].cpu())
+        b = np.concatenate([turned[0, :, :2].min(0).values.numpy(),
+                            turned[0, :, :2].max(0).values.numpy()])
     for t, (ax, belief) in enumerate(zip(axes[0], result.beliefs)):
         xy = belief.particles[0, :, :2].cpu().numpy()
         w = belief.weights[0].cpu().numpy()
