@@ -73,7 +73,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--checkpoint', type=Path, nargs='*', default=[],
                    help='model checkpoints (best.pt of dmn_train, or models/*.pt)')
     p.add_argument('--baselines', nargs='*', default=list(NON_LEARNED_MODELS),
-                   choices=list(NON_LEARNED_MODELS))
+                   choices=list(NON_LEARNED_MODELS),
+                   help='non-learned baselines to evaluate (default: all; --baselines with '
+                   'no name: none)')
     p.add_argument('--episodes', type=int, default=1000, help='episodes per table cell')
     p.add_argument('--protocols', nargs='*', default=list(PROTOCOLS), choices=list(PROTOCOLS))
     p.add_argument('--seed', type=int, default=0)
