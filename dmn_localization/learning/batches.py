@@ -107,6 +107,15 @@ def to_tensors(batch: EpisodeBatch, config: InputConfig,
                           poses(batch.query_poses), motions, bounds)
 
 
+def check_frame_change(shift: float, turn: float) -> None:
+    """Raise ValueError unless ``shift`` >= 0 and ``turn`` is in ``[0, 180]`` degrees."""
+    if shift < 0 or turn < 0:
+        raise ValueError(f'frame shift and turn must be >= 0, got {shift} and {turn}')
+    if turn > 180:
+        raise ValueError(f'frame turn in [0, 180] degrees expected (at most 180: any '
+                         f'heading), got {turn}')
+
+
 def with_frame_change(episodes: TensorEpisodes, shift: float, rng: np.random.Generator,
                       turn: float = 0.0) -> TensorEpisodes:
     """
@@ -117,10 +126,7 @@ def with_frame_change(episodes: TensorEpisodes, shift: float, rng: np.random.Gen
     nothing and draws nothing from ``rng`` (runs without a change keep their random
     streams; the offsets are drawn before the angles).
     """
-    if shift < 0 or turn < 0:
-        raise ValueError(f'frame shift and turn must be >= 0, got {shift} and {turn}')
-    if turn > 180:
-        raise ValueError(f'frame turn is at most 180 degrees (any heading), got {turn}')
+    check_frame_change(shift, turn)
     like = {'dtype': episodes.truth.dtype, 'device': episodes.truth.device}
     if shift > 0:
         episodes = episodes.moved(torch.as_tensor(

@@ -36,8 +36,8 @@ from dmn_localization.core.losses import pose_loss, xy_squared_error
 from dmn_localization.core.models import build_model, config_for, count_parameters
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.data.episodes import EpisodeSampler
-from dmn_localization.learning.batches import (TensorEpisodes, to_tensors, tracking_belief,
-                                               with_frame_change)
+from dmn_localization.learning.batches import (check_frame_change, TensorEpisodes, to_tensors,
+                                               tracking_belief, with_frame_change)
 import numpy as np
 import torch
 from torch import nn, Tensor
@@ -305,9 +305,7 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
 def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
     if config.precision not in PRECISIONS:
         raise TrainingError(f'precision must be one of {PRECISIONS}, got {config.precision!r}')
-    if config.frame_shift < 0 or not 0 <= config.frame_turn <= 180:
-        raise TrainingError(f'frame shift must be >= 0 and frame turn in [0, 180] degrees, '
-                            f'got {config.frame_shift} and {config.frame_turn}')
+    check_frame_change(config.frame_shift, config.frame_turn)  # before the run is touched
     world_size, rank = _distributed()
     device = resolve_device(config.device)
     owns_group = False
