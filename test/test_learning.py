@@ -372,6 +372,46 @@ def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_pa
     assert run_dir(plan, 'dmn-pf', 'rooms', 2) == tmp_path / 'dmn-pf-rooms-lr0.0003-s2'
 
 
+def test_results_say_which_runs_reached_a_plateau(tmp_path):
+    from dmn_localization.learning.results import status
+    from dmn_localization.learning.results_plan import (learning_curve, recent_gain,
+                                                        ResultsPlan, run_dir)
+
+    plan = ResultsPlan(Path('data'), tmp_path, 600_000, models=('dmn-pf', 'vector-pf',
+                                                                'image-pf'),
+                       seeds={'dmn-pf': (0, 1), 'vector-pf': (0,), 'image-pf': (0,)},
+                       domains=('rooms',), lr_grid=(3e-4,))
+
+    def fake_run(model, seed, losses, stopped_early=False):
+        run = run_dir(plan, model, 'rooms', seed)
+        run.mkdir(parents=True)
+        with open(run / 'log.csv', 'w') as f:
+            f.write('step,samples,elapsed_s,train_loss,val_loss,val_global_success\n')
+            for i, loss in enumerate(losses, 1):
+                f.write(f'{i},{i * 100_000},1.0,,{loss},0.5\n')
+        torch.save({'counters': {'samples': 100_000 * len(losses), 'elapsed_s': 3600.0,
+                                 'stopped_early': stopped_early,
+                                 'best_val_loss': min(losses)}}, run / 'last.pt')
+        return run
+
+    # flat: the best fell from 0.200 (at 300k) to 0.199 over the last 300k: 0.5 %
+    flat = fake_run('dmn-pf', 0, [0.30, 0.25, 0.200, 0.201, 0.199, 0.2005])
+    assert recent_gain(learning_curve(flat)) == pytest.approx(0.005)
+    # still falling: 0.24 -> 0.18 over the last 300k, 25 %
+    fake_run('vector-pf', 0, [0.30, 0.27, 0.24, 0.22, 0.20, 0.18])
+    fake_run('image-pf', 0, [0.30, 0.20, 0.21], stopped_early=True)  # patience ran out
+    fake_run('dmn-pf', 1, [0.30, 0.29])  # in progress: too short to say
+    assert recent_gain(learning_curve(run_dir(plan, 'dmn-pf', 'rooms', 1))) is None
+    said = status(plan)
+    assert '| dmn-pf rooms s0 | 0.0003 | 600,000 | 0.1990 | 1.00 h | finished | yes (0.5 %) |' \
+        in said
+    assert '| finished | no (25.0 %) |' in said
+    assert '| stopped early | yes (stopped early) |' in said
+    assert '| dmn-pf rooms s1 | 0.0003 | 200,000 | 0.2900 | 1.00 h | in progress | – |' in said
+    assert 'At a plateau: 2 of the 3 runs finished' in said
+    assert 'still learning: vector-pf rooms s0.' in said
+
+
 def test_results_skip_a_run_another_process_trains(tmp_path, capsys):
     from contextlib import ExitStack
 

@@ -61,6 +61,11 @@ DEFAULT_BUDGET = 1_000_000
 #: Entries trained with 3 seeds (the paper's practice for its PF-DMN and the strongest
 #: baseline); every other entry with seed 0.
 THREE_SEEDS = ('dmn-pf', 'image-pf', 'dmn-pf-heading')
+#: A run is at a plateau when its best validation loss fell by less than
+#: :data:`PLATEAU_GAIN` (relative) over its last :data:`PLATEAU_WINDOW` samples, or when
+#: it stopped early (patience: no lower loss in that many validations).
+PLATEAU_WINDOW = 300_000
+PLATEAU_GAIN = 0.01
 
 
 @dataclass
@@ -227,3 +232,23 @@ def learning_curve(run: Path) -> List[Tuple[int, float, float]]:
     with open(run / 'log.csv', newline='') as f:
         return [(int(r['samples']), float(r['val_loss']), float(r['val_global_success']))
                 for r in csv.DictReader(f) if r['val_global_success']]
+
+
+def recent_gain(curve: Sequence[Tuple[int, float, float]],
+                window: int = PLATEAU_WINDOW) -> Optional[float]:
+    """
+    Return how much a run's best validation loss fell over its last ``window`` samples.
+
+    ``curve`` as :func:`learning_curve` returns it. The gain is relative: ``(b0 - b1) /
+    b0`` with ``b0`` the lowest loss up to ``window`` samples before the last validation
+    and ``b1`` the lowest of all; 0 when the last ``window`` samples found nothing lower.
+    None while no validation lies ``window`` samples before the last.
+    """
+    if not curve:
+        return None
+    end = curve[-1][0]
+    before = [loss for samples, loss, _ in curve if samples <= end - window]
+    if not before:
+        return None
+    earlier = min(before)
+    return (earlier - min(loss for _, loss, _ in curve)) / earlier

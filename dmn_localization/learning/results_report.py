@@ -12,12 +12,14 @@ import json
 import os
 from pathlib import Path
 import platform
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dmn_localization.core.models import NON_LEARNED_MODELS
 from dmn_localization.data.dataset import Dataset
-from dmn_localization.learning.results_plan import (DOMAINS, LABELS, learning_curve,
-                                                    PAPER_TABLE1, ResultsPlan, run_dir,
+from dmn_localization.learning.results_plan import (DOMAINS, finished, LABELS,
+                                                    learning_curve, PAPER_TABLE1,
+                                                    PLATEAU_GAIN, PLATEAU_WINDOW,
+                                                    recent_gain, ResultsPlan, run_dir,
                                                     run_state, STRICT, VARIANTS)
 from dmn_localization.results_md import write_section
 import numpy as np
@@ -112,8 +114,8 @@ def _differences(results: Dict) -> List[str]:
         '- Training: one budget of samples for every model, on CPU cores here, far below '
         "the paper's (it stopped after 100k iterations without a better validation error); "
         'a learning-rate search over a short horizon (below); our datasets are smaller '
-        '(above; the paper: 100k Rooms and 960 Mazes environments). The learning curves '
-        'show which runs had not reached a plateau.',
+        '(above; the paper: 100k Rooms and 960 Mazes environments). The runs table says '
+        'which runs had reached a plateau (its last column), the learning curves show it.',
         '- The latent map baselines read global coordinates, and in `dmn_dataset` worlds '
         "the walls run along the frame's axes and the normalized extent is the outer "
         'wall: cues the egocentric PF-DMN cannot use (README: "What the baselines know '
@@ -193,12 +195,12 @@ def _run_row(plan: ResultsPlan, model: str, domain: str, seed: int, rate: Option
     """Return one row of the runs table (``rate`` None: a seed waiting for the search)."""
     head = f'| {model} {domain} s{seed} | {_rate(rate)} |'
     if rate is None:
-        return head + ' 0 | – | – | waits for the search |'
+        return head + ' 0 | – | – | waits for the search | – |'
     run = run_dir(plan, model, domain, seed, rate)
     state = run_state(run)
     if state is None:
         return head + ' 0 | – | – | ' + ('no checkpoint yet' if run.exists() else
-                                         'not begun') + ' |'
+                                         'not begun') + ' | – |'
     budget = plan.budget_samples if rate == chosen or not plan.searched(model, domain) \
         else plan.search_samples
     if state['stopped_early']:
@@ -208,7 +210,41 @@ def _run_row(plan: ResultsPlan, model: str, domain: str, seed: int, rate: Option
     else:
         how = 'finished' if budget == plan.budget_samples else 'search done'
     return (head + f' {state["samples"]:,} | {state["best_val_loss"]:.4f} | '
-            f'{state["elapsed_s"] / 3600:.2f} h | {how} |')
+            f'{state["elapsed_s"] / 3600:.2f} h | {how} | {_plateau(run, state)[1]} |')
+
+
+def _plateau(run: Path, state: Dict[str, Any]) -> Tuple[Optional[bool], str]:
+    """
+    Return whether a run is at a plateau (:data:`PLATEAU_GAIN`), and the runs table's cell.
+
+    None (cell ``–``) while the run is too short to say.
+    """
+    if state['stopped_early']:
+        return True, 'yes (stopped early)'
+    gain = recent_gain(learning_curve(run))
+    if gain is None:
+        return None, '–'
+    flat = gain < PLATEAU_GAIN
+    return flat, f'{"yes" if flat else "no"} ({100 * gain:.1f} %)'
+
+
+def _plateau_summary(plan: ResultsPlan) -> str:
+    """Return a sentence: how many runs at their chosen rate are at a plateau, and which not."""
+    done, rising = 0, []
+    for model, domain, seed in plan.schedule():
+        if finished(plan, model, domain, seed):
+            done += 1
+            run = run_dir(plan, model, domain, seed)
+            if not _plateau(run, run_state(run))[0]:
+                rising.append(f'{model} {domain} s{seed}')
+    if not done:
+        return 'No run has finished at its chosen rate yet.'
+    return (f'At a plateau: {done - len(rising)} of the {done} runs finished at their '
+            'chosen rate (plateau: stopped early, or the best validation loss fell by less '
+            f'than {100 * PLATEAU_GAIN:g} % over the last {PLATEAU_WINDOW:,} samples; the '
+            'last column gives that fall)'
+            + ('' if not rising else '; still learning: '
+               + ('all of them' if len(rising) == done else ', '.join(rising))) + '.')
 
 
 def progress_lines(plan: ResultsPlan) -> List[str]:
@@ -220,9 +256,9 @@ def progress_lines(plan: ResultsPlan) -> List[str]:
     """
     lines = [*_search_section(plan), '', '## Training runs', '',
              'Seed 0 of every model and domain is trained at every rate of the search; the '
-             'chosen one continues to the full budget.', '',
-             '| run | learning rate | samples | best validation loss | wall time | state |',
-             '| --- | --- | --- | --- | --- | --- |']
+             'chosen one continues to the full budget. ' + _plateau_summary(plan), '',
+             '| run | learning rate | samples | best validation loss | wall time | state | '
+             'plateau |', '| --- | --- | --- | --- | --- | --- | --- |']
     for model, domain, seed, rate in plan.runs_with_rates():
         lines.append(_run_row(plan, model, domain, seed, rate, plan.lr_of(model, domain)))
     return lines
