@@ -44,18 +44,35 @@ def read_log(path):
 
 
 def test_training_lowers_the_loss_and_writes_checkpoints(tiny, tmp_path):
+    from dmn_localization.core.models import build_model
+    from dmn_localization.data.dataset import Dataset
+    from dmn_localization.data.episodes import EpisodeSampler
+    from dmn_localization.learning.batches import to_tensors
+    from dmn_localization.learning.trainer import validate
+
     out = tmp_path / 'run'
-    # validated on its own training environments: a smoke test of fitting, not of transfer
-    args = train_args(tiny, out, 2400)
+    # validated on its own training environments: a smoke test of fitting, not of transfer.
+    # The latent vector regression: on these 8 rooms of 16x16 pixels the particle filter
+    # models do not learn measurably in 300 steps (their validation loss moves by a few
+    # percent either way, seed to seed), this one does (by about 20 %, seeds 1, 2 and 5)
+    args = train_args(tiny, out, 2400, ['--model', 'vector-regression'])
     args[args.index('--val') + 1] = str(tiny / 'train')
     assert train_main(args) == 0
     rows = read_log(out / 'log.csv')
     assert len([r for r in rows if r['train_loss']]) == 6  # every 50 steps
-    # validation runs on fixed episodes with a fixed generator: a deterministic comparison
-    val = [float(r['val_loss']) for r in rows if r['val_loss']]
-    assert len(val) == 6
-    assert min(val[-2:]) < 0.95 * val[0], val
+    assert len([r for r in rows if r['val_loss']]) == 6
     assert (out / 'best.pt').exists() and (out / 'last.pt').exists()
+    # the best checkpoint against the untrained model on 400 fixed training episodes
+    trained = load_checkpoint(out / 'best.pt').model
+    episodes = to_tensors(EpisodeSampler(Dataset(tiny / 'train'), 4, 1).sample(
+        400, np.random.default_rng(0)), trained.config, 'cpu')
+    torch.manual_seed(0)
+    untrained = build_model(trained.config)
+
+    def loss(model):
+        return validate(model, episodes, episodes.select(slice(0, 20)), 32, 0)['val_loss']
+
+    assert loss(trained) < 0.9 * loss(untrained), (loss(trained), loss(untrained))
 
 
 def test_a_run_directory_in_use_is_refused_and_free_again_after(tiny, tmp_path, capsys):
@@ -109,6 +126,54 @@ def test_bf16_training_resumes_exactly_and_differs_from_fp32_by_rounding(tiny, t
     assert load_checkpoint(whole / 'best.pt').metadata['precision'] == 'bf16'
     # a run keeps its precision: resuming it in float32 is refused
     assert train_main(train_args(tiny, parts, 960)) == 2
+
+
+def test_memory_format_changes_only_rounding_and_a_run_keeps_its_own(tiny, tmp_path, capsys):
+    contiguous = ['--memory-format', 'contiguous']
+    whole, legacy, last = tmp_path / 'whole', tmp_path / 'legacy', tmp_path / 'last'
+    assert train_main(train_args(tiny, whole, 640, contiguous)) == 0
+    assert train_main(train_args(tiny, last, 640)) == 0  # the default: channels_last
+
+    def weights(run):
+        return torch.load(run / 'last.pt', weights_only=True)['model']
+
+    conv = 'view_encoder.net.0.weight'
+    assert weights(whole)[conv].is_contiguous()
+    assert weights(last)[conv].is_contiguous(memory_format=torch.channels_last)
+    assert not weights(last)[conv].is_contiguous()
+    assert load_checkpoint(last / 'best.pt').metadata['memory_format'] == 'channels_last'
+    a = [float(r['train_loss']) for r in read_log(whole / 'log.csv') if r['train_loss']]
+    b = [float(r['train_loss']) for r in read_log(last / 'log.csv') if r['train_loss']]
+    assert a != b and np.allclose(a, b, rtol=0.05), (a, b)  # rounding, then drift
+    # one step from the same weights and batch: the same gradients up to rounding
+    from dmn_localization.core.models import build_model, config_for
+    from dmn_localization.data.dataset import Dataset
+    from dmn_localization.data.episodes import EpisodeSampler
+    from dmn_localization.learning.batches import to_tensors
+    from dmn_localization.learning.trainer import EpisodeLoss
+
+    batch = to_tensors(EpisodeSampler(Dataset(tiny / 'train'), 4, 1).sample(
+        8, np.random.default_rng(0)), config_for('dmn-pf'), 'cpu')
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        model = build_model(config_for('dmn-pf')).to(memory_format=layout)
+        EpisodeLoss(model, 32, 0.25)(batch, torch.Generator().manual_seed(0)).backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(torch.allclose(g, h, rtol=1e-4, atol=1e-6) for g, h in zip(*grads))
+    # a run saved before the field existed trained contiguous: resumed with today's
+    # default it keeps that layout, and ends as the uninterrupted contiguous run
+    assert train_main(train_args(tiny, legacy, 320, contiguous)) == 0
+    state = torch.load(legacy / 'last.pt', weights_only=True)
+    del state['memory_format']
+    torch.save(state, legacy / 'last.pt')
+    capsys.readouterr()
+    assert train_main(train_args(tiny, legacy, 640)) == 0
+    assert 'keeps the memory format it began with, contiguous' in capsys.readouterr().err
+    assert all(torch.equal(t, weights(whole)[k]) for k, t in weights(legacy).items())
+    assert json.loads((legacy / 'config.json').read_text())['memory_format'] == 'contiguous'
+    with pytest.raises(SystemExit):
+        train_main(train_args(tiny, tmp_path / 'bad', 16, ['--memory-format', 'x']))
 
 
 def test_resume_drops_only_log_rows_past_the_checkpoint(tiny, tmp_path):
@@ -237,6 +302,7 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
     assert 'Closest context' in text and '32 samples for every learned model' in text
     assert 'Worlds in their normalized frame: in place' in text
+    assert 'only changes the speed): channels_last (4 runs)' in text  # dmn_train's default
     why = text[text.index("## Why ours differ from the paper's"):]
     assert 'Rooms: uninformed ' in why and '(paper 1.7%)' in why  # measured beside paper
     assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()

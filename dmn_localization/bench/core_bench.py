@@ -32,6 +32,8 @@ import torch
 TARGET_STEP_MS = 25.0
 TARGET_FAST_RATIO = 10.0
 TARGET_NC_RATIO = 4.0
+#: Batch of the training steps timed (as dmn_train trains: B=16)
+TRAIN_BATCH = 16
 
 
 def _peak_rss_mib() -> float:
@@ -79,28 +81,30 @@ def filter_step_ms(model: torch.nn.Module, num_particles: int, num_views: int, f
         return _median_ms(step, device, reps)
 
 
-def training_samples_per_second(name: str, device: torch.device, steps: int,
-                                precision: str = 'fp32') -> float:
+def training_step(name: str, device: torch.device, precision: str = 'fp32',
+                  memory_format: str = 'channels_last') -> Callable[[], None]:
     """
-    Training throughput at B=16, K=32, Nc=4: the step ``dmn_train`` takes.
+    Return one training step at B=16, K=32, Nc=4: the step ``dmn_train`` takes.
 
     Its loss module (:class:`EpisodeLoss`, with the default share of uniform particles)
     on a synthetic batch, backward, Adam. ``precision='bf16'``: the forward pass under
-    bfloat16 autocast, as ``dmn_train --precision bf16`` runs it.
+    bfloat16 autocast, as ``dmn_train --precision bf16`` runs it. ``memory_format``: the
+    weights' layout (``dmn_train --memory-format``, channels_last by default).
     """
     torch.manual_seed(0)
     model = build_model(config_for(name)).to(device).train()
+    if memory_format == 'channels_last':
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_module = EpisodeLoss(model, 32, TrainConfig(name, '', '', '').uniform_share,
                               precision=precision)
-    batch = 16
     episodes = TensorEpisodes(
-        context_images=torch.randn(batch, 4, 3, 32, 32, device=device),
-        context_poses=torch.rand(batch, 4, 3, device=device) * 2 - 1,
-        query_images=torch.randn(batch, 1, 3, 32, 32, device=device),
-        truth=torch.rand(batch, 1, 3, device=device) * 2 - 1,
-        motions=torch.zeros(batch, 1, 3, device=device),
-        bounds=torch.tensor([-1.0, -1.0, 1.0, 1.0], device=device).repeat(batch, 1))
+        context_images=torch.randn(TRAIN_BATCH, 4, 3, 32, 32, device=device),
+        context_poses=torch.rand(TRAIN_BATCH, 4, 3, device=device) * 2 - 1,
+        query_images=torch.randn(TRAIN_BATCH, 1, 3, 32, 32, device=device),
+        truth=torch.rand(TRAIN_BATCH, 1, 3, device=device) * 2 - 1,
+        motions=torch.zeros(TRAIN_BATCH, 1, 3, device=device),
+        bounds=torch.tensor([-1.0, -1.0, 1.0, 1.0], device=device).repeat(TRAIN_BATCH, 1))
     generator = torch.Generator(device=device).manual_seed(0)
 
     def step() -> None:
@@ -109,8 +113,24 @@ def training_samples_per_second(name: str, device: torch.device, steps: int,
         loss.backward()
         optimizer.step()
 
-    ms = _median_ms(step, device, steps)
-    return batch / (ms / 1000.0)
+    return step
+
+
+def paired_samples_per_second(steps: Dict[str, Callable[[], None]], device: torch.device,
+                              rounds: int) -> Dict[str, float]:
+    """
+    Training samples per second of several step variants, timed in alternation.
+
+    Each round times every variant once, so a load that comes and goes on a shared
+    machine slows them alike and their ratios hold; the median over the rounds.
+    """
+    for step in steps.values():
+        _median_ms(step, device, 1)  # warm-up
+    times: Dict[str, List[float]] = {key: [] for key in steps}
+    for _ in range(rounds):
+        for key, step in steps.items():
+            times[key].append(_median_ms(step, device, 1, warmup=0))
+    return {key: TRAIN_BATCH / (statistics.median(ms) / 1000.0) for key, ms in times.items()}
 
 
 def run(quick: bool, device: torch.device) -> Dict[str, Any]:
@@ -130,15 +150,20 @@ def run(quick: bool, device: torch.device) -> Dict[str, Any]:
                                                max(3, reps // 5))
     fast_2048 = next(r['fast_ms'] for r in rows if r['K'] == 2048 and r['Nc'] == 4)
     nc64_2048 = next(r['fast_ms'] for r in rows if r['K'] == 2048 and r['Nc'] == 64)
-    training = {name: round(training_samples_per_second(name, device, 5 if quick else 20), 1)
-                for name in ('dmn-pf', 'image-pf', 'vector-pf')}
-    # bf16 against float32 at one thread, as make results trains (--jobs 2 on 2 cores):
-    # with more threads float32 gains more from them than bf16 does
+    names = ('dmn-pf', 'image-pf', 'vector-pf')
+    training = {name: round(paired_samples_per_second(
+        {'': training_step(name, device)}, device, 5 if quick else 20)[''], 1)
+        for name in names}
+    # variants against float32 at one thread, as make results trains (--jobs 2 on 2
+    # cores): with more threads float32 gains more from them than bf16 does
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    one_thread = {precision: {name: training_samples_per_second(
-        name, device, 5 if quick else 20, precision) for name in training}
-        for precision in ('fp32', 'bf16')}
+    variants = {'fp32': ('fp32', 'channels_last'), 'bf16': ('bf16', 'channels_last'),
+                'fp32-contiguous': ('fp32', 'contiguous')}
+    by_name = {name: paired_samples_per_second(
+        {key: training_step(name, device, *args) for key, args in variants.items()},
+        device, 5 if quick else 20) for name in names}
+    one_thread = {key: {name: by_name[name][key] for name in names} for key in variants}
     torch.set_num_threads(threads)
     result = {
         'device': str(device), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
@@ -154,7 +179,10 @@ def run(quick: bool, device: torch.device) -> Dict[str, Any]:
                                               for p, r in one_thread.items()},
         'training_bf16_vs_fp32_one_thread': {
             name: round(one_thread['bf16'][name] / one_thread['fp32'][name], 2)
-            for name in training},
+            for name in names},
+        'training_channels_last_vs_contiguous_one_thread': {
+            name: round(one_thread['fp32'][name] / one_thread['fp32-contiguous'][name], 2)
+            for name in names},
         'peak_rss_mib': round(_peak_rss_mib(), 1),
     }
     if device.type == 'cuda':
@@ -187,6 +215,10 @@ def format_table(result: Dict[str, Any]) -> str:
               'bf16 autocast vs float32 training at one thread (dmn_train --precision bf16): '
               + ', '.join(f'{k} {v:.2f}x'
                           for k, v in result['training_bf16_vs_fp32_one_thread'].items()),
+              'channels_last vs contiguous weights, float32 training at one thread '
+              '(dmn_train --memory-format): ' + ', '.join(
+                  f'{k} {v:.2f}x' for k, v in
+                  result['training_channels_last_vs_contiguous_one_thread'].items()),
               f'peak RSS: {result["peak_rss_mib"]:.0f} MiB', '', 'targets:']
     lines += [f'  {"met " if ok else "MISS"}  {name}' for name, ok in result['targets'].items()]
     return '\n'.join(lines)

@@ -21,6 +21,7 @@ from dmn_localization.learning.results_plan import (DOMAINS, finished, LABELS,
                                                     PLATEAU_GAIN, PLATEAU_WINDOW,
                                                     recent_gain, ResultsPlan, run_dir,
                                                     run_state, STRICT, VARIANTS)
+from dmn_localization.learning.trainer import load_state, MEMORY_FORMATS
 from dmn_localization.results_md import write_section
 import numpy as np
 import torch
@@ -247,6 +248,18 @@ def _plateau_summary(plan: ResultsPlan) -> str:
                + ('all of them' if len(rising) == done else ', '.join(rising))) + '.')
 
 
+def _layouts(plan: ResultsPlan) -> str:
+    """Return how many of the plan's runs so far trained in each memory layout."""
+    counts: Dict[str, int] = {}
+    for model, domain, seed, rate in plan.runs_with_rates():
+        state = None if rate is None else load_state(run_dir(plan, model, domain, seed, rate))
+        if state is not None:
+            layout = state.get('memory_format', MEMORY_FORMATS[0])
+            counts[layout] = counts.get(layout, 0) + 1
+    return ', '.join(f'{layout} ({n} runs)' for layout, n in sorted(counts.items())) or \
+        'no run yet'
+
+
 def progress_lines(plan: ResultsPlan) -> List[str]:
     """
     Return the learning-rate search's table and the runs table (Markdown).
@@ -302,6 +315,9 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               'K=2048, t=5 (sequential) and t=1 (one-step); success = squared x-y error '
               'below 0.2 in normalized units.',
               '- Worlds in their normalized frame: ' + _frame_change(plan),
+              '- Memory layout of the weights in training (`dmn_train --memory-format`; '
+              'the same arithmetic up to rounding, the layout only changes the speed): '
+              + _layouts(plan),
               f'- Hardware: {platform.machine()}, {os.cpu_count()} cores, torch '
               f'{torch.__version__}; wall time of this '
               f'command: {wall_time_s / 3600:.1f} h (each run in the runs table).']

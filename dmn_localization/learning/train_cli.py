@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.core.models import config_for, LEARNED_MODELS
 from dmn_localization.data.dataset import DatasetError
-from dmn_localization.learning.trainer import PRECISIONS, train, TrainConfig, TrainingError
+from dmn_localization.learning.trainer import (MEMORY_FORMATS, PRECISIONS, train,
+                                               TrainConfig, TrainingError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the training step's forward pass in float32 or under bfloat16 "
                    'autocast (about 1.3x faster at one thread on CPUs with AVX512-BF16; '
                    'validation and weights stay float32)')
+    p.add_argument('--memory-format', default=defaults.memory_format,
+                   choices=MEMORY_FORMATS,
+                   help='memory layout of the weights: channels_last trains about 1.2x '
+                   'faster on CPU with the same arithmetic up to rounding; a resumed run '
+                   'keeps the layout it began with')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     return p
 
@@ -124,7 +130,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        seed=a.seed, device=a.device, uniform_share=a.uniform_share,
                        nce_weight=a.nce_weight, model_options=options, init_from=a.init_from,
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
-                       precision=a.precision)
+                       precision=a.precision, memory_format=a.memory_format)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

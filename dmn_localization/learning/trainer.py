@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 import io
 import json
 import math
 import os
 from pathlib import Path
+import sys
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -45,6 +46,9 @@ from torch import nn, Tensor
 LOG_FIELDS = ['step', 'samples', 'elapsed_s', 'train_loss', 'val_loss', 'val_global_success']
 #: Values of ``TrainConfig.precision``.
 PRECISIONS = ('fp32', 'bf16')
+#: Values of ``TrainConfig.memory_format``; a run saved before the field existed trained
+#: in the first.
+MEMORY_FORMATS = ('contiguous', 'channels_last')
 #: Success threshold of the paper: squared x-y error in normalized units below 0.2.
 SUCCESS_THRESHOLD = 0.2
 #: A stricter reading, reported beside it: x-y distance below 0.2 (squared error below
@@ -126,11 +130,16 @@ class TrainConfig:
     #: autocast: about 1.3x faster at one thread on CPUs with AVX512-BF16, ``make bench``;
     #: weights, optimizer and validation stay float32)
     precision: str = 'fp32'
+    #: memory layout of the weights (and so of the convolutions): ``'channels_last'``
+    #: trains about 1.2x faster on CPU (``make bench``) with the same arithmetic up to
+    #: rounding. Like ``device``, not part of a run's identity; a run keeps the layout
+    #: it began with, so it resumes exactly.
+    memory_format: str = 'channels_last'
 
     def identity(self) -> Dict[str, Any]:
         """Return the fields a resumed run must share with the saved one."""
         data = asdict(self)
-        for key in ('budget_samples', 'checkpoint_minutes', 'device', 'out'):
+        for key in ('budget_samples', 'checkpoint_minutes', 'device', 'out', 'memory_format'):
             data.pop(key)
         return data
 
@@ -305,6 +314,9 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
 def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
     if config.precision not in PRECISIONS:
         raise TrainingError(f'precision must be one of {PRECISIONS}, got {config.precision!r}')
+    if config.memory_format not in MEMORY_FORMATS:
+        raise TrainingError(f'memory format must be one of {MEMORY_FORMATS}, got '
+                            f'{config.memory_format!r}')
     check_frame_change(config.frame_shift, config.frame_turn)  # before the run is touched
     world_size, rank = _distributed()
     device = resolve_device(config.device)
@@ -326,14 +338,23 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
     train_set, val_set = Dataset(Path(config.train_data)), Dataset(Path(config.val_data))
     model = build_model(config_for(config.model, image_size=tuple(train_set.image_size),
                                    **config.model_options)).to(device)
+    state_path, log_path = out / 'last.pt', out / 'log.csv'
+    state = load_state(out, device)
+    if state is not None:
+        began = state.get('memory_format', MEMORY_FORMATS[0])
+        if began != config.memory_format:
+            if rank == 0:
+                print(f'{out}: keeps the memory format it began with, {began}',
+                      file=sys.stderr)
+            config = replace(config, memory_format=began)
+    if config.memory_format == 'channels_last':
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, rank]))
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)
     counters = {'step': 0, 'samples': 0, 'best_val_loss': math.inf, 'bad_validations': 0,
                 'elapsed_s': 0.0, 'stopped_early': False, 'init_samples': 0}
     running: List[float] = []  # recent training losses (the logged running mean)
-    state_path, log_path = out / 'last.pt', out / 'log.csv'
-    state = load_state(out, device)
     if state is not None:
         # fields added since the run started take their defaults (the behaviour it had)
         saved = {**TrainConfig(config.model, '', '', '').identity(), **state['config']}
@@ -405,7 +426,8 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
             'config': config.identity(), 'model': model.state_dict(),
             'optimizer': optimizer.state_dict(), 'numpy_rng': numpy_states,
             'torch_generator': torch_states, 'torch_rng': torch.get_rng_state(),
-            'counters': dict(counters), 'recent_losses': running[-50:]})
+            'counters': dict(counters), 'recent_losses': running[-50:],
+            'memory_format': config.memory_format})
         last_save = time.monotonic()
 
     def log(row: Dict[str, Any]) -> None:
@@ -467,7 +489,8 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
                         'init_samples': counters['init_samples'],
                         'frame_shift': config.frame_shift,
                         'frame_turn': config.frame_turn,
-                        'precision': config.precision})
+                        'precision': config.precision,
+                        'memory_format': config.memory_format})
             else:
                 counters['bad_validations'] += 1
                 counters['stopped_early'] = counters['bad_validations'] >= config.patience
