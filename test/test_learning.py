@@ -323,7 +323,7 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
         chosen = min(score, key=score.get)
         other = next(rate for rate in score if rate != chosen)
         row = next(line for line in text.splitlines() if line.startswith(f'| {model} | rooms'))
-        assert f'**{score[chosen]:.4f}**' in row and row.endswith(f'| {float(chosen):g} |')
+        assert f'**{score[chosen]:.4f}**' in row and f'| {float(chosen):g} | ' in row
         assert f'| {model} rooms s0 | {float(chosen):g} | 32 |' in text  # the full budget
         assert f'| {model} rooms s0 | {float(other):g} | 16 |' in text and 'search done' in text
     # the chosen run went on as if it had been one run: the same log as an uninterrupted one
@@ -434,6 +434,11 @@ def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_pa
     assert '| dmn-pf rooms s0 | 0.0003 | 300,000 | 0.1000 | 0.83 h | in progress |' in said
     assert '| dmn-pf rooms s0 | 0.001 | 200,000 | 0.2500 | 0.56 h | search done |' in said
     assert '| dmn-pf rooms s1 | 0.0003 | 0 | – | – | not begun |' in said
+    # the search's table: the choice and its lead over the next best (a tie: 0 %)
+    assert '| dmn-pf | rooms | 0.2500 | **0.2400** | 0.2400 | 0.0003 | 0.0 % |' in said
+    from dmn_localization.learning.results_report import _lead
+    assert _lead({1e-3: 0.25, 3e-4: 0.24, 1e-4: 0.30}, 3e-4) == '4.2 %'
+    assert _lead({1e-3: 0.25, 3e-4: None}, None) == '–'
     assert 'Trained 700,000 of 2,400,000 planned samples (29%); about 4.7 hours' in said
     assert run_dir(plan, 'dmn-pf', 'rooms', 2) == tmp_path / 'dmn-pf-rooms-lr0.0003-s2'
 

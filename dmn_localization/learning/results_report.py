@@ -164,6 +164,15 @@ def _options(plan: ResultsPlan, model: str) -> Dict[str, Any]:
     return {**VARIANTS.get(model, (model, {}))[1], **plan.model_options.get(model, {})}
 
 
+def _lead(scores: Dict[float, Optional[float]], chosen: Optional[float]) -> str:
+    """Return how much lower the chosen rate's score is than the next best (relative)."""
+    others = [score for rate, score in scores.items() if rate != chosen]
+    if chosen is None or not others or None in others:
+        return '–'
+    best = scores[chosen]
+    return f'{100 * (min(others) - best) / best:.1f} %'
+
+
 def _search_section(plan: ResultsPlan) -> List[str]:
     """Return the learning-rate search's table: every rate's score, the choice in bold."""
     grid = list(plan.lr_grid)
@@ -173,9 +182,13 @@ def _search_section(plan: ResultsPlan) -> List[str]:
              '(tracking, the training objective) up to then, and the lowest score is '
              'chosen (bold) for every seed and the full budget. A horizon this short '
              'favours rates that learn fast early; it is the search this machine affords. '
-             'A dash: not trained that far yet.', '',
-             '| model | domain | ' + ' | '.join(f'lr {r:g}' for r in grid) + ' | chosen |',
-             '| --- | --- | ' + ' | '.join('---' for _ in grid) + ' | --- |']
+             "Lead: how much lower the chosen rate's score is than the next best; a lead "
+             "of a fraction of a percent is smaller than a run's validation loss moves "
+             'from one validation to the next (the curves below), so such a choice is '
+             'close to a coin toss. A dash: not trained that far yet.', '',
+             '| model | domain | ' + ' | '.join(f'lr {r:g}' for r in grid)
+             + ' | chosen | lead |',
+             '| --- | --- | ' + ' | '.join('---' for _ in grid) + ' | --- | --- |']
     for domain in plan.domains:
         for model in plan.models:
             scores = plan.search_scores(model, domain)
@@ -187,7 +200,7 @@ def _search_section(plan: ResultsPlan) -> List[str]:
                 cells.append(f'**{cell}**' if rate == chosen and score is not None else cell)
             fixed = '' if plan.searched(model, domain) else ' (fixed by the plan)'
             lines.append(f'| {model} | {domain} | ' + ' | '.join(cells)
-                         + f' | {_rate(chosen)}{fixed} |')
+                         + f' | {_rate(chosen)}{fixed} | {_lead(scores, chosen)} |')
     return lines
 
 
