@@ -103,6 +103,28 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny, tmp_path):
     losses_a = [r['train_loss'] for r in read_log(whole / 'log.csv') if r['train_loss']]
     losses_b = [r['train_loss'] for r in read_log(parts / 'log.csv') if r['train_loss']]
     assert losses_a == losses_b
+    # the code that trained it, once per revision however often it resumed
+    from dmn_localization.learning.provenance import code_revision
+
+    assert b['code_revisions'] == [code_revision()]
+    assert load_checkpoint(parts / 'best.pt').metadata['code_revisions'] == [code_revision()]
+
+
+def test_code_revision_is_git_describe_and_a_run_lists_each_once(tmp_path):
+    from dmn_localization.learning.provenance import add_revision, code_revision, UNRECORDED
+
+    import shutil
+
+    here = shutil.which('git') and subprocess.run(
+        ['git', 'describe', '--always', '--dirty', '--abbrev=12'],
+        cwd=Path(__file__).parent, capture_output=True, text=True)
+    if here and here.returncode == 0:  # a git working tree (a clone); a copy has none
+        assert code_revision() == here.stdout.strip()
+    assert code_revision(tmp_path) == 'unknown'  # not a git tree
+    assert add_revision([], 'a1') == ['a1']
+    assert add_revision(['a1'], 'a1') == ['a1']
+    assert add_revision(['a1'], 'b2-dirty') == ['a1', 'b2-dirty']
+    assert add_revision(None, 'a1') == [UNRECORDED, 'a1']
 
 
 def test_bf16_training_resumes_exactly_and_differs_from_fp32_by_rounding(tiny, tmp_path):
@@ -165,13 +187,17 @@ def test_memory_format_changes_only_rounding_and_a_run_keeps_its_own(tiny, tmp_p
     # default it keeps that layout, and ends as the uninterrupted contiguous run
     assert train_main(train_args(tiny, legacy, 320, contiguous)) == 0
     state = torch.load(legacy / 'last.pt', weights_only=True)
-    del state['memory_format']
+    del state['memory_format'], state['code_revisions']
     torch.save(state, legacy / 'last.pt')
     capsys.readouterr()
     assert train_main(train_args(tiny, legacy, 640)) == 0
     assert 'keeps the memory format it began with, contiguous' in capsys.readouterr().err
     assert all(torch.equal(t, weights(whole)[k]) for k, t in weights(legacy).items())
     assert json.loads((legacy / 'config.json').read_text())['memory_format'] == 'contiguous'
+    from dmn_localization.learning.provenance import code_revision, UNRECORDED
+
+    assert torch.load(legacy / 'last.pt', weights_only=True)['code_revisions'] == [
+        UNRECORDED, code_revision()]
     with pytest.raises(SystemExit):
         train_main(train_args(tiny, tmp_path / 'bad', 16, ['--memory-format', 'x']))
 
@@ -634,6 +660,9 @@ def test_model_card_ships_a_corrected_count_of_the_samples_behind_a_run(tiny, tm
     assert shipped.metadata['init_samples_recorded'] == original.metadata['init_samples']
     total = 1_000_000 + original.metadata['samples']
     assert f'Budget: {total:,} training samples seen' in card.read_text()
+    from dmn_localization.learning.provenance import code_revision
+
+    assert f'- Code: `{code_revision()}` (`git describe`' in card.read_text()
     with pytest.raises(ValueError, match='did not start from another checkpoint'):
         model_card.write_card('tiny-pf', first / 'best.pt', tiny / 'val', 4, init_samples=5)
 

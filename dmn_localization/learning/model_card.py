@@ -134,6 +134,10 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
             if f'{name}.pt' == DEFAULT_MODEL else
             f', for `dmn_localization_node` with `model_path:=.../models/{name}.pt`')
     command_line = f'- Command: `{train_command}`\n' if train_command else ''
+    if meta.get('code_revisions'):
+        command_line += ('- Code: ' + ', '.join(f'`{r}`' for r in meta['code_revisions'])
+                         + ' (`git describe` of each sitting of the run up to this '
+                         'checkpoint)\n')
     options_text = _training_options(options, meta.get('frame_shift', 0.0),
                                      meta.get('precision', 'fp32'), meta.get('frame_turn', 0.0))
     card = f"""# {name}
