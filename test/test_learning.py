@@ -377,6 +377,31 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     said = capsys.readouterr().out
     assert 'Trained 96 of 96 planned samples (100%); nothing left to train' in said
     assert out.stat().st_mtime_ns == written
+    # test results are kept beside their runs and read back while their key holds
+    assert len(list(runs.glob('*/test-eval.json'))) == 2  # the two chosen runs
+    kept = runs / 'closest-context-rooms-test-eval.json'
+    stored = json.loads(kept.read_text())
+    measured = stored['results']['sequential-global']['success']
+
+    def closest_cell():
+        row = next(line for line in out.read_text().splitlines()
+                   if line.startswith('| Closest context |'))
+        return row.split('|')[3].strip().split(' ')[0]
+
+    assert closest_cell() == f'{measured:.1%}'
+    stored['results']['sequential-global']['success'] = 0.123
+    kept.write_text(json.dumps(stored))
+    assert results_main(args + ['--no-train']) == 0
+    assert closest_cell() == '12.3%'  # read, not measured
+    stored['key']['eval_version'] = -1  # as if the evaluation had changed since
+    kept.write_text(json.dumps(stored))
+    assert results_main(args + ['--no-train']) == 0
+    assert closest_cell() == f'{measured:.1%}'  # measured again
+    stored = json.loads(kept.read_text())
+    stored['results']['sequential-global']['success'] = 0.123
+    kept.write_text(json.dumps(stored))
+    assert results_main(args + ['--no-train', '--fresh-eval']) == 0
+    assert closest_cell() == f'{measured:.1%}'
     # --no-train: a table of the finished runs; a variant not begun gets dashes
     more = args[:args.index('--models')] + ['--models', 'dmn-pf', 'vector-regression',
                                             'dmn-pf-heading'] + args[args.index('--domains'):]

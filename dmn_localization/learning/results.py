@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Tuple
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.models import NON_LEARNED_MODELS
 from dmn_localization.data.dataset import Dataset
+from dmn_localization.learning.eval_cache import cache_key, cached_evaluate
 from dmn_localization.learning.evaluation import evaluate
 from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENTRIES,
                                                     finished, LR_GRID, ResultsPlan, run_dir,
@@ -177,38 +178,47 @@ def status(plan: ResultsPlan) -> str:
                       f'({trained / planned:.0%}); {left}.'])
 
 
-def evaluate_all(plan: ResultsPlan) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
+def evaluate_all(plan: ResultsPlan,
+                 fresh: bool = False) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
     """
     Return ``{domain: {protocol: {entry: [success per seed]}}}`` on the test sets.
 
     Each protocol also appears with the suffix :data:`STRICT`: the success at the
     stricter reading (x-y distance below 0.2).
 
-    Only finished runs are evaluated (all of them after :func:`train_all`).
+    Only finished runs are evaluated (all of them after :func:`train_all`). A run's
+    results are kept in its directory (``test-eval.json``; the non-learned baselines' in
+    ``--runs``) and measured again only when what they depend on changed
+    (:mod:`.eval_cache`) or ``fresh`` is set.
     """
+    protocols = ['sequential-global', 'one-step-global']
     out: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
     for domain in plan.domains:
         dataset = Dataset(plan.data / f'{domain}-test')
         out[domain] = {}
-        for seed_index in range(max(len(plan.seeds_of(m)) for m in plan.models)):
-            models: Dict[str, Optional[torch.nn.Module]] = {}
-            for model in plan.models:
-                seeds = plan.seeds_of(model)
-                if seed_index < len(seeds) and finished(plan, model, domain, seeds[seed_index]):
-                    best = run_dir(plan, model, domain, seeds[seed_index]) / 'best.pt'
-                    models[model] = load_checkpoint(best).model
-            if seed_index == 0:
-                models.update(dict.fromkeys(NON_LEARNED_MODELS))
-            if not models:
-                continue
-            results = evaluate(models, dataset, plan.episodes, seed=0,
-                               protocols=['sequential-global', 'one-step-global'],
-                               frame_shift=plan.frame_shift, frame_turn=plan.frame_turn)
-            for protocol, per_model in results.items():
-                for model, summary in per_model.items():
-                    for key, value in ((protocol, summary['success']),
-                                       (protocol + STRICT, summary['success_strict'])):
-                        out[domain].setdefault(key, {}).setdefault(model, []).append(value)
+        entries: List[Tuple[str, Optional[Path], Path]] = [
+            (model, run_dir(plan, model, domain, seed) / 'best.pt',
+             run_dir(plan, model, domain, seed) / 'test-eval.json')
+            for model in plan.models for seed in plan.seeds_of(model)
+            if finished(plan, model, domain, seed)]
+        entries += [(name, None, plan.runs / f'{name}-{domain}-test-eval.json')
+                    for name in NON_LEARNED_MODELS]
+        for name, best, cache in entries:
+            def measure(name: str = name,
+                        best: Optional[Path] = best) -> Dict[str, Dict[str, float]]:
+                model = None if best is None else load_checkpoint(best).model
+                results = evaluate({name: model}, dataset, plan.episodes, seed=0,
+                                   protocols=protocols, frame_shift=plan.frame_shift,
+                                   frame_turn=plan.frame_turn)
+                return {protocol: per_model[name] for protocol, per_model in results.items()}
+
+            key = cache_key(best, name, dataset, plan.episodes, 0, protocols,
+                            plan.frame_shift, plan.frame_turn)
+            for protocol, summary in cached_evaluate(cache, key, measure, fresh).items():
+                for suffix, value in (('', summary['success']),
+                                      (STRICT, summary['success_strict'])):
+                    out[domain].setdefault(protocol + suffix, {}).setdefault(
+                        name, []).append(value)
     return out
 
 
@@ -235,6 +245,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--jobs', type=int, default=1,
                    help='runs trained at a time, each in its own process with its share of '
                    'the cores (2 on a 2-core machine: one core each)')
+    p.add_argument('--fresh-eval', action='store_true',
+                   help='measure every run on the test sets again instead of reading the '
+                   'results kept beside it (they are measured again anyway when the '
+                   'checkpoint, the test data or the evaluation changed)')
     p.add_argument('--no-train', action='store_true',
                    help='train nothing: the table of the runs finished so far')
     p.add_argument('--status', action='store_true',
@@ -270,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     start = time.monotonic()
     if not a.no_train:
         train_all(plan, jobs=a.jobs)
-    results = evaluate_all(plan)
+    results = evaluate_all(plan, fresh=a.fresh_eval)
     command = 'dmn_results ' + ' '.join(argv if argv is not None else sys.argv[1:])
     print(write_results(plan, results, a.out, command.strip(), time.monotonic() - start))
     return 0
