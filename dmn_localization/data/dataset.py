@@ -59,7 +59,8 @@ def views_of(world: World, count: int) -> np.ndarray:
     return world.sample_free_poses(count, rng).astype(np.float32)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Return the SHA-256 of a file's bytes (hex), read in blocks."""
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''):
@@ -161,7 +162,7 @@ def write_shard(root: Path, index: int, images: np.ndarray, poses: np.ndarray,
     _save_npy(files['images'], np.ascontiguousarray(images, dtype=np.uint8))
     _save_npy(files['poses'], np.ascontiguousarray(poses, dtype=np.float32))
     _save_json(files['worlds'], worlds)
-    return {key: _sha256(path) for key, path in files.items()}
+    return {key: file_sha256(path) for key, path in files.items()}
 
 
 def write_manifest(root: Path, parameters: Dict[str, Any], shards: List[Dict[str, Any]],
@@ -206,7 +207,7 @@ def generate(spec: GenerationSpec, out: Path, workers: Optional[int] = None,
     todo = []
     for index, start, end in shards:
         sums = state['done'].get(str(index))
-        if sums and all(path.exists() and _sha256(path) == sums[key]
+        if sums and all(path.exists() and file_sha256(path) == sums[key]
                         for key, path in shard_files(out, index).items()):
             continue
         todo.append((spec, str(out), index, start, end))
@@ -294,7 +295,7 @@ class Dataset:
         """Check every file against its recorded SHA-256; raise DatasetError on mismatch."""
         for shard in self.shards:
             for key, path in self._files(shard['index']).items():
-                if not path.exists() or _sha256(path) != shard['sha256'][key]:
+                if not path.exists() or file_sha256(path) != shard['sha256'][key]:
                     raise DatasetError(f'{path}: missing or corrupted')
 
     def _shard(self, index: int) -> Tuple[np.ndarray, np.ndarray, List[Dict[str, Any]]]:

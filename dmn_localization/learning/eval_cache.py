@@ -14,13 +14,12 @@ on which models are evaluated beside it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from dmn_localization.data.dataset import Dataset
+from dmn_localization.data.dataset import Dataset, file_sha256
 import torch
 
 #: Bump when the evaluation's numbers would change for the same inputs (protocols,
@@ -30,21 +29,13 @@ EVAL_VERSION = 1
 Results = Dict[str, Dict[str, float]]  # protocol -> summary (evaluation.summarize)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(checkpoint: Optional[Path], model: str, dataset: Dataset, episodes: int,
               seed: int, protocols: List[str], frame_shift: float,
               frame_turn: float) -> Dict[str, Any]:
     """Return everything a model's test results depend on (``checkpoint`` None: non-learned)."""
     return {'eval_version': EVAL_VERSION, 'model': model,
-            'checkpoint_sha256': None if checkpoint is None else _sha256(checkpoint),
-            'test_manifest_sha256': _sha256(Path(dataset.root) / 'manifest.json'),
+            'checkpoint_sha256': None if checkpoint is None else file_sha256(checkpoint),
+            'test_manifest_sha256': file_sha256(Path(dataset.root) / 'manifest.json'),
             'episodes': episodes, 'seed': seed, 'protocols': sorted(protocols),
             'frame_shift': frame_shift, 'frame_turn': frame_turn,
             'torch': torch.__version__}
