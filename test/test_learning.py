@@ -1,6 +1,7 @@
 """dmn_train and dmn_evaluate: learning, exact resumption, DDP, metrics on known cases."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -322,7 +323,7 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     args = ['--data', str(data), '--runs', str(runs), '--budget-samples', '32',
             '--episodes', '4', '--models', 'dmn-pf', 'vector-regression', '--domains', 'rooms',
             '--one-seed', '--val-every-samples', '16', '--val-episodes', '8', '--out', str(out),
-            '--lr-grid', '3e-3', '1e-4', '--search-samples', '16']
+            '--lr-grid', '3e-3', '1e-4', '--search-samples', '16', '--tie-margin', '0']
     assert results_main(args + ['--jobs', '2']) == 0  # two runs side by side
     text = out.read_text()
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
@@ -353,12 +354,11 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
         assert f'| {model} rooms s0 | {float(chosen):g} | 32 |' in text  # the full budget
         assert f'| {model} rooms s0 | {float(other):g} | 16 |' in text and 'search done' in text
     # the chosen run went on as if it had been one run: the same log as an uninterrupted one
-    import dataclasses
     from dmn_localization.learning.results_plan import ResultsPlan
     from dmn_localization.learning.trainer import train
 
     plan = ResultsPlan(data, runs, 32, val_every_samples=16, val_episodes=8,
-                       lr_grid=(3e-3, 1e-4), search_samples=16)
+                       lr_grid=(3e-3, 1e-4), search_samples=16, tie_margin=0.0)
     searched = plan.train_config('dmn-pf', 'rooms', 0)
     train(dataclasses.replace(searched, out=str(tmp_path / 'straight')), progress=False)
 
@@ -454,7 +454,7 @@ def test_results_search_chooses_the_lowest_loss_once_every_rate_got_there(tmp_pa
 
     plan = ResultsPlan(Path('data'), tmp_path, 1_000_000, models=('dmn-pf',),
                        seeds={'dmn-pf': (0, 1)}, domains=('rooms',),
-                       lr_grid=(1e-3, 3e-4, 1e-4), search_samples=200_000)
+                       lr_grid=(1e-3, 3e-4, 1e-4), search_samples=200_000, tie_margin=0.0)
 
     def fake_run(rate, losses, samples):
         run = run_dir(plan, 'dmn-pf', 'rooms', 0, rate)
@@ -532,6 +532,73 @@ def test_results_say_which_runs_reached_a_plateau(tmp_path):
     assert '| dmn-pf rooms s1 | 0.0003 | 200,000 | 0.2900 | 1.00 h | in progress | – |' in said
     assert 'At a plateau: 2 of the 3 runs finished' in said
     assert 'still learning: vector-pf rooms s0.' in said
+
+
+def test_results_search_goes_on_for_rates_within_the_tie_margin(tmp_path):
+    from dmn_localization.learning.results import plan_samples, status
+    from dmn_localization.learning.results_plan import ResultsPlan, run_dir
+
+    plan = ResultsPlan(Path('data'), tmp_path, 1_000_000, models=('dmn-pf',),
+                       seeds={'dmn-pf': (0, 1)}, domains=('rooms',),
+                       lr_grid=(1e-3, 3e-4, 1e-4), search_samples=200_000)  # margin 1 %
+
+    def fake_run(rate, losses):
+        run = run_dir(plan, 'dmn-pf', 'rooms', 0, rate)
+        run.mkdir(parents=True, exist_ok=True)
+        with open(run / 'log.csv', 'w') as f:
+            f.write('step,samples,elapsed_s,train_loss,val_loss,val_global_success\n')
+            for i, loss in enumerate(losses, 1):
+                f.write(f'{i},{i * 100_000},1.0,,{loss},0.5\n')
+        torch.save({'counters': {'samples': 100_000 * len(losses), 'stopped_early': False,
+                                 'elapsed_s': 1000.0, 'best_val_loss': min(losses)}},
+                   run / 'last.pt')
+
+    fake_run(1e-3, [0.30, 0.25])
+    fake_run(3e-4, [0.28, 0.241])
+    fake_run(1e-4, [0.29, 0.240])
+    # 1e-4 leads 3e-4 by 0.4 %: a tie, both go on to 400k; 1e-3 (4 % behind) is out
+    search = plan.search('dmn-pf', 'rooms')
+    assert search.chosen is None and search.horizon == 400_000
+    assert search.scores == {3e-4: None, 1e-4: None}
+    assert search.reached == {1e-3: 200_000, 3e-4: 400_000, 1e-4: 400_000}
+    # planned: 200k + 2 x 400k, the winner's other 600k, and seed 1's 1M
+    assert plan_samples(plan) == (600_000, 2_600_000)
+    fake_run(3e-4, [0.28, 0.241, 0.20, 0.19])
+    fake_run(1e-4, [0.29, 0.240, 0.23, 0.22])
+    assert plan.lr_of('dmn-pf', 'rooms') == 3e-4  # 15.8 % ahead at 400k
+    said = status(plan)
+    assert '| dmn-pf | rooms | 0.2500 | **0.1900 (400k)** | 0.2200 (400k) | 0.0003 | 15.8 % |' \
+        in said
+    assert '| dmn-pf rooms s0 | 0.0001 | 400,000 | 0.2200 | 0.28 h | search done |' in said
+    assert '| dmn-pf rooms s0 | 0.0003 | 400,000 | 0.1900 | 0.28 h | in progress |' in said
+    assert plan_samples(plan)[0] == 1_000_000
+    # margin 0 is the first horizon's lowest score; at the budget the lowest wins
+    assert dataclasses.replace(plan, tie_margin=0.0).lr_of('dmn-pf', 'rooms') == 1e-4
+    fake_run(1e-4, [0.29, 0.240, 0.23, 0.1905])
+    assert plan.search('dmn-pf', 'rooms').horizon == 600_000  # still a tie at 400k
+    assert dataclasses.replace(plan, budget_samples=400_000).lr_of('dmn-pf', 'rooms') == 3e-4
+
+
+def test_results_train_a_tied_search_on_and_continue_the_winner(tiny, tmp_path):
+    from dmn_localization.learning.results import train_all
+    from dmn_localization.learning.results_plan import learning_curve, ResultsPlan, run_dir
+
+    data = tmp_path / 'data'
+    data.mkdir()
+    for split in ('train', 'val'):
+        (data / f'rooms-{split}').symlink_to(tiny / split)
+    # a margin no rate escapes: the search goes on to the budget, then the lowest wins
+    plan = ResultsPlan(data, tmp_path / 'runs', 48, models=('vector-regression',),
+                       seeds={'vector-regression': (0,)}, domains=('rooms',),
+                       val_every_samples=16, val_episodes=8, lr_grid=(3e-3, 1e-4),
+                       search_samples=16, tie_margin=10.0)
+    train_all(plan, progress=False)
+    losses = {}
+    for rate in plan.lr_grid:
+        curve = learning_curve(run_dir(plan, 'vector-regression', 'rooms', 0, rate))
+        assert [samples for samples, _, _ in curve] == [16, 32, 48]
+        losses[rate] = min(loss for _, loss, _ in curve)
+    assert plan.lr_of('vector-regression', 'rooms') == min(losses, key=losses.get)
 
 
 def test_results_skip_a_run_another_process_trains(tmp_path, capsys):

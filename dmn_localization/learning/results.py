@@ -31,7 +31,8 @@ from dmn_localization.learning.eval_cache import cache_key, cached_evaluate
 from dmn_localization.learning.evaluation import evaluate
 from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENTRIES,
                                                     finished, LR_GRID, ResultsPlan, run_dir,
-                                                    run_state, SEARCH_SAMPLES, STRICT)
+                                                    run_state, Search, SEARCH_SAMPLES,
+                                                    STRICT, TIE_MARGIN)
 from dmn_localization.learning.results_report import progress_lines, write_results
 from dmn_localization.learning.trainer import RunInUseError, train, TrainConfig
 import torch
@@ -57,14 +58,17 @@ def _train_entry(plan: ResultsPlan, model: str, domain: str, seed: int,
     if threads is not None:
         os.environ['OMP_NUM_THREADS'] = str(threads)  # the trainer then keeps this setting
         torch.set_num_threads(threads)
-    said = []
-    if plan.lr_of(model, domain) is None:
-        for rate, score in plan.search_scores(model, domain).items():
-            if score is None:  # a finished search run is not called again (its config
-                # would be rewritten with the search budget)
-                said.append(_train_one(plan.train_config(
-                    model, domain, 0, rate, plan.search_samples), progress))
-        if plan.lr_of(model, domain) is None:
+    said: List[str] = []
+    search = plan.search(model, domain)
+    while search.chosen is None:
+        # the rates the search still compares, to its current horizon; a run already
+        # there is not called again (its config would be rewritten with that budget)
+        ended = [_train_one(plan.train_config(model, domain, 0, rate, search.horizon),
+                            progress)
+                 for rate, score in search.scores.items() if score is None]
+        said += ended
+        search = plan.search(model, domain)
+        if search.chosen is None and (not ended or any(e.startswith('skipped') for e in ended)):
             return said + [f'{model} {domain} s{seed}: waits for its learning-rate search']
     return said + [_train_one(plan.train_config(model, domain, seed), progress)]
 
@@ -126,24 +130,24 @@ def plan_samples(plan: ResultsPlan) -> Tuple[int, int]:
     Return the samples trained and planned over every run of the plan, search included.
 
     Read from the runs' logs (a run stopped early never reaches its planned samples).
-    Seed 0 of a searched model trains ``search_samples`` at every rate, and the chosen
-    run the rest of the budget; every other run the budget.
+    Seed 0 of a searched model trains each rate as far as the search compares it
+    (``search_samples``, further for a tie; as it stands now), and the chosen run the
+    rest of the budget; every other run the budget.
     """
     trained = planned = 0
-    rates_of: Dict[Tuple[str, str], Optional[float]] = {}  # lr_of reads every search run
+    searches: Dict[Tuple[str, str], Search] = {}  # a search reads every search run
     for model, domain, seed in plan.schedule():
-        if (model, domain) not in rates_of:
-            rates_of[model, domain] = plan.lr_of(model, domain)
-        chosen = rates_of[model, domain]
+        if (model, domain) not in searches:
+            searches[model, domain] = plan.search(model, domain)
+        search = searches[model, domain]
+        chosen = plan.lr_of(model, domain) if not plan.searched(model, domain) \
+            else search.chosen
         if seed == 0 and plan.searched(model, domain):
-            rates = plan.search_rates(model, domain)
-            planned += len(rates) * plan.search_samples + plan.budget_samples \
-                - plan.search_samples
-            trained += sum(min(_logged_samples(run_dir(plan, model, domain, 0, rate)),
-                               plan.search_samples) for rate in rates)
-            if chosen is not None:
-                trained += max(0, min(_logged_samples(run_dir(plan, model, domain, 0, chosen)),
-                                      plan.budget_samples) - plan.search_samples)
+            # the winner, still unknown, will train from its horizon to the budget
+            planned += sum(search.reached.values()) + plan.budget_samples - search.horizon
+            for rate, reached in search.reached.items():
+                cap = plan.budget_samples if rate == chosen else reached
+                trained += min(_logged_samples(run_dir(plan, model, domain, 0, rate)), cap)
             continue
         planned += plan.budget_samples
         if chosen is not None:
@@ -245,6 +249,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--jobs', type=int, default=1,
                    help='runs trained at a time, each in its own process with its share of '
                    'the cores (2 on a 2-core machine: one core each)')
+    p.add_argument('--tie-margin', type=float, default=TIE_MARGIN,
+                   help='rates whose search score is within this share of the best are '
+                   'trained another --search-samples and compared again (0: the lowest '
+                   'score at the first horizon wins)')
     p.add_argument('--fresh-eval', action='store_true',
                    help='measure every run on the test sets again instead of reading the '
                    'results kept beside it (they are measured again anyway when the '
@@ -277,7 +285,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                        a.domains, a.val_every_samples, a.val_episodes,
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
                        lr_grid=tuple(a.lr_grid),
-                       search_samples=a.search_samples)
+                       search_samples=a.search_samples, tie_margin=a.tie_margin)
     if a.status:
         print(status(plan))
         return 0

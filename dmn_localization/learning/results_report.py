@@ -182,25 +182,30 @@ def _search_section(plan: ResultsPlan) -> List[str]:
              '(tracking, the training objective) up to then, and the lowest score is '
              'chosen (bold) for every seed and the full budget. A horizon this short '
              'favours rates that learn fast early; it is the search this machine affords. '
-             "Lead: how much lower the chosen rate's score is than the next best; a lead "
-             "of a fraction of a percent is smaller than a run's validation loss moves "
-             'from one validation to the next (the curves below), so such a choice is '
-             'close to a coin toss. A dash: not trained that far yet.', '',
+             f'Rates within {100 * plan.tie_margin:g} % of the lowest score are a tie (a '
+             "run's validation loss moves by more than that from one validation to the "
+             f'next): they train another {plan.search_samples:,} samples and are compared '
+             'again, up to the budget; such a score is given with the samples it is at. '
+             "Lead: how much lower the chosen rate's score is than the next best where "
+             'the search ended. A dash: not trained that far yet.', '',
              '| model | domain | ' + ' | '.join(f'lr {r:g}' for r in grid)
              + ' | chosen | lead |',
              '| --- | --- | ' + ' | '.join('---' for _ in grid) + ' | --- | --- |']
     for domain in plan.domains:
         for model in plan.models:
-            scores = plan.search_scores(model, domain)
+            search = plan.search(model, domain)
             chosen = plan.lr_of(model, domain)
             cells = []
             for rate in grid:
-                score = scores.get(rate)
+                horizon = search.reached.get(rate, plan.search_samples)
+                score = plan.search_scores(model, domain, horizon).get(rate)
                 cell = '–' if score is None else f'{score:.4f}'
+                if horizon > plan.search_samples:
+                    cell += f' ({horizon // 1000}k)'
                 cells.append(f'**{cell}**' if rate == chosen and score is not None else cell)
             fixed = '' if plan.searched(model, domain) else ' (fixed by the plan)'
             lines.append(f'| {model} | {domain} | ' + ' | '.join(cells)
-                         + f' | {_rate(chosen)}{fixed} | {_lead(scores, chosen)} |')
+                         + f' | {_rate(chosen)}{fixed} | {_lead(search.scores, chosen)} |')
     return lines
 
 
@@ -216,7 +221,7 @@ def _run_row(plan: ResultsPlan, model: str, domain: str, seed: int, rate: Option
         return head + ' 0 | – | – | ' + ('no checkpoint yet' if run.exists() else
                                          'not begun') + ' | – |'
     budget = plan.budget_samples if rate == chosen or not plan.searched(model, domain) \
-        else plan.search_samples
+        else plan.search(model, domain).reached.get(rate, plan.search_samples)
     if state['stopped_early']:
         how = 'stopped early'
     elif state['samples'] < budget:
