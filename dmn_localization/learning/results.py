@@ -59,8 +59,8 @@ def _train_entry(plan: ResultsPlan, model: str, domain: str, seed: int,
         os.environ['OMP_NUM_THREADS'] = str(threads)  # the trainer then keeps this setting
         torch.set_num_threads(threads)
     said: List[str] = []
-    search = plan.search(model, domain)
-    while search.chosen is None:
+    search = plan.search(model, domain) if plan.searched(model, domain) else None
+    while search is not None and search.chosen is None:
         # the rates the search still compares, to its current horizon; a run already
         # there is not called again (its config would be rewritten with that budget)
         ended = [_train_one(plan.train_config(model, domain, 0, rate, search.horizon),

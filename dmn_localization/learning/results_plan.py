@@ -153,7 +153,7 @@ class ResultsPlan:
         return {rate: self._score(model, domain, rate, horizon or self.search_samples)
                 for rate in self.search_rates(model, domain)}
 
-    def search(self, model: str, domain: str) -> 'Search':
+    def search(self, model: str, domain: str) -> Search:
         """
         Run the learning-rate search of ``model`` on ``domain`` on the runs as they stand.
 
