@@ -81,7 +81,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     _write_atomic(path, write)
 
 
-def _save_json(path: Path, data: Any) -> None:
+def save_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a file beside it, then a rename)."""
     _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)
                                                    + '\n'))
 
@@ -161,7 +162,7 @@ def write_shard(root: Path, index: int, images: np.ndarray, poses: np.ndarray,
     files = shard_files(root, index)
     _save_npy(files['images'], np.ascontiguousarray(images, dtype=np.uint8))
     _save_npy(files['poses'], np.ascontiguousarray(poses, dtype=np.float32))
-    _save_json(files['worlds'], worlds)
+    save_json(files['worlds'], worlds)
     return {key: file_sha256(path) for key, path in files.items()}
 
 
@@ -178,7 +179,7 @@ def write_manifest(root: Path, parameters: Dict[str, Any], shards: List[Dict[str
         'shards': shards,
     }
     path = Path(root) / 'manifest.json'
-    _save_json(path, manifest)
+    save_json(path, manifest)
     return path
 
 
@@ -223,7 +224,7 @@ def generate(spec: GenerationSpec, out: Path, workers: Optional[int] = None,
         with context.Pool(min(workers, len(todo))) as pool:
             for index, sums in pool.imap_unordered(_render_shard, todo):
                 state['done'][str(index)] = sums
-                _save_json(progress_path, state)
+                save_json(progress_path, state)
                 if bar is not None:
                     shard = shards[index]
                     bar.update(shard[2] - shard[1])

@@ -15,11 +15,10 @@ on which models are evaluated beside it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from dmn_localization.data.dataset import Dataset, file_sha256
+from dmn_localization.data.dataset import Dataset, file_sha256, save_json
 import torch
 
 #: Bump when the evaluation's numbers would change for the same inputs (protocols,
@@ -56,7 +55,5 @@ def cached_evaluate(path: Path, key: Dict[str, Any], measure: Callable[[], Resul
         if stored.get('key') == key:
             return stored['results']
     results = measure()
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps({'key': key, 'results': results}, indent=1) + '\n')
-    os.replace(tmp, path)
+    save_json(path, {'key': key, 'results': results})
     return results

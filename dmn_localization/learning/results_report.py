@@ -194,7 +194,8 @@ def _search_section(plan: ResultsPlan) -> List[str]:
     for domain in plan.domains:
         for model in plan.models:
             search = plan.search(model, domain)
-            chosen = plan.lr_of(model, domain)
+            chosen = search.chosen if plan.searched(model, domain) \
+                else plan.lr_of(model, domain)
             cells = []
             for rate in grid:
                 horizon = search.reached.get(rate, plan.search_samples)
