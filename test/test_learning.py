@@ -323,7 +323,8 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     args = ['--data', str(data), '--runs', str(runs), '--budget-samples', '32',
             '--episodes', '4', '--models', 'dmn-pf', 'vector-regression', '--domains', 'rooms',
             '--one-seed', '--val-every-samples', '16', '--val-episodes', '8', '--out', str(out),
-            '--lr-grid', '3e-3', '1e-4', '--search-samples', '16', '--tie-margin', '0']
+            '--lr-grid', '3e-3', '1e-4', '--search-samples', '16', '--tie-margin', '0',
+            '--records', str(tmp_path / 'records')]
     assert results_main(args + ['--jobs', '2']) == 0  # two runs side by side
     text = out.read_text()
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
@@ -958,3 +959,52 @@ def test_model_card_names_options_frame_shift_and_what_the_frame_must_be(
     assert train_main(train_args(tiny, plain, 40)) == 0
     text = model_card.write_card('tiny-plain', plain / 'best.pt', tiny / 'val', 2).read_text()
     assert 'Model options' not in text and 'frame-' not in text and 'map frame' not in text
+
+
+def test_results_table_survives_the_loss_of_its_run_directories(tiny, tmp_path):
+    """A new machine has the committed records, not runs/: nothing is trained again."""
+    import shutil
+
+    from dmn_localization.learning.results import main as results_main
+    from dmn_localization.learning.run_record import read_record, RecordError
+
+    data = tmp_path / 'data'
+    data.mkdir()
+    for split, source in (('train', 'train'), ('val', 'val'), ('test', 'val')):
+        (data / f'rooms-{split}').symlink_to(tiny / source)
+    out, runs, records = tmp_path / 'RESULTS.md', tmp_path / 'runs', tmp_path / 'records'
+    args = ['--data', str(data), '--runs', str(runs), '--budget-samples', '32',
+            '--episodes', '4', '--models', 'vector-regression', '--domains', 'rooms',
+            '--one-seed', '--val-every-samples', '16', '--val-episodes', '8', '--out', str(out),
+            '--lr-grid', '3e-3', '1e-4', '--search-samples', '16', '--tie-margin', '0',
+            '--records', str(records)]
+    assert results_main(args) == 0
+    names = sorted(p.name for p in runs.iterdir() if p.is_dir())
+    assert sorted(p.stem for p in records.glob('*.json')) == names and len(names) == 2
+    chosen = next(runs / n for n in names if (runs / n / 'test-eval.json').exists())
+    record = read_record(records, chosen)
+    assert record['counters']['samples'] == 32 and record['budget_samples'] == 32
+    assert record['test_eval'] == json.loads((chosen / 'test-eval.json').read_text())
+    assert [row[0] for row in record['curve']] == [16, 32]
+
+    def table(text):
+        # the learned model's rows, runs table and search table; not the command line
+        return [line for line in text.splitlines() if line.startswith('| ')
+                and ('regression' in line or 'vector' in line)]
+
+    before = table(out.read_text())
+    shutil.rmtree(runs)
+    assert results_main(args) == 0  # reads the records: trains nothing, measures baselines
+    assert not [p for p in runs.iterdir() if p.is_dir()]
+    after = table(out.read_text())
+    assert [r.replace(' (record)', '') for r in after] == before
+    assert sum(' (record)' in r for r in after) == 2
+    # a record measured on other test episodes cannot stand for the gone checkpoint
+    assert results_main(args[:args.index('--episodes')] + ['--episodes', '6']
+                        + args[args.index('--episodes') + 2:] + ['--no-train']) == 0
+    latent = next(r for r in out.read_text().splitlines()
+                  if r.startswith('| Latent vector | regression |'))
+    assert latent.split('|')[3].strip().startswith('–')
+    (records / f'{chosen.name}.json').write_text('{"version": 0}')
+    with pytest.raises(RecordError):
+        read_record(records, chosen)

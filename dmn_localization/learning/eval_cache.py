@@ -55,5 +55,6 @@ def cached_evaluate(path: Path, key: Dict[str, Any], measure: Callable[[], Resul
         if stored.get('key') == key:
             return stored['results']
     results = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)  # e.g. --runs on a machine without it
     save_json(path, {'key': key, 'results': results})
     return results

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.models import NON_LEARNED_MODELS
@@ -34,16 +34,19 @@ from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENT
                                                     run_state, Search, SEARCH_SAMPLES,
                                                     STRICT, TIE_MARGIN)
 from dmn_localization.learning.results_report import progress_lines, write_results
+from dmn_localization.learning.run_record import read_record, write_record
 from dmn_localization.learning.trainer import RunInUseError, train, TrainConfig
 import torch
 
 
-def _train_one(config: TrainConfig, progress: bool) -> str:
-    """Train one run; say how it ended."""
+def _train_one(config: TrainConfig, progress: bool, records: Optional[Path] = None) -> str:
+    """Train one run, then record it in ``records`` (if given); say how it ended."""
     try:
         state = train(config, progress=progress)
     except RunInUseError as exc:
         return f'skipped: {exc}'
+    if records is not None:
+        write_record(Path(config.out), records)
     return f'{config.out}: {state["samples"]:,} samples' + (
         ', stopped early' if state['stopped_early'] else '')
 
@@ -64,13 +67,16 @@ def _train_entry(plan: ResultsPlan, model: str, domain: str, seed: int,
         # the rates the search still compares, to its current horizon; a run already
         # there is not called again (its config would be rewritten with that budget)
         ended = [_train_one(plan.train_config(model, domain, 0, rate, search.horizon),
-                            progress)
+                            progress, plan.records)
                  for rate, score in search.scores.items() if score is None]
         said += ended
         search = plan.search(model, domain)
         if search.chosen is None and (not ended or any(e.startswith('skipped') for e in ended)):
             return said + [f'{model} {domain} s{seed}: waits for its learning-rate search']
-    return said + [_train_one(plan.train_config(model, domain, seed), progress)]
+    if finished(plan, model, domain, seed):  # in its directory, or by its record alone
+        return said + [f'{model} {domain} s{seed}: finished']
+    return said + [_train_one(plan.train_config(model, domain, seed), progress,
+                              plan.records)]
 
 
 def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1,
@@ -115,11 +121,16 @@ def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1,
             bar.update(max(0, plan_samples(plan)[0] - bar.n))
 
 
-def _logged_samples(run: Path) -> int:
-    """Return the samples of a run's last log row (0 without one): cheap to poll."""
+def _logged_samples(run: Path, records: Optional[Path] = None) -> int:
+    """
+    Return the samples of a run's last log row: cheap to poll.
+
+    A run without a directory: the samples of its record in ``records``; 0 without one.
+    """
     path = run / 'log.csv'
     if not path.exists():
-        return 0
+        record = read_record(records, run)
+        return 0 if record is None else int(record['counters']['samples'])
     with open(path, newline='') as f:
         rows = list(csv.DictReader(f))
     return int(rows[-1]['samples']) if rows else 0
@@ -147,12 +158,13 @@ def plan_samples(plan: ResultsPlan) -> Tuple[int, int]:
             planned += sum(search.reached.values()) + plan.budget_samples - search.horizon
             for rate, reached in search.reached.items():
                 cap = plan.budget_samples if rate == chosen else reached
-                trained += min(_logged_samples(run_dir(plan, model, domain, 0, rate)), cap)
+                trained += min(_logged_samples(run_dir(plan, model, domain, 0, rate),
+                                               plan.records), cap)
             continue
         planned += plan.budget_samples
         if chosen is not None:
-            trained += min(_logged_samples(run_dir(plan, model, domain, seed, chosen)),
-                           plan.budget_samples)
+            trained += min(_logged_samples(run_dir(plan, model, domain, seed, chosen),
+                                           plan.records), plan.budget_samples)
     return trained, planned
 
 
@@ -167,7 +179,8 @@ def status(plan: ResultsPlan) -> str:
     trained, planned = plan_samples(plan)
     runs = [run_dir(plan, model, domain, seed, rate)
             for model, domain, seed, rate in plan.runs_with_rates() if rate is not None]
-    states = [state for state in map(run_state, runs) if state is not None]
+    states = [state for state in (run_state(run, plan.records) for run in runs)
+              if state is not None]
     seconds = sum(state['elapsed_s'] for state in states)
     throughput = sum(state['samples'] for state in states) / seconds if seconds else 0.0
     if trained >= planned:
@@ -193,7 +206,10 @@ def evaluate_all(plan: ResultsPlan,
     Only finished runs are evaluated (all of them after :func:`train_all`). A run's
     results are kept in its directory (``test-eval.json``; the non-learned baselines' in
     ``--runs``) and measured again only when what they depend on changed
-    (:mod:`.eval_cache`) or ``fresh`` is set.
+    (:mod:`.eval_cache`) or ``fresh`` is set; they then go into the run's record. A
+    finished run known only by its record (its directory is gone) is reported with the
+    results in the record if they were measured on the same test set, episodes and
+    protocols, and left out with a warning otherwise (it cannot be measured again).
     """
     protocols = ['sequential-global', 'one-step-global']
     out: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
@@ -208,6 +224,9 @@ def evaluate_all(plan: ResultsPlan,
         entries += [(name, None, plan.runs / f'{name}-{domain}-test-eval.json')
                     for name in NON_LEARNED_MODELS]
         for name, best, cache in entries:
+            key = cache_key(best if best is None or best.exists() else None, name, dataset,
+                            plan.episodes, 0, protocols, plan.frame_shift, plan.frame_turn)
+
             def measure(name: str = name,
                         best: Optional[Path] = best) -> Dict[str, Dict[str, float]]:
                 model = None if best is None else load_checkpoint(best).model
@@ -216,14 +235,49 @@ def evaluate_all(plan: ResultsPlan,
                                    frame_turn=plan.frame_turn)
                 return {protocol: per_model[name] for protocol, per_model in results.items()}
 
-            key = cache_key(best, name, dataset, plan.episodes, 0, protocols,
-                            plan.frame_shift, plan.frame_turn)
-            for protocol, summary in cached_evaluate(cache, key, measure, fresh).items():
+            if best is not None and not best.exists():
+                measured = _recorded_results(plan, best.parent, key)
+            else:
+                measured = cached_evaluate(cache, key, measure, fresh)
+                if best is not None and plan.records is not None:
+                    write_record(best.parent, plan.records)
+            for protocol, summary in (measured or {}).items():
                 for suffix, value in (('', summary['success']),
                                       (STRICT, summary['success_strict'])):
                     out[domain].setdefault(protocol + suffix, {}).setdefault(
                         name, []).append(value)
     return out
+
+
+def _recorded_results(plan: ResultsPlan, run: Path,
+                      key: Dict[str, Any]) -> Optional[Dict[str, Dict[str, float]]]:
+    """
+    Return the test results in the record of ``run`` (whose directory is gone).
+
+    They count if they were measured under ``key`` but for the checkpoint (gone with the
+    directory; the record holds its hash) and the torch version; None with a warning on
+    stderr otherwise, or when the record has none.
+    """
+    record = read_record(plan.records, run)
+    kept = None if record is None else record.get('test_eval')
+    loose = ('checkpoint_sha256', 'torch')
+    if kept is not None and {k: v for k, v in kept['key'].items() if k not in loose} == \
+            {k: v for k, v in key.items() if k not in loose}:
+        return kept['results']
+    print(f'dmn_results: {run.name}: finished by its record, but the record has no test '
+          'results for this test set, episodes and protocols, and the checkpoint is gone '
+          'to measure them: left out of the table (train it again: delete its record)',
+          file=sys.stderr)
+    return None
+
+
+def record_all(plan: ResultsPlan) -> List[Path]:
+    """Record every run of the plan that is at rest in its directory; return the records."""
+    if plan.records is None:
+        return []
+    written = [write_record(run_dir(plan, model, domain, seed, rate), plan.records)
+               for model, domain, seed, rate in plan.runs_with_rates() if rate is not None]
+    return [path for path in written if path is not None]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -267,6 +321,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    'search)')
     p.add_argument('--search-samples', type=int, default=SEARCH_SAMPLES,
                    help='samples of each search run (a multiple of --val-every-samples)')
+    p.add_argument('--records', type=Path, default=Path('results'),
+                   help="directory of the finished runs' records (a few kB each; commit it "
+                   'with RESULTS.md): a run whose directory is gone is read from it, not '
+                   'trained again')
     p.add_argument('--out', type=Path, default=Path('RESULTS.md'))
     a = p.parse_args(argv)
     if a.jobs < 1:
@@ -285,13 +343,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                        a.domains, a.val_every_samples, a.val_episodes,
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
                        lr_grid=tuple(a.lr_grid),
-                       search_samples=a.search_samples, tie_margin=a.tie_margin)
+                       search_samples=a.search_samples, tie_margin=a.tie_margin,
+                       records=a.records)
     if a.status:
         print(status(plan))
         return 0
     start = time.monotonic()
     if not a.no_train:
         train_all(plan, jobs=a.jobs)
+    record_all(plan)
     results = evaluate_all(plan, fresh=a.fresh_eval)
     command = 'dmn_results ' + ' '.join(argv if argv is not None else sys.argv[1:])
     print(write_results(plan, results, a.out, command.strip(), time.monotonic() - start))

@@ -9,12 +9,12 @@ learning curve is here too: the search is decided from them.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dmn_localization.core.models import LEARNED_MODELS
+from dmn_localization.learning.run_record import Curve, read_curve, read_record
 from dmn_localization.learning.trainer import load_state, TrainConfig
 
 #: The paper's Table 1: model -> (rooms sequential, mazes sequential, rooms one-step,
@@ -117,6 +117,9 @@ class ResultsPlan:
     lr_grid: Sequence[float] = LR_GRID
     search_samples: int = SEARCH_SAMPLES
     tie_margin: float = TIE_MARGIN
+    #: where finished runs are recorded (:mod:`.run_record`; committed with RESULTS.md), read
+    #: for a run whose directory is gone; None: the run directories alone
+    records: Optional[Path] = None
 
     def seeds_of(self, model: str) -> Sequence[int]:
         """Return the training seeds of entry ``model`` (3 for :data:`THREE_SEEDS`, else 1)."""
@@ -136,10 +139,11 @@ class ResultsPlan:
     def _score(self, model: str, domain: str, rate: float, horizon: int) -> Optional[float]:
         """Return seed 0's lowest validation loss up to ``horizon``; None until it got there."""
         run = run_dir(self, model, domain, 0, rate)
-        state = run_state(run)
+        state = run_state(run, self.records)
         done = state is not None and (state['samples'] >= horizon
                                       or bool(state['stopped_early']))
-        losses = [loss for samples, loss, _ in learning_curve(run) if samples <= horizon]
+        losses = [loss for samples, loss, _ in learning_curve(run, self.records)
+                  if samples <= horizon]
         return min(losses) if done and losses else None
 
     def search_scores(self, model: str, domain: str,
@@ -251,32 +255,41 @@ def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int,
     return plan.runs / f'{model}-{domain}-lr{plan.rate(model, domain, lr):g}-s{seed}'
 
 
-def run_state(run: Path) -> Optional[Dict[str, Any]]:
-    """Return the trainer's counters of a run (samples, elapsed_s, ...), None if not begun."""
+def run_state(run: Path, records: Optional[Path] = None) -> Optional[Dict[str, Any]]:
+    """
+    Return the trainer's counters of a run (samples, elapsed_s, ...), None if not begun.
+
+    Read from the run's directory while it has a saved state, else from its record in
+    ``records`` (:mod:`.run_record`), with ``memory_format`` added in both cases.
+    """
     state = load_state(run)
-    return None if state is None else dict(state['counters'])
+    if state is not None:
+        return {**state['counters'], 'memory_format': state.get('memory_format')}
+    record = read_record(records, run)
+    return None if record is None else {**record['counters'],
+                                        'memory_format': record['memory_format']}
 
 
 def finished(plan: ResultsPlan, model: str, domain: str, seed: int) -> bool:
     """Return whether a run has spent its budget or stopped early (its best.pt is final)."""
     if plan.lr_of(model, domain) is None:
         return False
-    state = run_state(run_dir(plan, model, domain, seed))
+    state = run_state(run_dir(plan, model, domain, seed), plan.records)
     return state is not None and (state['samples'] >= plan.budget_samples
                                   or bool(state['stopped_early']))
 
 
-def learning_curve(run: Path) -> List[Tuple[int, float, float]]:
+def learning_curve(run: Path, records: Optional[Path] = None) -> Curve:
     """
     Return ``(samples, validation loss, validation global success)`` of a run's log.
 
-    Empty when the run has not validated yet.
+    From the run's directory while it has a saved state, else from its record in
+    ``records``; empty when the run has not validated yet.
     """
-    if not (run / 'log.csv').exists():
-        return []
-    with open(run / 'log.csv', newline='') as f:
-        return [(int(r['samples']), float(r['val_loss']), float(r['val_global_success']))
-                for r in csv.DictReader(f) if r['val_global_success']]
+    if (run / 'last.pt').exists() or (run / 'log.csv').exists():
+        return read_curve(run)
+    record = read_record(records, run)
+    return [] if record is None else record['curve']
 
 
 def recent_gain(curve: Sequence[Tuple[int, float, float]],

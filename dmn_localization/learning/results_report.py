@@ -21,7 +21,7 @@ from dmn_localization.learning.results_plan import (DOMAINS, finished, LABELS,
                                                     PLATEAU_GAIN, PLATEAU_WINDOW,
                                                     recent_gain, ResultsPlan, run_dir,
                                                     run_state, STRICT, VARIANTS)
-from dmn_localization.learning.trainer import load_state, MEMORY_FORMATS
+from dmn_localization.learning.trainer import MEMORY_FORMATS
 from dmn_localization.results_md import write_section
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
             runs += [(chosen, seed, '-', f'{model} s{seed} lr {chosen:g}')
                      for seed in plan.seeds_of(model)]
         for rate, seed, style, label in runs:
-            curve = learning_curve(run_dir(plan, model, domain, seed, rate))
+            curve = learning_curve(run_dir(plan, model, domain, seed, rate), plan.records)
             if curve:
                 xs, losses, successes = zip(*curve)
                 for ax, ys in ((loss_ax, losses), (success_ax, successes)):
@@ -217,7 +217,7 @@ def _run_row(plan: ResultsPlan, model: str, domain: str, seed: int, rate: Option
     if rate is None:
         return head + ' 0 | – | – | waits for the search | – |'
     run = run_dir(plan, model, domain, seed, rate)
-    state = run_state(run)
+    state = run_state(run, plan.records)
     if state is None:
         return head + ' 0 | – | – | ' + ('no checkpoint yet' if run.exists() else
                                          'not begun') + ' | – |'
@@ -229,11 +229,14 @@ def _run_row(plan: ResultsPlan, model: str, domain: str, seed: int, rate: Option
         how = 'in progress' if rate == chosen or chosen is None else 'in progress (search)'
     else:
         how = 'finished' if budget == plan.budget_samples else 'search done'
+    if not (run / 'last.pt').exists():
+        how += ' (record)'  # its directory is gone: read from plan.records
     return (head + f' {state["samples"]:,} | {state["best_val_loss"]:.4f} | '
-            f'{state["elapsed_s"] / 3600:.2f} h | {how} | {_plateau(run, state)[1]} |')
+            f'{state["elapsed_s"] / 3600:.2f} h | {how} | {_plateau(plan, run, state)[1]} |')
 
 
-def _plateau(run: Path, state: Dict[str, Any]) -> Tuple[Optional[bool], str]:
+def _plateau(plan: ResultsPlan, run: Path,
+             state: Dict[str, Any]) -> Tuple[Optional[bool], str]:
     """
     Return whether a run is at a plateau (:data:`PLATEAU_GAIN`), and the runs table's cell.
 
@@ -241,7 +244,7 @@ def _plateau(run: Path, state: Dict[str, Any]) -> Tuple[Optional[bool], str]:
     """
     if state['stopped_early']:
         return True, 'yes (stopped early)'
-    gain = recent_gain(learning_curve(run))
+    gain = recent_gain(learning_curve(run, plan.records))
     if gain is None:
         return None, '–'
     flat = gain < PLATEAU_GAIN
@@ -255,7 +258,7 @@ def _plateau_summary(plan: ResultsPlan) -> str:
         if finished(plan, model, domain, seed):
             done += 1
             run = run_dir(plan, model, domain, seed)
-            if not _plateau(run, run_state(run))[0]:
+            if not _plateau(plan, run, run_state(run, plan.records))[0]:
                 rising.append(f'{model} {domain} s{seed}')
     if not done:
         return 'No run has finished at its chosen rate yet.'
@@ -271,9 +274,10 @@ def _layouts(plan: ResultsPlan) -> str:
     """Return how many of the plan's runs so far trained in each memory layout."""
     counts: Dict[str, int] = {}
     for model, domain, seed, rate in plan.runs_with_rates():
-        state = None if rate is None else load_state(run_dir(plan, model, domain, seed, rate))
+        state = None if rate is None else run_state(run_dir(plan, model, domain, seed, rate),
+                                                    plan.records)
         if state is not None:
-            layout = state.get('memory_format', MEMORY_FORMATS[0])
+            layout = state['memory_format'] or MEMORY_FORMATS[0]
             counts[layout] = counts.get(layout, 0) + 1
     return ', '.join(f'{layout} ({n} runs)' for layout, n in sorted(counts.items())) or \
         'no run yet'
