@@ -116,12 +116,29 @@ def test_code_revision_is_git_describe_and_a_run_lists_each_once(tmp_path):
 
     import shutil
 
-    here = shutil.which('git') and subprocess.run(
-        ['git', 'describe', '--always', '--dirty', '--abbrev=12'],
-        cwd=Path(__file__).parent, capture_output=True, text=True)
-    if here and here.returncode == 0:  # a git working tree (a clone); a copy has none
-        assert code_revision() == here.stdout.strip()
     assert code_revision(tmp_path) == 'unknown'  # not a git tree
+    if shutil.which('git'):  # a tree whose code is one directory of several
+        def git(*args):
+            return subprocess.run(['git', '-C', str(tmp_path), '-c', 'user.name=t', '-c',
+                                   'user.email=t@t', *args], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+
+        code = tmp_path / 'pkg'
+        code.mkdir()
+        (code / 'mod.py').write_text('x = 1\n')
+        (tmp_path / 'RESULTS.md').write_text('a\n')
+        git('init', '-q')
+        git('add', '.')
+        git('commit', '-qm', 'one')
+        head = git('rev-parse', '--short=12', 'HEAD')
+        assert code_revision(code) == head
+        (tmp_path / 'RESULTS.md').write_text('b\n')  # edited beside the code: still clean
+        assert code_revision(code) == head
+        (code / 'mod.py').write_text('x = 2\n')
+        assert code_revision(code) == head + '-dirty'
+        (code / 'mod.py').write_text('x = 1\n')
+        (code / 'new.py').write_text('')  # a new file of the code counts too
+        assert code_revision(code) == head + '-dirty'
     assert add_revision([], 'a1') == ['a1']
     assert add_revision(['a1'], 'a1') == ['a1']
     assert add_revision(['a1'], 'b2-dirty') == ['a1', 'b2-dirty']

@@ -19,18 +19,29 @@ UNRECORDED = 'unrecorded'
 
 def code_revision(path: Optional[Path] = None) -> str:
     """
-    Return ``git describe --always --dirty`` of the tree holding ``path`` (this package).
+    Return the git revision of the code in directory ``path`` (default: this package).
 
-    ``unknown`` when the code is not in a git working tree (an installed copy) or git is
-    missing.
+    ``git describe --always`` of the tree holding it, with ``-dirty`` when a file under
+    ``path`` differs from that revision (changed, or new and not ignored). Files elsewhere
+    in the tree (README, RESULTS.md, run records) do not make the code dirty: they are
+    edited while runs train. ``unknown`` when the code is not in a git working tree (an
+    installed copy) or git is missing.
     """
-    where = Path(__file__).resolve().parent if path is None else Path(path)
-    try:
-        done = subprocess.run(['git', '-C', str(where), 'describe', '--always', '--dirty',
-                               '--abbrev=12'], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+    where = Path(__file__).resolve().parents[1] if path is None else Path(path)
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(['git', '-C', str(where), *args], capture_output=True,
+                                  text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    revision = git('describe', '--always', '--abbrev=12')
+    changed = git('status', '--porcelain', '--', '.')
+    if not revision or changed is None:
         return 'unknown'
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else 'unknown'
+    return revision + ('-dirty' if changed else '')
 
 
 def add_revision(revisions: Optional[Sequence[str]], revision: str) -> List[str]:
