@@ -224,8 +224,9 @@ def evaluate_all(plan: ResultsPlan,
         entries += [(name, None, plan.runs / f'{name}-{domain}-test-eval.json')
                     for name in NON_LEARNED_MODELS]
         for name, best, cache in entries:
-            key = cache_key(best if best is None or best.exists() else None, name, dataset,
-                            plan.episodes, 0, protocols, plan.frame_shift, plan.frame_turn)
+            gone = best is not None and not best.exists()  # known by its record alone
+            key = cache_key(None if gone else best, name, dataset, plan.episodes, 0,
+                            protocols, plan.frame_shift, plan.frame_turn)
 
             def measure(name: str = name,
                         best: Optional[Path] = best) -> Dict[str, Dict[str, float]]:
@@ -235,7 +236,7 @@ def evaluate_all(plan: ResultsPlan,
                                    frame_turn=plan.frame_turn)
                 return {protocol: per_model[name] for protocol, per_model in results.items()}
 
-            if best is not None and not best.exists():
+            if gone:
                 measured = _recorded_results(plan, best.parent, key)
             else:
                 measured = cached_evaluate(cache, key, measure, fresh)
