@@ -234,6 +234,15 @@ def test_resume_drops_only_log_rows_past_the_checkpoint(tiny, tmp_path):
     assert train_main(train_args(tiny, out, 320)) == 0
     assert log_path.read_bytes() == before  # replaced whole, by a file beside it
     assert not log_path.with_name('log.csv.tmp').exists()
+    # killed before its first checkpoint: the run starts afresh, and so does its log
+    fresh = tmp_path / 'fresh'
+    fresh.mkdir()
+    (fresh / 'log.csv').write_bytes(before)
+    assert train_main(train_args(tiny, fresh, 320)) == 0
+    samples = [int(r['samples']) for r in read_log(fresh / 'log.csv')]
+    assert samples == sorted(set(samples))  # no row of the killed attempt is left
+    assert [{k: v for k, v in r.items() if k != 'elapsed_s'} for r in read_log(log_path)] \
+        == [{k: v for k, v in r.items() if k != 'elapsed_s'} for r in read_log(fresh / 'log.csv')]
 
 
 def test_a_run_of_another_configuration_is_refused(tiny, tmp_path, capsys):

@@ -376,13 +376,15 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
         torch.set_rng_state(state['torch_rng'])
         counters.update(state['counters'])
         running = list(state['recent_losses'])
-        if rank == 0:
-            _truncate_log(log_path, counters['samples'])
     elif config.init_from:
         # every sample behind those weights: a chain of runs adds up
         initial = _load_initial_weights(model, config.init_from)
         counters['init_samples'] = int(initial.get('samples', 0)) + int(
             initial.get('init_samples', 0))
+    if rank == 0:
+        # rows past the checkpoint, or every row of an attempt killed before its first
+        # checkpoint (the run then starts afresh), are rewritten
+        _truncate_log(log_path, counters['samples'])
     (out / 'config.json').write_text(json.dumps(asdict(config), indent=1) + '\n')
     extent = typical_extent(train_set)
     sampler = EpisodeSampler(train_set, config.num_contexts, 1)
