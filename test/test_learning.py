@@ -104,11 +104,14 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny, tmp_path):
     losses_a = [r['train_loss'] for r in read_log(whole / 'log.csv') if r['train_loss']]
     losses_b = [r['train_loss'] for r in read_log(parts / 'log.csv') if r['train_loss']]
     assert losses_a == losses_b
-    # the code that trained it, once per revision however often it resumed
-    from dmn_localization.learning.provenance import code_revision
+    # the code and machine that trained it, once each however often it resumed
+    from dmn_localization.learning.provenance import code_revision, machine
 
     assert b['code_revisions'] == [code_revision()]
     assert load_checkpoint(parts / 'best.pt').metadata['code_revisions'] == [code_revision()]
+    assert b['machines'] == [machine()] == load_checkpoint(parts / 'best.pt').metadata[
+        'machines']
+    assert f'{os.cpu_count()} cores' in machine()
 
 
 def test_code_revision_is_git_describe_and_a_run_lists_each_once(tmp_path):
@@ -356,7 +359,10 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
     assert 'Closest context' in text and '32 samples for every learned model' in text
     assert 'Worlds in their normalized frame: in place' in text
-    assert 'only changes the speed): channels_last (4 runs)' in text  # dmn_train's default
+    assert 'only changes the speed): contiguous (4 runs)' in text  # the plan's default
+    from dmn_localization.learning.provenance import machine
+
+    assert f'depend on them): {machine()} (4 runs)' in text
     why = text[text.index("## Why ours differ from the paper's"):]
     assert 'Rooms: uninformed ' in why and '(paper 1.7%)' in why  # measured beside paper
     assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
@@ -458,7 +464,8 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
         '--model', 'dmn-pf', '--train', 'data/rooms-train', '--val', 'data/rooms-val',
         '--out', str(tmp_path / 'dmn-pf-rooms-lr0.0003-s1'), '--budget-samples', '4200000',
         '--lr', '3e-4', '--val-every-samples', '100000', '--patience', '8', '--seed', '1',
-        '--model-option', 'ego_value_dim=32', '--frame-shift', '0.5', '--frame-turn', '180']))
+        '--model-option', 'ego_value_dim=32', '--frame-shift', '0.5', '--frame-turn', '180',
+        '--memory-format', 'contiguous']))
     assert plan.train_config('dmn-pf', 'rooms', 1) == by_hand
     # no search for a rate the plan fixes; the others wait for theirs
     assert plan.search_rates('dmn-pf', 'rooms') == (3e-4,)
@@ -1003,13 +1010,14 @@ def test_results_table_survives_the_loss_of_its_run_directories(tiny, tmp_path):
             '--episodes', '4', '--models', 'vector-regression', '--domains', 'rooms',
             '--one-seed', '--val-every-samples', '16', '--val-episodes', '8', '--out', str(out),
             '--lr-grid', '3e-3', '1e-4', '--search-samples', '16', '--tie-margin', '0',
-            '--records', str(records)]
+            '--records', str(records), '--memory-format', 'channels_last']
     assert results_main(args) == 0
     names = sorted(p.name for p in runs.iterdir() if p.is_dir())
     assert sorted(p.stem for p in records.glob('*.json')) == names and len(names) == 2
     chosen = next(runs / n for n in names if (runs / n / 'test-eval.json').exists())
     record = read_record(records, chosen)
     assert record['counters']['samples'] == 32 and record['budget_samples'] == 32
+    assert record['memory_format'] == 'channels_last'  # the plan's option reached the run
     assert record['test_eval'] == json.loads((chosen / 'test-eval.json').read_text())
     assert [row[0] for row in record['curve']] == [16, 32]
 

@@ -138,6 +138,9 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
         command_line += ('- Code: ' + ', '.join(f'`{r}`' for r in meta['code_revisions'])
                          + ' (`git describe` of each sitting of the run up to this '
                          'checkpoint)\n')
+    if meta.get('machines'):
+        command_line += ('- Trained on: ' + '; '.join(f'`{m}`' for m in meta['machines'])
+                         + ' (each sitting)\n')
     options_text = _training_options(options, meta.get('frame_shift', 0.0),
                                      meta.get('precision', 'fp32'), meta.get('frame_turn', 0.0))
     card = f"""# {name}

@@ -1,15 +1,19 @@
 """
-Which code trained a run: the git revision of the package's working tree.
+What trained a run: the git revision of the package's code, and the machine.
 
 A run records the revision of every sitting that trained it (a run resumes across
 sessions, and the code may change between them), its best checkpoint carries the list,
 and a model card prints it: weights should come only from committed code, and a
-revision ending in ``-dirty`` says they did not.
+revision ending in ``-dirty`` says they did not. The machine of every sitting is kept
+the same way (:func:`machine`): a run's wall time depends on it, and a CPU whose kernels
+round differently would take a run down another path (as the memory layout does).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+import platform
 import subprocess
 from typing import List, Optional, Sequence
 
@@ -42,6 +46,26 @@ def code_revision(path: Optional[Path] = None) -> str:
     if not revision or changed is None:
         return 'unknown'
     return revision + ('-dirty' if changed else '')
+
+
+def machine() -> str:
+    """
+    Return this machine as a run records it: CPU model, vector unit, cores, architecture.
+
+    E.g. ``'AMD EPYC, AVX2, 2 cores, x86_64'``; the vector unit is the one PyTorch's CPU
+    kernels use (``torch.backends.cpu.get_cpu_capability``).
+    """
+    import torch
+
+    name = platform.processor() or 'unknown CPU'
+    try:
+        with open('/proc/cpuinfo') as f:
+            name = next((line.split(':', 1)[1].strip() for line in f
+                         if line.startswith('model name')), name)
+    except OSError:
+        pass
+    return (f'{name}, {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, '
+            f'{platform.machine()}')
 
 
 def add_revision(revisions: Optional[Sequence[str]], revision: str) -> List[str]:

@@ -9,13 +9,12 @@ learning-rate search, the runs and their learning curves.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-import platform
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dmn_localization.core.models import NON_LEARNED_MODELS
 from dmn_localization.data.dataset import Dataset
+from dmn_localization.learning.provenance import machine
 from dmn_localization.learning.results_plan import (DOMAINS, finished, LABELS,
                                                     learning_curve, PAPER_TABLE1,
                                                     PLATEAU_GAIN, PLATEAU_WINDOW,
@@ -270,17 +269,27 @@ def _plateau_summary(plan: ResultsPlan) -> str:
                + ('all of them' if len(rising) == done else ', '.join(rising))) + '.')
 
 
-def _layouts(plan: ResultsPlan) -> str:
-    """Return how many of the plan's runs so far trained in each memory layout."""
-    counts: Dict[str, int] = {}
+def _counts(plan: ResultsPlan) -> Tuple[str, str]:
+    """
+    Return how many of the plan's runs trained in each memory layout and on each machine.
+
+    A run that resumed on several machines counts for each.
+    """
+    layouts: Dict[str, int] = {}
+    machines: Dict[str, int] = {}
     for model, domain, seed, rate in plan.runs_with_rates():
         state = None if rate is None else run_state(run_dir(plan, model, domain, seed, rate),
                                                     plan.records)
         if state is not None:
             layout = state['memory_format'] or MEMORY_FORMATS[0]
-            counts[layout] = counts.get(layout, 0) + 1
-    return ', '.join(f'{layout} ({n} runs)' for layout, n in sorted(counts.items())) or \
-        'no run yet'
+            layouts[layout] = layouts.get(layout, 0) + 1
+            for name in state['machines'] or ['not recorded']:
+                machines[name] = machines.get(name, 0) + 1
+
+    def said(counts: Dict[str, int]) -> str:
+        return ', '.join(f'{key} ({n} runs)' for key, n in sorted(counts.items())) or \
+            'no run yet'
+    return said(layouts), said(machines)
 
 
 def progress_lines(plan: ResultsPlan) -> List[str]:
@@ -322,6 +331,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               '| map | algorithm | Rooms sequential | Mazes sequential | Rooms one-step | '
               'Mazes one-step |', '| --- | --- | --- | --- | --- | --- |']
     lines += _table_rows(plan, results, STRICT)
+    layouts, machines = _counts(plan)
     lines += ['', '## Protocol and budget', '',
               f'- Training budget: {plan.budget_samples:,} samples for every learned model '
               '(single-step tracking episodes, Nc=4, K=32, Adam, batch 16), validation every '
@@ -340,10 +350,11 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               '- Worlds in their normalized frame: ' + _frame_change(plan),
               '- Memory layout of the weights in training (`dmn_train --memory-format`; '
               'the same arithmetic up to rounding, the layout only changes the speed): '
-              + _layouts(plan),
-              f'- Hardware: {platform.machine()}, {os.cpu_count()} cores, torch '
-              f'{torch.__version__}; wall time of this '
-              f'command: {wall_time_s / 3600:.1f} h (each run in the runs table).']
+              + layouts,
+              '- Machines the runs trained on (each sitting; CPUs that round differently '
+              'take a run down another path, and wall times depend on them): ' + machines,
+              f'- This command: {machine()}, torch {torch.__version__}; its wall time: '
+              f'{wall_time_s / 3600:.1f} h (each run in the runs table).']
     for domain in plan.domains:
         for split in ('train', 'val', 'test'):
             d = Dataset(plan.data / f'{domain}-{split}')

@@ -7,7 +7,7 @@ committed: a new machine starts without it, and a results table of many sessions
 lose every finished run with it. :func:`write_record` keeps the part the table is made
 of, a few kilobytes a run, in a directory that is committed with RESULTS.md
 (``dmn_results --records``, default ``results/``): the training identity and counters,
-the validation curve, the memory layout and code revisions, and the test results with
+the validation curve, the memory layout, code revisions and machines, and the test results with
 their key (:mod:`.eval_cache`). The results plan reads a run from its directory while it
 has one, else from its record (:func:`read_record`): a finished run is not trained
 again, and the learning-rate search is decided, the runs table and curves are drawn and
@@ -89,7 +89,7 @@ def write_record(run: Path, records: Path) -> Optional[Path]:
         'version': RECORD_VERSION, 'run': run.name, 'budget_samples': budget,
         'config': state['config'], 'counters': counters,
         'memory_format': state.get('memory_format'),
-        'code_revisions': state.get('code_revisions'),
+        'code_revisions': state.get('code_revisions'), 'machines': state.get('machines'),
         'curve': [list(row) for row in read_curve(run)], 'test_eval': test_eval})
     return path
 

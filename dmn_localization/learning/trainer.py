@@ -39,7 +39,7 @@ from dmn_localization.data.dataset import Dataset
 from dmn_localization.data.episodes import EpisodeSampler
 from dmn_localization.learning.batches import (check_frame_change, TensorEpisodes, to_tensors,
                                                tracking_belief, with_frame_change)
-from dmn_localization.learning.provenance import add_revision, code_revision
+from dmn_localization.learning.provenance import add_revision, code_revision, machine
 import numpy as np
 import torch
 from torch import nn, Tensor
@@ -353,6 +353,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
     # the code of every sitting that trained this run (None: a run from before recording)
     revisions = add_revision([] if state is None else state.get('code_revisions'),
                              code_revision())
+    machines = add_revision([] if state is None else state.get('machines'), machine())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, rank]))
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)
@@ -433,7 +434,8 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
             'optimizer': optimizer.state_dict(), 'numpy_rng': numpy_states,
             'torch_generator': torch_states, 'torch_rng': torch.get_rng_state(),
             'counters': dict(counters), 'recent_losses': running[-50:],
-            'memory_format': config.memory_format, 'code_revisions': revisions})
+            'memory_format': config.memory_format, 'code_revisions': revisions,
+            'machines': machines})
         last_save = time.monotonic()
 
     def log(row: Dict[str, Any]) -> None:
@@ -497,7 +499,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
                         'frame_turn': config.frame_turn,
                         'precision': config.precision,
                         'memory_format': config.memory_format,
-                        'code_revisions': revisions})
+                        'code_revisions': revisions, 'machines': machines})
             else:
                 counters['bad_validations'] += 1
                 counters['stopped_early'] = counters['bad_validations'] >= config.patience
