@@ -359,7 +359,7 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     assert '| View-embedding | PF-DMN (ours) |' in text and '(95.6%)' in text  # paper beside
     assert 'Closest context' in text and '32 samples for every learned model' in text
     assert 'Worlds in their normalized frame: in place' in text
-    assert 'only changes the speed): contiguous (4 runs)' in text  # the plan's default
+    assert 'the path a run takes): contiguous (4 runs)' in text  # the plan's default
     from dmn_localization.learning.provenance import machine
 
     assert f'depend on them): {machine()} (4 runs)' in text

@@ -348,9 +348,9 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               'K=2048, t=5 (sequential) and t=1 (one-step); success = squared x-y error '
               'below 0.2 in normalized units.',
               '- Worlds in their normalized frame: ' + _frame_change(plan),
-              '- Memory layout of the weights in training (`dmn_train --memory-format`; '
-              'the same arithmetic up to rounding, the layout only changes the speed): '
-              + layouts,
+              '- Memory layout of the weights in training (`dmn_results --memory-format`; '
+              'the same arithmetic up to rounding: it changes the speed, and like a seed '
+              'the path a run takes): ' + layouts,
               '- Machines the runs trained on (each sitting; CPUs that round differently '
               'take a run down another path, and wall times depend on them): ' + machines,
               f'- This command: {machine()}, torch {torch.__version__}; its wall time: '
