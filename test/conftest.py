@@ -45,8 +45,9 @@ class NodeProcess:
                                      start_new_session=True)
 
     def log(self):
-        """Everything the process printed so far."""
-        self._log.flush()
+        """Everything the process printed so far (also after :meth:`stop`)."""
+        if not self._log.closed:
+            self._log.flush()
         return Path(self.log_path).read_text()
 
     def alive(self):
