@@ -38,7 +38,8 @@ data/%/manifest.json:
 		--split $(word 2,$(subst -, ,$*)) --out data/$*
 
 ## results: train every model with the same budget, evaluate, write RESULTS.md (26 runs of
-## about an hour of one core each; resumable: rerun until done; RESULTS_JOBS runs at a time)
+## about an hour of one core each; resumable: rerun until done; RESULTS_JOBS runs at a time;
+## finished runs are recorded in results/: commit it with RESULTS.md)
 RESULTS_JOBS ?= 2
 results: data
 	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) --out RESULTS.md
