@@ -1042,3 +1042,19 @@ def test_results_table_survives_the_loss_of_its_run_directories(tiny, tmp_path):
     (records / f'{chosen.name}.json').write_text('{"version": 0}')
     with pytest.raises(RecordError):
         read_record(records, chosen)
+
+
+def test_only_a_run_at_rest_is_recorded(tiny, tmp_path):
+    from dmn_localization.learning.run_record import read_record, write_record
+
+    run, records = tmp_path / 'run', tmp_path / 'records'
+    assert write_record(run, records) is None  # not begun
+    assert train_main(train_args(tiny, run, 80)) == 0
+    config = json.loads((run / 'config.json').read_text())
+    (run / 'config.json').write_text(json.dumps({**config, 'budget_samples': 160}))
+    assert write_record(run, records) is None  # short of its budget: still training
+    (run / 'config.json').write_text(json.dumps(config))
+    assert write_record(run, records) == records / 'run.json'
+    record = read_record(records, run)
+    assert record['counters']['samples'] == 80 and record['test_eval'] is None
+    assert record['config'] == torch.load(run / 'last.pt', weights_only=True)['config']
