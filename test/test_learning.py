@@ -120,6 +120,12 @@ def test_code_revision_is_git_describe_and_a_run_lists_each_once(tmp_path):
     import shutil
 
     assert code_revision(tmp_path) == 'unknown'  # not a git tree
+    # this package's revision is read once per process: the code it imported
+    from dmn_localization.learning.provenance import _loaded_revision
+
+    code_revision()
+    hits = _loaded_revision.cache_info().hits
+    assert code_revision() == code_revision() and _loaded_revision.cache_info().hits == hits + 2
     if shutil.which('git'):  # a tree whose code is one directory of several
         def git(*args):
             return subprocess.run(['git', '-C', str(tmp_path), '-c', 'user.name=t', '-c',

@@ -11,6 +11,7 @@ round differently would take a run down another path (as the memory layout does)
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 import platform
@@ -25,13 +26,19 @@ def code_revision(path: Optional[Path] = None) -> str:
     """
     Return the git revision of the code in directory ``path`` (default: this package).
 
+    For this package the answer is read once per process (:func:`_loaded_revision`): the
+    code a process runs is the code it imported, however the tree moves on later (a
+    ``dmn_results`` worker trains many runs with the code it started with).
+
     ``git describe --always`` of the tree holding it, with ``-dirty`` when a file under
     ``path`` differs from that revision (changed, or new and not ignored). Files elsewhere
     in the tree (README, RESULTS.md, run records) do not make the code dirty: they are
     edited while runs train. ``unknown`` when the code is not in a git working tree (an
     installed copy) or git is missing.
     """
-    where = Path(__file__).resolve().parents[1] if path is None else Path(path)
+    if path is None:
+        return _loaded_revision()
+    where = Path(path)
 
     def git(*args: str) -> Optional[str]:
         try:
@@ -46,6 +53,12 @@ def code_revision(path: Optional[Path] = None) -> str:
     if not revision or changed is None:
         return 'unknown'
     return revision + ('-dirty' if changed else '')
+
+
+@functools.lru_cache(maxsize=None)
+def _loaded_revision() -> str:
+    """Return :func:`code_revision` of this package when first asked in this process."""
+    return code_revision(Path(__file__).resolve().parents[1])
 
 
 def machine() -> str:
