@@ -28,7 +28,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from dmn_localization.data.dataset import save_json
 from dmn_localization.learning.trainer import load_state
 
-#: Bump when the record's fields change meaning; a record of another version is ignored.
+#: Bump when the record's fields change meaning; a record of another version is refused
+#: (:class:`RecordError`).
 RECORD_VERSION = 1
 
 Curve = List[Tuple[int, float, float]]  # (samples, validation loss, validation success)
