@@ -38,6 +38,15 @@ def train_args(tiny, out, budget, extra=()):
             '--patience', '100', '--seed', '5', '--quiet', *extra]
 
 
+def results_data(tiny, tmp_path):
+    """Return a ``dmn_results --data`` directory of the tiny Rooms sets (val as test)."""
+    data = tmp_path / 'data'
+    data.mkdir()
+    for split, source in (('train', 'train'), ('val', 'val'), ('test', 'val')):
+        (data / f'rooms-{split}').symlink_to(tiny / source)
+    return data
+
+
 def read_log(path):
     """Return the rows of a run's log.csv."""
     with open(path, newline='') as f:
@@ -349,10 +358,7 @@ def test_evaluate_cli_with_a_trained_checkpoint_and_plots(tiny, tmp_path, capsys
 def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     from dmn_localization.learning.results import main as results_main
 
-    data = tmp_path / 'data'
-    data.mkdir()
-    for split, source in (('train', 'train'), ('val', 'val'), ('test', 'val')):
-        (data / f'rooms-{split}').symlink_to(tiny / source)
+    data = results_data(tiny, tmp_path)
     out = tmp_path / 'RESULTS.md'
     runs = tmp_path / 'runs'
     args = ['--data', str(data), '--runs', str(runs), '--budget-samples', '32',
@@ -1007,10 +1013,7 @@ def test_results_table_survives_the_loss_of_its_run_directories(tiny, tmp_path):
     from dmn_localization.learning.results import main as results_main
     from dmn_localization.learning.run_record import read_record, RecordError
 
-    data = tmp_path / 'data'
-    data.mkdir()
-    for split, source in (('train', 'train'), ('val', 'val'), ('test', 'val')):
-        (data / f'rooms-{split}').symlink_to(tiny / source)
+    data = results_data(tiny, tmp_path)
     out, runs, records = tmp_path / 'RESULTS.md', tmp_path / 'runs', tmp_path / 'records'
     args = ['--data', str(data), '--runs', str(runs), '--budget-samples', '32',
             '--episodes', '4', '--models', 'vector-regression', '--domains', 'rooms',
