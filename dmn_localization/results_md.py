@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 import re
 
+from dmn_localization.core.atomic_write import write_text_atomic
+
 TITLE = '# Results\n'
 
 
@@ -26,7 +28,4 @@ def write_section(path: Path, name: str, text: str) -> Path:
         new = pattern.sub(lambda _: block, old, count=1)
     else:
         new = old.rstrip() + '\n\n' + block + '\n'
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(new if new.endswith('\n') else new + '\n')
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, new if new.endswith('\n') else new + '\n')

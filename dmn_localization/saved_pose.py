@@ -26,6 +26,7 @@ import time
 from typing import Any, Dict, Optional, Sequence, Union
 
 from dmn_localization import status
+from dmn_localization.core.atomic_write import write_text_atomic
 import numpy as np
 
 FORMAT = 'dmn_localization/saved_pose'
@@ -64,13 +65,7 @@ def save_pose(path: Union[str, Path], saved: SavedPose) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     body = saved._body()
     text = json.dumps({**body, 'sha256': _checksum(body)}, indent=1) + '\n'
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, text)
 
 
 def load_pose(path: Union[str, Path], map_id: str) -> SavedPose:

@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
+from dmn_localization.core.atomic_write import write_atomic
 from dmn_localization.core.models import (build_model, encoder_fingerprint, LEARNED_MODELS,
                                           UnknownModelError)
 import torch
@@ -53,10 +54,7 @@ def save_checkpoint(path: Union[str, Path], model: nn.Module, extent: Sequence[f
         'state_dict': state, 'extent': [float(v) for v in extent],
         'fingerprint': encoder_fingerprint(model), 'metadata': dict(metadata or {}),
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(data, tmp)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: torch.save(data, tmp))
 
 
 def load_checkpoint(path: Union[str, Path],

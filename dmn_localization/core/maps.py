@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 from dmn_localization.core import geometry
+from dmn_localization.core.atomic_write import write_atomic
 from dmn_localization.core.models import encoder_fingerprint
 from dmn_localization.core.preprocessing import preprocess_images
 import numpy as np
@@ -202,10 +203,8 @@ class ViewEmbeddingMap:
 
     def save(self, path: Union[str, Path]) -> None:
         """Write the map to ``path`` atomically (a temporary file, then a rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + '.tmp')
-        torch.save(self.to_dict(), tmp)
-        tmp.replace(path)
+        data = self.to_dict()
+        write_atomic(path, lambda tmp: torch.save(data, tmp))
 
     @classmethod
     def load(cls, path: Union[str, Path],

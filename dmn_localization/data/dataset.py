@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from dmn_localization.core.atomic_write import write_atomic, write_text_atomic
 from dmn_localization.data.worlds import DOMAINS, generate_world, World
 import numpy as np
 
@@ -68,23 +69,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, 'wb') as f:
             np.save(f, array, allow_pickle=False)
-    _write_atomic(path, write)
+    write_atomic(path, write)
 
 
 def save_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (a file beside it, then a rename)."""
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)
-                                                   + '\n'))
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + '\n')
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import sys
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
+from dmn_localization.core.atomic_write import write_atomic
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dmn_localization.core.device import resolve_device
 from dmn_localization.core.inference import FilterSettings, localize
@@ -247,9 +248,7 @@ def typical_extent(dataset: Dataset, count: int = 200) -> List[float]:
 
 
 def _save_state(path: Path, state: Dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(state, tmp)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def _truncate_log(path: Path, samples: int) -> None:
@@ -267,12 +266,13 @@ def _truncate_log(path: Path, samples: int) -> None:
     kept = [r for r in rows if int(r['samples']) <= samples]
     if len(kept) == len(rows):
         return
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(kept)
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(kept)
+    write_atomic(path, write)
 
 
 def _load_initial_weights(model: nn.Module, path: str) -> Dict[str, Any]:
