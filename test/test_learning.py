@@ -625,7 +625,7 @@ def test_results_search_goes_on_for_rates_within_the_tie_margin(tmp_path):
     assert dataclasses.replace(plan, budget_samples=400_000).lr_of('dmn-pf', 'rooms') == 3e-4
 
 
-def test_results_train_a_tied_search_on_and_continue_the_winner(tiny, tmp_path):
+def test_results_train_a_tied_search_on_and_continue_the_winner(tiny, tmp_path, capsys):
     from dmn_localization.learning.results import train_all
     from dmn_localization.learning.results_plan import learning_curve, ResultsPlan, run_dir
 
@@ -639,6 +639,9 @@ def test_results_train_a_tied_search_on_and_continue_the_winner(tiny, tmp_path):
                        val_every_samples=16, val_episodes=8, lr_grid=(3e-3, 1e-4),
                        search_samples=16, tie_margin=10.0)
     train_all(plan, progress=False)
+    # the plan's data has no test set: the finished run is left to be tested with the table
+    said = capsys.readouterr().out
+    assert 'vector-regression rooms s0: not tested yet' in said and 'rooms-test' in said
     losses = {}
     for rate in plan.lr_grid:
         curve = learning_curve(run_dir(plan, 'vector-regression', 'rooms', 0, rate))
@@ -1051,6 +1054,29 @@ def test_results_table_survives_the_loss_of_its_run_directories(tiny, tmp_path):
     (records / f'{chosen.name}.json').write_text('{"version": 0}')
     with pytest.raises(RecordError):
         read_record(records, chosen)
+
+
+def test_a_run_is_tested_and_recorded_as_it_ends(tiny, tmp_path):
+    """The worker that finishes a run measures its test set: the record is complete then."""
+    from dmn_localization.learning.results import train_all
+    from dmn_localization.learning.results_plan import ResultsPlan, run_dir
+    from dmn_localization.learning.run_record import read_record
+
+    data, records = results_data(tiny, tmp_path), tmp_path / 'records'
+    plan = ResultsPlan(data, tmp_path / 'runs', 32, models=['vector-regression'],
+                       seeds={'vector-regression': (0,)}, lr={'vector-regression/rooms': 3e-3},
+                       episodes=4, domains=['rooms'], val_every_samples=16, val_episodes=8,
+                       records=records)
+    train_all(plan, progress=False)  # trains only: no table, no evaluate_all
+    run = run_dir(plan, 'vector-regression', 'rooms', 0)
+    kept = json.loads((run / 'test-eval.json').read_text())
+    assert read_record(records, run)['test_eval'] == kept
+    assert kept['key']['episodes'] == 4
+    assert set(kept['results']) == {'sequential-global', 'one-step-global'}
+    # a call that finds the run finished measures nothing again: the cache is kept as is
+    before = (run / 'test-eval.json').stat().st_mtime_ns
+    train_all(plan, progress=False)
+    assert (run / 'test-eval.json').stat().st_mtime_ns == before
 
 
 def test_only_a_run_at_rest_is_recorded(tiny, tmp_path):

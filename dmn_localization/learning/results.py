@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.models import NON_LEARNED_MODELS
-from dmn_localization.data.dataset import Dataset
+from dmn_localization.data.dataset import Dataset, DatasetError
 from dmn_localization.learning.eval_cache import cache_key, cached_evaluate
 from dmn_localization.learning.evaluation import evaluate
 from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENTRIES,
@@ -75,9 +75,33 @@ def _train_entry(plan: ResultsPlan, model: str, domain: str, seed: int,
         if search.chosen is None and (not ended or any(e.startswith('skipped') for e in ended)):
             return said + [f'{model} {domain} s{seed}: waits for its learning-rate search']
     if finished(plan, model, domain, seed):  # in its directory, or by its record alone
-        return said + [f'{model} {domain} s{seed}: finished']
-    return said + [_train_one(plan.train_config(model, domain, seed), progress,
-                              plan.records)]
+        said.append(f'{model} {domain} s{seed}: finished')
+    else:
+        said.append(_train_one(plan.train_config(model, domain, seed), progress, plan.records))
+    return said + _test_entry(plan, model, domain, seed)
+
+
+def _test_entry(plan: ResultsPlan, model: str, domain: str, seed: int) -> List[str]:
+    """
+    Measure the test results of a finished run now and put them in its record.
+
+    So a run's record is complete when it ends, not only when the table is next written:
+    a machine lost later loses nothing of it. Nothing to do for a run still training or
+    known by its record alone; results measured before are read from their cache.
+    """
+    best = run_dir(plan, model, domain, seed) / 'best.pt'
+    if not best.exists() or not finished(plan, model, domain, seed):
+        return []
+    try:
+        dataset = Dataset(plan.data / f'{domain}-test')
+    except DatasetError as exc:  # training does not need it: measured with the table
+        return [f'{model} {domain} s{seed}: not tested yet ({exc})']
+    measured = _test_results(plan, domain, dataset, model, best)
+    if not measured:
+        return []
+    cells = ', '.join(f"{protocol} {summary['success']:.1%}"
+                      for protocol, summary in measured.items())
+    return [f'{model} {domain} s{seed}: test set: {cells}']
 
 
 def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1,
@@ -212,43 +236,56 @@ def evaluate_all(plan: ResultsPlan,
     results in the record if they were measured on the same test set, episodes and
     protocols, and left out with a warning otherwise (it cannot be measured again).
     """
-    protocols = ['sequential-global', 'one-step-global']
     out: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
     for domain in plan.domains:
         dataset = Dataset(plan.data / f'{domain}-test')
         out[domain] = {}
-        entries: List[Tuple[str, Optional[Path], Path]] = [
-            (model, run_dir(plan, model, domain, seed) / 'best.pt',
-             run_dir(plan, model, domain, seed) / 'test-eval.json')
+        entries: List[Tuple[str, Optional[Path]]] = [
+            (model, run_dir(plan, model, domain, seed) / 'best.pt')
             for model in plan.models for seed in plan.seeds_of(model)
             if finished(plan, model, domain, seed)]
-        entries += [(name, None, plan.runs / f'{name}-{domain}-test-eval.json')
-                    for name in NON_LEARNED_MODELS]
-        for name, best, cache in entries:
-            gone = best is not None and not best.exists()  # known by its record alone
-            key = cache_key(None if gone else best, name, dataset, plan.episodes, 0,
-                            protocols, plan.frame_shift, plan.frame_turn)
-
-            def measure(name: str = name,
-                        best: Optional[Path] = best) -> Dict[str, Dict[str, float]]:
-                model = None if best is None else load_checkpoint(best).model
-                results = evaluate({name: model}, dataset, plan.episodes, seed=0,
-                                   protocols=protocols, frame_shift=plan.frame_shift,
-                                   frame_turn=plan.frame_turn)
-                return {protocol: per_model[name] for protocol, per_model in results.items()}
-
-            if gone:
-                measured = _recorded_results(plan, best.parent, key)
-            else:
-                measured = cached_evaluate(cache, key, measure, fresh)
-                if best is not None and plan.records is not None:
-                    write_record(best.parent, plan.records)
+        entries += [(name, None) for name in NON_LEARNED_MODELS]
+        for name, best in entries:
+            measured = _test_results(plan, domain, dataset, name, best, fresh)
             for protocol, summary in (measured or {}).items():
                 for suffix, value in (('', summary['success']),
                                       (STRICT, summary['success_strict'])):
                     out[domain].setdefault(protocol + suffix, {}).setdefault(
                         name, []).append(value)
     return out
+
+
+def _test_results(plan: ResultsPlan, domain: str, dataset: Dataset, name: str,
+                  best: Optional[Path],
+                  fresh: bool = False) -> Optional[Dict[str, Dict[str, float]]]:
+    """
+    Return ``{protocol: summary}`` of ``name`` on ``dataset``, the test set of ``domain``.
+
+    ``best`` is the checkpoint of a learned model's run (None for a non-learned
+    baseline, whose results are kept in ``--runs``). Measured once and kept beside the
+    run (``test-eval.json``, :mod:`.eval_cache`), then put in the run's record; a run
+    known by its record alone is read from it (:func:`_recorded_results`).
+    """
+    protocols = ['sequential-global', 'one-step-global']
+    gone = best is not None and not best.exists()  # known by its record alone
+    key = cache_key(None if gone else best, name, dataset, plan.episodes, 0,
+                    protocols, plan.frame_shift, plan.frame_turn)
+    if gone:
+        return _recorded_results(plan, best.parent, key)
+
+    def measure() -> Dict[str, Dict[str, float]]:
+        model = None if best is None else load_checkpoint(best).model
+        results = evaluate({name: model}, dataset, plan.episodes, seed=0,
+                           protocols=protocols, frame_shift=plan.frame_shift,
+                           frame_turn=plan.frame_turn)
+        return {protocol: per_model[name] for protocol, per_model in results.items()}
+
+    cache = plan.runs / f'{name}-{domain}-test-eval.json' if best is None \
+        else best.parent / 'test-eval.json'
+    measured = cached_evaluate(cache, key, measure, fresh)
+    if best is not None and plan.records is not None:
+        write_record(best.parent, plan.records)
+    return measured
 
 
 def _recorded_results(plan: ResultsPlan, run: Path,
