@@ -1056,7 +1056,7 @@ def test_results_table_survives_the_loss_of_its_run_directories(tiny, tmp_path):
         read_record(records, chosen)
 
 
-def test_a_run_is_tested_and_recorded_as_it_ends(tiny, tmp_path):
+def test_a_run_is_tested_and_recorded_as_it_ends(tiny, tmp_path, capsys):
     """The worker that finishes a run measures its test set: the record is complete then."""
     from dmn_localization.learning.results import train_all
     from dmn_localization.learning.results_plan import ResultsPlan, run_dir
@@ -1073,6 +1073,9 @@ def test_a_run_is_tested_and_recorded_as_it_ends(tiny, tmp_path):
     assert read_record(records, run)['test_eval'] == kept
     assert kept['key']['episodes'] == 4
     assert set(kept['results']) == {'sequential-global', 'one-step-global'}
+    seq, one = (kept['results'][p]['success'] for p in ('sequential-global', 'one-step-global'))
+    assert (f'vector-regression rooms s0: test set: sequential-global {seq:.1%}, '
+            f'one-step-global {one:.1%}') in capsys.readouterr().out
     # a call that finds the run finished measures nothing again: the cache is kept as is
     before = (run / 'test-eval.json').stat().st_mtime_ns
     train_all(plan, progress=False)

@@ -99,8 +99,8 @@ def _test_entry(plan: ResultsPlan, model: str, domain: str, seed: int) -> List[s
     measured = _test_results(plan, domain, dataset, model, best)
     if not measured:
         return []
-    cells = ', '.join(f"{protocol} {summary['success']:.1%}"
-                      for protocol, summary in measured.items())
+    cells = ', '.join(f"{protocol} {measured[protocol]['success']:.1%}"
+                      for protocol in sorted(measured, reverse=True))  # sequential first
     return [f'{model} {domain} s{seed}: test set: {cells}']
 
 
