@@ -205,8 +205,16 @@ class Localizer:
     def build_map(self, images: Sequence[np.ndarray], poses: np.ndarray,
                   extent: Optional[Sequence[float]] = None,
                   frame_id: str = 'map') -> ViewEmbeddingMap:
+        """Embed posed context images (:meth:`embed_map`) and make them the map (global start)."""
+        the_map = self.embed_map(images, poses, extent, frame_id)
+        self.set_map(the_map)
+        return the_map
+
+    def embed_map(self, images: Sequence[np.ndarray], poses: np.ndarray,
+                  extent: Optional[Sequence[float]] = None,
+                  frame_id: str = 'map') -> ViewEmbeddingMap:
         """
-        Embed posed context images ``(H_i, W_i, 3)`` and make them the map (global start).
+        Embed posed context images ``(H_i, W_i, 3)`` into a map; the current map stays.
 
         Without ``extent`` the map covers the bounding box of the context positions with
         ``map_margin`` metres around it (the model normalizes poses over the extent).
@@ -218,9 +226,7 @@ class Localizer:
             img, (size[1], size[0]), interpolation=cv2.INTER_AREA) for img in images])
         if extent is None:
             extent = default_extent(poses, self.settings.map_margin)
-        the_map = ViewEmbeddingMap.build(self.model, resized, poses, extent, frame_id)
-        self.set_map(the_map)
-        return the_map
+        return ViewEmbeddingMap.build(self.model, resized, poses, extent, frame_id)
 
     def set_map(self, the_map: ViewEmbeddingMap, keep_belief: bool = False) -> None:
         """

@@ -145,3 +145,40 @@ def test_dmn_maps_of_different_extents_merge_over_the_union(model):
     with pytest.raises(MapError, match='different extents'):
         c.merge(d)
     assert c.merge(c).num_views == 4
+
+
+def test_a_map_knows_its_own_views_again(model):
+    the_map = ViewEmbeddingMap.build(model, camera_images(4, 1), poses(4, 1), EXTENT)
+    again = ViewEmbeddingMap.build(model, camera_images(4, 1), poses(4, 1), EXTENT)
+    assert the_map.same_map(again) and again.same_map(the_map)
+    half = ViewEmbeddingMap(again.embeddings.half().float(), again.poses, again.extent,
+                            again.model_name, again.fingerprint)  # as sent in float16
+    assert the_map.same_map(half)
+    shuffled = ViewEmbeddingMap(again.embeddings.flip(0), again.poses.flip(0), again.extent,
+                                again.model_name, again.fingerprint)
+    assert the_map.same_map(shuffled)  # the order of the views does not matter
+    part = ViewEmbeddingMap.build(model, camera_images(4, 1)[:2], poses(4, 1)[:2], EXTENT)
+    assert the_map.has_views_of(part) and not part.has_views_of(the_map)
+    assert not the_map.same_map(part)
+    images = camera_images(4, 1)
+    images[3] = 255 - images[3]  # one view seen differently at the same pose
+    assert not the_map.same_map(ViewEmbeddingMap.build(model, images, poses(4, 1), EXTENT))
+    moved = poses(4, 1)
+    moved[0, 0] += 0.01  # one view a centimetre away
+    assert not the_map.same_map(ViewEmbeddingMap.build(model, camera_images(4, 1), moved,
+                                                       EXTENT))
+    at_pi, at_minus_pi = poses(4, 1), poses(4, 1)
+    at_pi[0, 2], at_minus_pi[0, 2] = np.pi, -np.pi  # the same heading
+    assert ViewEmbeddingMap.build(model, camera_images(4, 1), at_pi, EXTENT).same_map(
+        ViewEmbeddingMap.build(model, camera_images(4, 1), at_minus_pi, EXTENT))
+    wider = ViewEmbeddingMap.build(model, camera_images(4, 1), poses(4, 1), [0, 0, 9.0, 8.0])
+    assert the_map.has_views_of(wider) and not the_map.same_map(wider)
+    assert the_map.contains(part) and not the_map.contains(wider)  # merging would grow it
+    assert wider.contains(the_map)
+    other_frame = ViewEmbeddingMap.build(model, camera_images(4, 1), poses(4, 1), EXTENT,
+                                         'world')
+    assert not the_map.has_views_of(other_frame)
+    torch.manual_seed(1)
+    other = build_model(config_for('dmn-pf')).eval()
+    assert not the_map.has_views_of(ViewEmbeddingMap.build(other, camera_images(4, 1),
+                                                           poses(4, 1), EXTENT))

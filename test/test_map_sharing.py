@@ -114,6 +114,11 @@ def test_robots_share_a_map_over_a_topic(start_process, checkpoints, ros_domain)
                          pose(2.0, 5.0, 3.0)]
         response = call_service(executor, client, request)
         assert response is not None and response.success, response
+        # the same request again (a client whose response was lost asks again): robot1 keeps
+        # its belief and does not publish the map twice, so robot2 still starts like robot1
+        again = call_service(executor, client, request)
+        assert again is not None and again.success and again.num_views == 4, again
+        assert 'the map in use already: belief kept' in again.message, again.message
         # robot2 starts after the map was published and gets it (transient local);
         # robot3 runs another encoder and must refuse it
         robot2 = start_process('dmn_localization_node', '--ros-args', '-r', '__ns:=/robot2',
@@ -156,7 +161,9 @@ def test_robots_share_a_map_over_a_topic(start_process, checkpoints, ros_domain)
                         for p in received['/robot1']])
         two = np.array([[p.pose.pose.position.x, p.pose.pose.position.y]
                         for p in received['/robot2']])
-        np.testing.assert_allclose(one, two, atol=1e-4)  # same map, seed and frames
+        # same map, seed and frames
+        np.testing.assert_allclose(one, two, atol=1e-4, err_msg=robot1.log() + robot2.log())
+        assert robot2.log().count('received') == 1, robot2.log()
         assert robot3.alive()  # refusing the map did not stop it
     finally:
         executor.shutdown()
@@ -208,6 +215,10 @@ def test_a_robot_with_map_update_merge_merges_a_second_map(start_process, checkp
         assert spin_until(lambda: 'received and merged: 7 views' in robot2.log(), 60.0), (
             robot2.log())
         assert 'extent [0.5, 0.5, 12.5, 9.5]; belief kept' in robot2.log()
+        build([(1.0, 1.0), (5.0, 5.0), (2.0, 6.0), (6.0, 1.0)])  # the first part once more
+        assert spin_until(lambda: 'its views are in the map in use already' in robot2.log(),
+                          60.0), robot2.log()
+        assert robot2.log().count('merged: 7 views') == 1, robot2.log()
         poses = []
         node.create_subscription(PoseWithCovarianceStamped, '/robot2/pose', poses.append, 10)
         images = node.create_publisher(Image, '/robot2/image', qos_profile_sensor_data)

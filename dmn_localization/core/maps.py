@@ -25,6 +25,11 @@ from torch import nn, Tensor
 
 MAP_FORMAT = 'dmn_localization.view_embedding_map'
 MAP_VERSION = 1
+#: poses (metres, radians) and extents closer than this are the same in
+#: :meth:`ViewEmbeddingMap.has_views_of`
+MATCH_POSE_TOLERANCE = 1e-3
+#: relative and absolute embedding tolerance there: float16 keeps ~3 decimal digits
+MATCH_EMBEDDING_TOLERANCE = 4e-3
 
 
 class MapError(ValueError):
@@ -163,6 +168,50 @@ class ViewEmbeddingMap:
             digest.update(rounded.tobytes())
         digest.update(f'{self.frame_id}|{self.fingerprint}'.encode())
         return digest.hexdigest()[:16]
+
+    def has_views_of(self, other: 'ViewEmbeddingMap') -> bool:
+        """
+        Return True when every view of ``other`` is a view of this map.
+
+        A view matches when encoder and frame agree, the pose is the same to the
+        millimetre (and milliradian) and the embedding is the same to float16 precision:
+        the same context views embedded again, or sent over a topic as float16, match.
+        For the latent map baselines, whose embeddings carry the normalized view poses,
+        the extents must agree as well.
+        """
+        if (other.fingerprint, other.frame_id) != (self.fingerprint, self.frame_id):
+            return False
+        theirs = other.to(self.device)
+        if not self.model_name.startswith('dmn-') and not torch.allclose(
+                theirs.extent, self.extent, rtol=0.0, atol=MATCH_POSE_TOLERANCE):
+            return False
+        if theirs.embeddings.shape[1:] != self.embeddings.shape[1:]:
+            return False
+        difference = theirs.poses[:, None, :] - self.poses[None, :, :]
+        difference[..., 2] = torch.remainder(difference[..., 2] + torch.pi,
+                                             2 * torch.pi) - torch.pi
+        same_pose = difference.abs().amax(dim=2) <= MATCH_POSE_TOLERANCE  # (M, N)
+        for k, candidates in enumerate(same_pose):
+            if not any(torch.allclose(theirs.embeddings[k], self.embeddings[i],
+                                      rtol=MATCH_EMBEDDING_TOLERANCE,
+                                      atol=MATCH_EMBEDDING_TOLERANCE)
+                       for i in torch.nonzero(candidates).flatten().tolist()):
+                return False
+        return True
+
+    def contains(self, other: 'ViewEmbeddingMap') -> bool:
+        """Return True when merging ``other`` into this map would change nothing."""
+        theirs = other.extent.to(self.device)
+        return (bool(torch.all(theirs[:2] >= self.extent[:2] - MATCH_POSE_TOLERANCE))
+                and bool(torch.all(theirs[2:] <= self.extent[2:] + MATCH_POSE_TOLERANCE))
+                and self.has_views_of(other))
+
+    def same_map(self, other: 'ViewEmbeddingMap') -> bool:
+        """Return True when ``other`` has exactly this map's views over the same extent."""
+        return (other.num_views == self.num_views
+                and torch.allclose(other.extent.to(self.device), self.extent, rtol=0.0,
+                                   atol=MATCH_POSE_TOLERANCE)
+                and self.has_views_of(other) and other.has_views_of(self))
 
     def check_compatible(self, model: nn.Module) -> None:
         """Raise :class:`MapFingerprintError` unless ``model``'s encoder made this map."""

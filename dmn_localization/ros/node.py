@@ -321,9 +321,23 @@ class DmnLocalizationNode(LifecycleNode):
             self.get_logger().warning(response.message)
             return response
         with self._filter_lock:
-            the_map = self.localizer.build_map(views.images, views.poses, views.extent,
+            the_map = self.localizer.embed_map(views.images, views.poses, views.extent,
                                                views.frame_id)
-            self._after_new_map()
+            current = self.localizer.map
+            repeated = current is not None and current.same_map(the_map)
+            if not repeated:
+                self.localizer.set_map(the_map)
+                self._after_new_map()
+        response.success = True
+        response.num_views = the_map.num_views
+        response.fingerprint = the_map.fingerprint
+        if repeated:
+            # a client that lost the response asks again (call_idempotent): restarting the
+            # belief and sending the map to every robot again would serve it nothing
+            response.message = (f'map of {views.summary()} is the map in use already: '
+                                'belief kept, not published again')
+            self.get_logger().info(response.message)
+            return response
         if self.params['publish_map']:
             from dmn_localization.ros.map_conversion import map_to_msg
 
@@ -333,9 +347,6 @@ class DmnLocalizationNode(LifecycleNode):
                 self.map_pub.publish(msg)
             else:  # a lifecycle publisher sends nothing while inactive: at activation
                 self._unpublished_map = msg
-        response.success = True
-        response.num_views = the_map.num_views
-        response.fingerprint = the_map.fingerprint
         response.message = (f'map of {views.summary()} built; belief re-initialized over '
                             f'extent {[round(float(v), 2) for v in the_map.extent]}')
         self.get_logger().info(response.message)
@@ -353,6 +364,14 @@ class DmnLocalizationNode(LifecycleNode):
             the_map = msg_to_map(msg)
             with self._filter_lock:
                 current = self.localizer.map
+                if current is not None and (current.contains(the_map) if merge
+                                            else current.same_map(the_map)):
+                    # delivered again (transient local after a rediscovery) or merged before
+                    self.get_logger().info(
+                        f'map of {the_map.num_views} views from {the_map.model_name} '
+                        f'received again: {"its views are in" if merge else "it is"} the '
+                        'map in use already; belief kept')
+                    return
                 if merge and current is not None:
                     the_map.check_compatible(self.localizer.model)
                     merged = current.merge(the_map)

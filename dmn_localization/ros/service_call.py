@@ -4,9 +4,10 @@ Service calls that survive a lost response.
 Fast DDS drops a service response when the server has not yet discovered the client's
 reply reader ("failed to send response (timeout)"): a discovery race that a client which
 already sees the service can still lose, more often with nodes that offer many services
-(a lifecycle node offers six). An idempotent request (``~/build_map`` with the same views)
-can simply be sent again; :func:`call_idempotent` does that, one place for the tests, the
-live replay and the benchmarks.
+(a lifecycle node offers six). An idempotent request can simply be sent again;
+:func:`call_idempotent` does that, one place for the tests, the live replay and the
+benchmarks. ``~/build_map`` is one: served twice with the same views, the second time
+keeps the map, the belief and the filter's random draws (the node compares the views).
 """
 
 from __future__ import annotations
