@@ -207,7 +207,12 @@ class ViewEmbeddingMap:
                 and self.has_views_of(other))
 
     def same_map(self, other: 'ViewEmbeddingMap') -> bool:
-        """Return True when ``other`` has exactly this map's views over the same extent."""
+        """
+        Return True when ``other`` has exactly this map's views over the same extent.
+
+        Stricter than equal :attr:`identity` (which keys saved poses by the view poses
+        alone): the embeddings must match too, in any order of the views.
+        """
         return (other.num_views == self.num_views
                 and torch.allclose(other.extent.to(self.device), self.extent, rtol=0.0,
                                    atol=MATCH_POSE_TOLERANCE)
