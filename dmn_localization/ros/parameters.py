@@ -91,10 +91,12 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'map_update', 'replace',
         'What a map from view_embedding_map does to a map the node already has: replace '
         'it (belief re-initialized globally) or merge with it (the union of the views, over '
-        'the union of the extents; the belief is kept).', choices=('replace', 'merge')),
+        'the union of the extents; the belief is kept). A map already in use (replace) or '
+        'already contained (merge) changes nothing.', choices=('replace', 'merge')),
     ParameterSpec(
         'publish_map', True,
-        'Publish every map built by ~/build_map on view_embedding_map (latched).'),
+        'Publish every new map built by ~/build_map on view_embedding_map (latched); a '
+        'request for the map in use is not published again.'),
     ParameterSpec(
         'map_dtype', 'float32',
         'Precision of the published embeddings.', choices=('float32', 'float16')),
