@@ -684,6 +684,23 @@ def test_results_plan_trains_seed_0_of_everything_first(tmp_path):
         ('dmn-pf', 'mazes', 0), ('dmn-pf-heading', 'mazes', 0), ('dmn-pf', 'mazes', 1),
         ('dmn-pf', 'mazes', 2), ('dmn-pf-heading', 'mazes', 1),
         ('dmn-pf-heading', 'mazes', 2)]
+    # the strongest baseline of one domain trains 3 seeds there only
+    plan = ResultsPlan(Path('data'), tmp_path, models=('dmn-pf', 'vector-regression'))
+    assert plan.schedule() == [
+        ('dmn-pf', 'rooms', 0), ('vector-regression', 'rooms', 0), ('dmn-pf', 'mazes', 0),
+        ('vector-regression', 'mazes', 0), ('dmn-pf', 'rooms', 1), ('dmn-pf', 'mazes', 1),
+        ('vector-regression', 'mazes', 1), ('dmn-pf', 'rooms', 2), ('dmn-pf', 'mazes', 2),
+        ('vector-regression', 'mazes', 2)]
+    from dmn_localization.learning.results_report import _seeds
+
+    assert _seeds(plan, 'dmn-pf') == 'dmn-pf [0, 1, 2]'  # RESULTS.md's seeds line
+    assert _seeds(plan, 'vector-regression') == 'vector-regression [0] (rooms) [0, 1, 2] (mazes)'
+    # given seeds: 'entry/domain' before 'entry' before the default
+    plan = ResultsPlan(Path('data'), tmp_path, models=('vector-regression',),
+                       seeds={'vector-regression': (0, 1), 'vector-regression/mazes': (0,)})
+    assert plan.schedule() == [('vector-regression', 'rooms', 0),
+                               ('vector-regression', 'mazes', 0),
+                               ('vector-regression', 'rooms', 1)]
 
 
 def test_results_sections_replace_only_themselves(tmp_path):

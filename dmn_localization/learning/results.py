@@ -242,7 +242,7 @@ def evaluate_all(plan: ResultsPlan,
         out[domain] = {}
         entries: List[Tuple[str, Optional[Path]]] = [
             (model, run_dir(plan, model, domain, seed) / 'best.pt')
-            for model in plan.models for seed in plan.seeds_of(model)
+            for model in plan.models for seed in plan.seeds_of(model, domain)
             if finished(plan, model, domain, seed)]
         entries += [(name, None) for name in NON_LEARNED_MODELS]
         for name, best in entries:

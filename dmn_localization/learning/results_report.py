@@ -47,7 +47,7 @@ def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
                 if rate != chosen]  # the search's other rates, dotted, not in the legend
         if chosen is not None:
             runs += [(chosen, seed, '-', f'{model} s{seed} lr {chosen:g}')
-                     for seed in plan.seeds_of(model)]
+                     for seed in plan.seeds_of(model, domain)]
         for rate, seed, style, label in runs:
             curve = learning_curve(run_dir(plan, model, domain, seed, rate), plan.records)
             if curve:
@@ -161,6 +161,14 @@ def _frame_change(plan: ResultsPlan) -> str:
 def _options(plan: ResultsPlan, model: str) -> Dict[str, Any]:
     """Return the config fields of entry ``model`` other than their defaults."""
     return {**VARIANTS.get(model, (model, {}))[1], **plan.model_options.get(model, {})}
+
+
+def _seeds(plan: ResultsPlan, model: str) -> str:
+    """Return ``model [0, 1, 2]``, or its seeds per domain where the domains differ."""
+    per_domain = {domain: list(plan.seeds_of(model, domain)) for domain in plan.domains}
+    if len({tuple(seeds) for seeds in per_domain.values()}) == 1:
+        return f'{model} {per_domain[plan.domains[0]]}'
+    return f'{model} ' + ' '.join(f'{seeds} ({domain})' for domain, seeds in per_domain.items())
 
 
 def _lead(scores: Dict[float, Optional[float]], chosen: Optional[float]) -> str:
@@ -343,7 +351,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               '- Model options: ' + (', '.join(
                   f'{m} {o}' for m in plan.models for o in [_options(plan, m)] if o)
                   or 'none (every model at its default config)'),
-              '- Seeds: ' + ', '.join(f'{m} {list(plan.seeds_of(m))}' for m in plan.models),
+              '- Seeds: ' + ', '.join(_seeds(plan, m) for m in plan.models),
               f'- Evaluation: {plan.episodes} episodes per cell on held-out test environments, '
               'K=2048, t=5 (sequential) and t=1 (one-step); success = squared x-y error '
               'below 0.2 in normalized units.',
