@@ -76,6 +76,11 @@ PLATEAU_WINDOW = 300_000
 PLATEAU_GAIN = 0.01
 
 
+def pair(model: str, domain: str) -> str:
+    """Return ``'model/domain'``: the key of a per-domain setting (``lr``, ``seeds``)."""
+    return f'{model}/{domain}'
+
+
 @dataclass
 class Search:
     """
@@ -132,20 +137,20 @@ class ResultsPlan:
 
     def seeds_of(self, model: str, domain: str) -> Sequence[int]:
         """Return the training seeds of ``model`` on ``domain`` (3 for :data:`THREE_SEEDS`)."""
-        key = f'{model}/{domain}'
+        key = pair(model, domain)
         default = (0, 1, 2) if model in THREE_SEEDS or key in THREE_SEEDS else (0,)
         seeds = self.seeds or {}
         return seeds.get(key, seeds.get(model, default))
 
     def searched(self, model: str, domain: str) -> bool:
         """Return whether the rate of ``model`` on ``domain`` comes from a search."""
-        return f'{model}/{domain}' not in (self.lr or {}) and len(self.lr_grid) > 1
+        return pair(model, domain) not in (self.lr or {}) and len(self.lr_grid) > 1
 
     def search_rates(self, model: str, domain: str) -> Sequence[float]:
         """Return the rates seed 0 of ``model`` on ``domain`` trains at (one without search)."""
         if self.searched(model, domain):
             return tuple(self.lr_grid)
-        return ((self.lr or {}).get(f'{model}/{domain}', self.lr_grid[0]),)
+        return ((self.lr or {}).get(pair(model, domain), self.lr_grid[0]),)
 
     def _score(self, model: str, domain: str, rate: float, horizon: int) -> Optional[float]:
         """Return seed 0's lowest validation loss up to ``horizon``; None until it got there."""
