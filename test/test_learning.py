@@ -1113,3 +1113,36 @@ def test_only_a_run_at_rest_is_recorded(tiny, tmp_path):
     record = read_record(records, run)
     assert record['counters']['samples'] == 80 and record['test_eval'] is None
     assert record['config'] == torch.load(run / 'last.pt', weights_only=True)['config']
+
+
+def test_learning_rate_decays_on_plateau_and_resumes_exactly(tiny, tmp_path, capsys):
+    decay = ['--lr-decay-factor', '0.5', '--lr-decay-patience', '0', '--val-every-samples',
+             '160']
+    whole, parts = tmp_path / 'whole', tmp_path / 'parts'
+    assert train_main(train_args(tiny, whole, 960, decay)) == 0
+    # the rate halves at every validation whose loss is not below the best before it
+    losses = [float(r['val_loss']) for r in read_log(whole / 'log.csv') if r['val_loss']]
+    assert len(losses) == 6
+    drops = sum(loss >= min(losses[:i]) for i, loss in enumerate(losses) if i)
+    assert drops >= 1, losses  # else this test shows nothing; pick another seed
+    state = torch.load(whole / 'last.pt', weights_only=True)
+    assert state['optimizer']['param_groups'][0]['lr'] == pytest.approx(3e-3 * 0.5 ** drops)
+    assert 'learning rate now' in capsys.readouterr().out
+    # interrupted between two validations (its budget's end validates, off the grid), the
+    # schedule goes on as if it had not been
+    assert train_main(train_args(tiny, parts, 400, decay)) == 0
+    assert train_main(train_args(tiny, parts, 960, decay)) == 0
+    resumed = torch.load(parts / 'last.pt', weights_only=True)
+    assert resumed['lr_scheduler'] == state['lr_scheduler']
+    for key, tensor in state['model'].items():
+        assert torch.equal(tensor, resumed['model'][key]), key
+    # the constant rate of the paper's protocol, and settings that make no sense
+    assert train_main(train_args(tiny, tmp_path / 'constant', 80)) == 0
+    constant = torch.load(tmp_path / 'constant' / 'last.pt', weights_only=True)
+    assert constant['lr_scheduler'] is None
+    assert constant['optimizer']['param_groups'][0]['lr'] == 3e-3
+    for bad in (['--lr-decay-factor', '0'], ['--lr-decay-factor', '1.5'],
+                ['--lr-decay-patience', '-1']):
+        assert train_main(train_args(tiny, tmp_path / 'bad', 16, bad)) == 2
+        assert 'learning-rate decay' in capsys.readouterr().err
+    assert not (tmp_path / 'bad' / 'last.pt').exists()

@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--val-episodes', type=int, default=defaults.val_episodes)
     p.add_argument('--patience', type=int, default=defaults.patience,
                    help='stop after this many validations without improvement')
+    p.add_argument('--lr-decay-factor', type=float, default=defaults.lr_decay_factor,
+                   metavar='F', help='multiply the learning rate by F when the validation loss '
+                   'has not improved for more than --lr-decay-patience validations in a row '
+                   "(1: a constant rate, the paper's protocol)")
+    p.add_argument('--lr-decay-patience', type=int, default=defaults.lr_decay_patience,
+                   metavar='N', help='validations without improvement before the rate drops '
+                   'at the next (with --lr-decay-factor below 1)')
     p.add_argument('--checkpoint-minutes', type=float, default=defaults.checkpoint_minutes)
     p.add_argument('--seed', type=int, default=defaults.seed)
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
@@ -127,7 +134,9 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         options = {**options_of_checkpoint(a.model, a.init_from), **options}
     return TrainConfig(a.model, a.train, a.val, a.out, a.budget_samples, a.batch_size, a.lr,
                        a.contexts, a.particles, a.val_every_samples, a.val_episodes,
-                       patience=a.patience, checkpoint_minutes=a.checkpoint_minutes,
+                       patience=a.patience, lr_decay_factor=a.lr_decay_factor,
+                       lr_decay_patience=a.lr_decay_patience,
+                       checkpoint_minutes=a.checkpoint_minutes,
                        seed=a.seed, device=a.device, uniform_share=a.uniform_share,
                        nce_weight=a.nce_weight, model_options=options, init_from=a.init_from,
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
@@ -149,7 +158,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     print(f'{a.out}: {summary["samples"]:,} samples, {summary["step"]:,} steps, best val loss '
           f'{summary["best_val_loss"]:.4f}' + (' (stopped early)' if summary['stopped_early']
-                                               else ''))
+                                               else '')
+          + (f', learning rate now {summary["lr"]:.3g}' if summary['lr'] != config.lr
+             else ''))
     if argv is None and int(os.environ.get('WORLD_SIZE', '1')) > 1:
         # a process of torchrun, its run saved and its process group destroyed: leave
         # without the interpreter's teardown, in which gloo's threads still aborted a

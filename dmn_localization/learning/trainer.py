@@ -10,6 +10,10 @@ A run lives in one directory::
     log.csv       training loss, validation loss and validation success against samples
     .lock         held (``flock``) by the process training in it: a second is refused
 
+With ``lr_decay_factor`` below 1 the learning rate drops by that factor when the
+validation loss stops improving (PyTorch's ``ReduceLROnPlateau``, its state saved with
+the rest); at 1, the default, it is constant, the paper's protocol.
+
 Running the same command again resumes exactly where ``last.pt`` left off; the result
 equals that of an uninterrupted run. Under ``torchrun`` the run is data-parallel (DDP;
 gloo on CPU, NCCL on CUDA): every process draws its own episodes, rank 0 validates,
@@ -111,6 +115,13 @@ class TrainConfig:
     val_episodes: int = 1000
     val_global_episodes: int = 200
     patience: int = 5
+    #: the learning rate is multiplied by this when the validation loss has not improved
+    #: for more than ``lr_decay_patience`` validations in a row (``ReduceLROnPlateau``);
+    #: 1: constant, the paper's protocol
+    lr_decay_factor: float = 1.0
+    #: validations without improvement tolerated before the rate drops (the drop comes at
+    #: the next; counted afresh after each drop)
+    lr_decay_patience: int = 2
     checkpoint_minutes: float = 10.0
     seed: int = 0
     device: str = 'auto'
@@ -195,6 +206,29 @@ class EpisodeLoss(nn.Module):
         poses = torch.cat([episodes.truth[:, :1], others], 1)
         logits = model.observe(map_ctx, query, poses)[..., 0]
         return -torch.log_softmax(logits, dim=-1)[:, 0].mean()
+
+
+def check_lr_decay(factor: float, patience: int) -> None:
+    """Raise TrainingError for a decay factor outside (0, 1] or a negative patience."""
+    if not 0.0 < factor <= 1.0:
+        raise TrainingError(f'the learning-rate decay factor must be in (0, 1], got {factor}')
+    if patience < 0:
+        raise TrainingError(f'the learning-rate decay patience must be >= 0, got {patience}')
+
+
+def plateau_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig
+                      ) -> Optional[torch.optim.lr_scheduler.ReduceLROnPlateau]:
+    """
+    Return the scheduler of a run whose rate decays on plateau, or None for a constant rate.
+
+    An improvement is any validation loss below the best so far (``threshold=0``), the
+    rule by which ``best.pt`` is kept.
+    """
+    if config.lr_decay_factor == 1.0:
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode='min', factor=config.lr_decay_factor,
+        patience=config.lr_decay_patience, threshold=0.0)
 
 
 def _distributed() -> tuple:
@@ -319,6 +353,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
         raise TrainingError(f'memory format must be one of {MEMORY_FORMATS}, got '
                             f'{config.memory_format!r}')
     check_frame_change(config.frame_shift, config.frame_turn)  # before the run is touched
+    check_lr_decay(config.lr_decay_factor, config.lr_decay_patience)
     world_size, rank = _distributed()
     device = resolve_device(config.device)
     owns_group = False
@@ -355,6 +390,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
                              code_revision())
     machines = add_revision([] if state is None else state.get('machines'), machine())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = plateau_scheduler(optimizer, config)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, rank]))
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)
     counters = {'step': 0, 'samples': 0, 'best_val_loss': math.inf, 'bad_validations': 0,
@@ -372,6 +408,8 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
             raise TrainingError(f'{out} holds weights of another architecture (a run from '
                                 f'before a model option changed?): {exc}') from exc
         optimizer.load_state_dict(state['optimizer'])
+        if scheduler is not None:
+            scheduler.load_state_dict(state['lr_scheduler'])
         rng.bit_generator.state = state['numpy_rng'][rank]
         generator.set_state(state['torch_generator'][rank].cpu())
         torch.set_rng_state(state['torch_rng'])
@@ -432,6 +470,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
         _save_state(state_path, {
             'config': config.identity(), 'model': model.state_dict(),
             'optimizer': optimizer.state_dict(), 'numpy_rng': numpy_states,
+            'lr_scheduler': None if scheduler is None else scheduler.state_dict(),
             'torch_generator': torch_states, 'torch_rng': torch.get_rng_state(),
             'counters': dict(counters), 'recent_losses': running[-50:],
             'memory_format': config.memory_format, 'code_revisions': revisions,
@@ -490,7 +529,10 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
                         'val_loss': metrics['val_loss'],
                         'val_global_success': metrics['val_global_success'],
                         'train_data': str(config.train_data), 'seed': config.seed,
-                        'lr': config.lr, 'batch_size': config.batch_size,
+                        'lr': config.lr, 'lr_now': optimizer.param_groups[0]['lr'],
+                        'lr_decay_factor': config.lr_decay_factor,
+                        'lr_decay_patience': config.lr_decay_patience,
+                        'batch_size': config.batch_size,
                         'num_contexts': config.num_contexts,
                         'num_particles': config.num_particles,
                         'init_from': config.init_from,
@@ -506,6 +548,17 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
             if bar is not None:
                 bar.write(f'samples {counters["samples"]:,}: val loss {metrics["val_loss"]:.4f}, '
                           f'one-step global success {metrics["val_global_success"]:.1%}')
+            if scheduler is not None and validate_now:
+                # only validations on the interval's grid: one at a budget's end between
+                # two would make a run resumed with a larger budget differ from one run
+                # uninterrupted
+                before = optimizer.param_groups[0]['lr']
+                scheduler.step(metrics['val_loss'])
+                after = optimizer.param_groups[0]['lr']
+                if after != before and bar is not None:
+                    bar.write(f'samples {counters["samples"]:,}: learning rate {before:.3g} -> '
+                              f'{after:.3g} (no improvement for '
+                              f'{config.lr_decay_patience + 1} validations)')
             save('validation')
         elif _all_agree(time.monotonic() - last_save > config.checkpoint_minutes * 60,
                         world_size):
@@ -520,4 +573,4 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
 
         dist.barrier()
         dist.destroy_process_group()
-    return {**counters, 'out': str(out)}
+    return {**counters, 'lr': optimizer.param_groups[0]['lr'], 'out': str(out)}
