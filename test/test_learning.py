@@ -471,13 +471,16 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
 
     plan = ResultsPlan(Path('data'), tmp_path, 4_200_000, lr={'dmn-pf/rooms': 3e-4},
                        model_options={'dmn-pf': {'ego_value_dim': 32}}, frame_shift=0.5,
-                       frame_turn=180.0)
+                       frame_turn=180.0, lr_decay_factor=0.3)
+    # the runs of a plan whose worlds move or whose rate decays are named for it, so
+    # they (and their records) are never taken for the table's runs in place
+    tag = '-shift0.5-turn180-decay0.3p2'
     by_hand = config_from_args(build_parser().parse_args([
         '--model', 'dmn-pf', '--train', 'data/rooms-train', '--val', 'data/rooms-val',
-        '--out', str(tmp_path / 'dmn-pf-rooms-lr0.0003-s1'), '--budget-samples', '4200000',
-        '--lr', '3e-4', '--val-every-samples', '100000', '--patience', '8', '--seed', '1',
-        '--model-option', 'ego_value_dim=32', '--frame-shift', '0.5', '--frame-turn', '180',
-        '--memory-format', 'contiguous']))
+        '--out', str(tmp_path / f'dmn-pf-rooms-lr0.0003{tag}-s1'), '--budget-samples',
+        '4200000', '--lr', '3e-4', '--val-every-samples', '100000', '--patience', '8',
+        '--seed', '1', '--model-option', 'ego_value_dim=32', '--frame-shift', '0.5',
+        '--frame-turn', '180', '--lr-decay-factor', '0.3', '--memory-format', 'contiguous']))
     assert plan.train_config('dmn-pf', 'rooms', 1) == by_hand
     # no search for a rate the plan fixes; the others wait for theirs
     assert plan.search_rates('dmn-pf', 'rooms') == (3e-4,)
@@ -486,10 +489,14 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
         plan.train_config('image-pf', 'rooms', 1)
     search = plan.train_config('image-pf', 'rooms', 0, 1e-3, 200_000)
     assert search.model_options == {} and search.lr == 1e-3
-    assert search.out == str(tmp_path / 'image-pf-rooms-lr0.001-s0')
+    assert search.out == str(tmp_path / f'image-pf-rooms-lr0.001{tag}-s0')
     variant = plan.train_config('dmn-pf-heading', 'mazes', 2, 1e-4)
     assert variant.model == 'dmn-pf'
-    assert variant.out == str(tmp_path / 'dmn-pf-heading-mazes-lr0.0001-s2')
+    assert variant.out == str(tmp_path / f'dmn-pf-heading-mazes-lr0.0001{tag}-s2')
+    in_place = ResultsPlan(Path('data'), tmp_path, lr={'dmn-pf/rooms': 3e-4})
+    assert in_place.train_config('dmn-pf', 'rooms', 2).out == str(
+        tmp_path / 'dmn-pf-rooms-lr0.0003-s2')  # the names of the records in results/
+    assert in_place.train_config('dmn-pf', 'rooms', 2).lr_decay_factor == 1.0
     assert variant.model_options == {'match_score': False, 'ego_value_dim': 32,
                                      'global_heading': True}
 
@@ -842,7 +849,7 @@ def test_moving_the_world_changes_nothing_for_dmn_but_image_pf(tiny):
                            atol=1e-4)
 
 
-def test_results_say_how_the_worlds_sit_in_their_frame(tmp_path):
+def test_results_say_how_the_worlds_sit_and_how_the_rate_changes(tmp_path, capsys):
     from dmn_localization.learning.results_plan import ResultsPlan
     from dmn_localization.learning.results_report import _frame_change
 
@@ -851,6 +858,18 @@ def test_results_say_how_the_worlds_sit_in_their_frame(tmp_path):
     assert 'moved by a random offset up to 0.5' in both and 'up to 180 degrees' in both
     turned = _frame_change(ResultsPlan(Path('data'), tmp_path, frame_turn=30))
     assert 'turned about their centre by up to 30 degrees' in turned and 'moved' not in turned
+    from dmn_localization.learning.results_report import _schedule
+
+    assert 'constant' in _schedule(ResultsPlan(Path('data'), tmp_path))
+    decaying = _schedule(ResultsPlan(Path('data'), tmp_path, lr_decay_factor=0.3,
+                                     lr_decay_patience=1))
+    assert 'multiplied by 0.3' in decaying and 'more than 1 validations' in decaying
+    from dmn_localization.learning.results import main as results_main
+
+    with pytest.raises(SystemExit) as exit_:
+        results_main(['--runs', str(tmp_path / 'runs'), '--lr-decay-factor', '0'])
+    assert exit_.value.code == 2 and 'decay factor' in capsys.readouterr().err
+    assert not (tmp_path / 'runs').exists()
 
 
 def test_frame_shift_moves_each_world_and_nothing_else(tiny):

@@ -35,8 +35,8 @@ from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENT
                                                     STRICT, TIE_MARGIN)
 from dmn_localization.learning.results_report import progress_lines, write_results
 from dmn_localization.learning.run_record import read_record, write_record
-from dmn_localization.learning.trainer import (MEMORY_FORMATS, RunInUseError, train,
-                                               TrainConfig)
+from dmn_localization.learning.trainer import (check_lr_decay, MEMORY_FORMATS, RunInUseError,
+                                               train, TrainConfig, TrainingError)
 import torch
 
 
@@ -339,6 +339,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--frame-turn', type=float, default=0.0, metavar='DEG',
                    help="turn each episode's world about its centre by up to DEG degrees in "
                    'training and test (dmn_train --frame-turn)')
+    p.add_argument('--lr-decay-factor', type=float, default=TrainConfig.lr_decay_factor,
+                   metavar='F', help='every run multiplies its learning rate by F when its '
+                   'validation loss has not improved for more than --lr-decay-patience '
+                   "validations (dmn_train --lr-decay-factor; 1: constant, the paper's "
+                   'protocol); the runs are named for it')
+    p.add_argument('--lr-decay-patience', type=int, default=TrainConfig.lr_decay_patience,
+                   metavar='N', help='dmn_train --lr-decay-patience of every run')
     p.add_argument('--jobs', type=int, default=1,
                    help='runs trained at a time, each in its own process with its share of '
                    'the cores (2 on a 2-core machine: one core each)')
@@ -372,6 +379,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error(f'--jobs must be at least 1, got {a.jobs}')
+    try:
+        check_lr_decay(a.lr_decay_factor, a.lr_decay_patience)
+    except TrainingError as exc:
+        p.error(str(exc))
     if min(a.lr_grid) <= 0 or len(set(a.lr_grid)) != len(a.lr_grid):
         p.error(f'--lr-grid needs distinct positive rates, got {a.lr_grid}')
     if not 0 < a.search_samples <= a.budget_samples or \
@@ -385,7 +396,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                        {m: (0,) for m in a.models} if a.one_seed else None, None, a.episodes,
                        a.domains, a.val_every_samples, a.val_episodes,
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
-                       lr_grid=tuple(a.lr_grid),
+                       lr_decay_factor=a.lr_decay_factor,
+                       lr_decay_patience=a.lr_decay_patience, lr_grid=tuple(a.lr_grid),
                        search_samples=a.search_samples, tie_margin=a.tie_margin,
                        memory_format=a.memory_format, records=a.records)
     if a.status:

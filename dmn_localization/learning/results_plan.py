@@ -122,6 +122,10 @@ class ResultsPlan:
     frame_shift: float = 0.0
     #: every world turned by up to this many degrees in training and test (``--frame-turn``)
     frame_turn: float = 0.0
+    #: the rate schedule of every run (``dmn_train --lr-decay-factor``, ``--lr-decay-patience``;
+    #: a factor of 1, the default, is a constant rate, the paper's protocol)
+    lr_decay_factor: float = TrainConfig.lr_decay_factor
+    lr_decay_patience: int = TrainConfig.lr_decay_patience
     #: the learning-rate search: rates, and samples of each seed-0 run at each rate
     lr_grid: Sequence[float] = LR_GRID
     search_samples: int = SEARCH_SAMPLES
@@ -134,6 +138,23 @@ class ResultsPlan:
     #: where finished runs are recorded (:mod:`.run_record`; committed with RESULTS.md), read
     #: for a run whose directory is gone; None: the run directories alone
     records: Optional[Path] = None
+
+    def run_suffix(self) -> str:
+        """
+        Return what sets this plan's run names apart from those of the table in place.
+
+        Empty for worlds in place at a constant rate; else ``-shiftS``, ``-turnD`` and
+        ``-decayFpN`` for what differs, so a plan's runs, and their records, are never
+        taken for runs of another plan.
+        """
+        parts = []
+        if self.frame_shift:
+            parts.append(f'-shift{self.frame_shift:g}')
+        if self.frame_turn:
+            parts.append(f'-turn{self.frame_turn:g}')
+        if self.lr_decay_factor != 1.0:
+            parts.append(f'-decay{self.lr_decay_factor:g}p{self.lr_decay_patience}')
+        return ''.join(parts)
 
     def seeds_of(self, model: str, domain: str) -> Sequence[int]:
         """Return the training seeds of ``model`` on ``domain`` (3 for :data:`THREE_SEEDS`)."""
@@ -235,6 +256,7 @@ class ResultsPlan:
             val_episodes=self.val_episodes, patience=self.patience, seed=seed,
             model_options={**options, **self.model_options.get(model, {})},
             frame_shift=self.frame_shift, frame_turn=self.frame_turn,
+            lr_decay_factor=self.lr_decay_factor, lr_decay_patience=self.lr_decay_patience,
             memory_format=self.memory_format)
 
     def runs_with_rates(self) -> List[Tuple[str, str, int, Optional[float]]]:
@@ -269,7 +291,8 @@ class ResultsPlan:
 def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int,
             lr: Optional[float] = None) -> Path:
     """Return the directory of one training run (at the plan's rate unless ``lr``)."""
-    return plan.runs / f'{model}-{domain}-lr{plan.rate(model, domain, lr):g}-s{seed}'
+    rate = plan.rate(model, domain, lr)
+    return plan.runs / f'{model}-{domain}-lr{rate:g}{plan.run_suffix()}-s{seed}'
 
 
 def run_state(run: Path, records: Optional[Path] = None) -> Optional[Dict[str, Any]]:

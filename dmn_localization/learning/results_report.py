@@ -143,6 +143,15 @@ def _rate(rate: Optional[float]) -> str:
     return 'searching' if rate is None else f'{rate:g}'
 
 
+def _schedule(plan: ResultsPlan) -> str:
+    """Say how the learning rate of every run changes while it trains."""
+    if plan.lr_decay_factor == 1.0:
+        return "constant while a run trains (the paper's protocol)."
+    return (f'multiplied by {plan.lr_decay_factor:g} whenever the validation loss has not '
+            f'improved for more than {plan.lr_decay_patience} validations in a row, the '
+            'same for every model (`--lr-decay-factor`, `--lr-decay-patience`).')
+
+
 def _frame_change(plan: ResultsPlan) -> str:
     """Say how the worlds sit in their normalized frame (moved, turned, or in place)."""
     changes = []
@@ -347,7 +356,8 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               'validations without a lower loss, best checkpoint evaluated.',
               '- Learning rates: chosen per model and domain by the search below; '
               + ', '.join(f'{m} {_rate(plan.lr_of(m, d))} ({d})'
-                          for d in plan.domains for m in plan.models),
+                          for d in plan.domains for m in plan.models)
+              + '; ' + _schedule(plan),
               '- Model options: ' + (', '.join(
                   f'{m} {o}' for m in plan.models for o in [_options(plan, m)] if o)
                   or 'none (every model at its default config)'),
