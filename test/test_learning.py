@@ -1147,6 +1147,13 @@ def test_learning_rate_decays_on_plateau_and_resumes_exactly(tiny, tmp_path, cap
     state = torch.load(whole / 'last.pt', weights_only=True)
     assert state['optimizer']['param_groups'][0]['lr'] == pytest.approx(3e-3 * 0.5 ** drops)
     assert 'learning rate now' in capsys.readouterr().out
+    # the best checkpoint and its model card say the schedule
+    from dmn_localization.learning.model_card import _rate_text
+
+    meta = load_checkpoint(whole / 'best.pt').metadata
+    assert meta['lr_decay_factor'] == 0.5 and meta['lr_now'] <= 3e-3
+    assert 'multiplied by 0.5 after more than 0 validations' in _rate_text(meta)
+    assert _rate_text({'lr': 3e-4}) == 'learning rate 0.0003'
     # interrupted between two validations (its budget's end validates, off the grid), the
     # schedule goes on as if it had not been
     assert train_main(train_args(tiny, parts, 400, decay)) == 0

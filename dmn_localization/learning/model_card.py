@@ -69,6 +69,17 @@ def _training_options(options: Dict[str, Any], frame_shift: float,
     return lines
 
 
+def _rate_text(meta: Dict[str, Any]) -> str:
+    """Say the run's learning rate, and its schedule when it decayed on plateau."""
+    text = f'learning rate {meta.get("lr")}'
+    factor = meta.get('lr_decay_factor', 1.0)
+    if factor == 1.0:
+        return text
+    return (f'{text}, multiplied by {factor:g} after more than '
+            f'{meta.get("lr_decay_patience")} validations without improvement '
+            f'({meta.get("lr_now"):.3g} at this checkpoint)')
+
+
 def _frame_requirement(options: Dict[str, Any]) -> str:
     """Return what a model reading global coordinates expects of the map frame, or ''."""
     if options.get('global_pose'):
@@ -154,7 +165,7 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
   train`, default size, seed 0), validation on the val split.
 - Budget: {meta.get("samples", 0) + meta.get("init_samples", 0):,} training samples seen
   when this checkpoint was the best on validation{init_text}; batch
-  {meta.get("batch_size")}, Adam, learning rate {meta.get("lr")},
+  {meta.get("batch_size")}, Adam, {_rate_text(meta)},
   Nc={meta.get("num_contexts")}, K={meta.get("num_particles")}, seed {meta.get("seed")}.
 - Validation at that point: loss {meta.get("val_loss", float("nan")):.4f}, one-step global
   success {meta.get("val_global_success", float("nan")):.1%}.
