@@ -1172,3 +1172,30 @@ def test_learning_rate_decays_on_plateau_and_resumes_exactly(tiny, tmp_path, cap
         assert train_main(train_args(tiny, tmp_path / 'bad', 16, bad)) == 2
         assert 'learning-rate decay' in capsys.readouterr().err
     assert not (tmp_path / 'bad' / 'last.pt').exists()
+
+
+def test_decay_replay_drops_the_rate_where_the_trainer_would(tmp_path, capsys):
+    from dmn_localization.learning.decay_replay import main as replay_main, plateau_drops
+
+    losses = [0.30, 0.28, 0.29, 0.29, 0.27, 0.28, 0.28, 0.28, 0.28, 0.26]
+    curve = [(100_000 * (i + 1), loss, 0.1) for i, loss in enumerate(losses)]
+    # patience 2: the third validation in a row without a lower loss drops the rate,
+    # and the count starts afresh after a drop
+    assert plateau_drops(curve, 2, 1_000_000, 100_000) == [800_000]
+    assert plateau_drops(curve, 1, 1_000_000, 100_000) == [400_000, 700_000, 900_000]
+    assert plateau_drops(curve, 0, 1_000_000, 100_000) == [
+        300_000, 400_000, 600_000, 700_000, 800_000, 900_000]
+    assert plateau_drops(curve, 1, 800_000, 100_000) == [400_000, 700_000]  # the budget
+    # a validation off the grid (a budget's end) does not count, as in the trainer
+    assert plateau_drops(curve[:3] + [(350_000, 0.5, 0.1)] + curve[3:], 1, 1_000_000,
+                         100_000) == [400_000, 700_000, 900_000]
+    records = tmp_path / 'records'
+    records.mkdir()
+    (records / 'run-a.json').write_text(json.dumps({
+        'run': 'run-a', 'config': {'val_every_samples': 100_000},
+        'curve': [list(row) for row in curve]}))
+    (records / 'closest-context-rooms-test-eval.json').write_text('{"results": {}}')
+    assert replay_main(['--records', str(records), '--lr-decay-patience', '1']) == 0
+    out = capsys.readouterr().out
+    assert '| run-a | 400,000, 700,000, 900,000 |' in out
+    assert 'would drop in 1 of 1 runs' in out
