@@ -1191,8 +1191,10 @@ def test_decay_replay_drops_the_rate_where_the_trainer_would(tmp_path, capsys):
                          100_000) == [400_000, 700_000, 900_000]
     records = tmp_path / 'records'
     records.mkdir()
+    from dmn_localization.learning.run_record import RECORD_VERSION
+
     (records / 'run-a.json').write_text(json.dumps({
-        'run': 'run-a', 'config': {'val_every_samples': 100_000},
+        'version': RECORD_VERSION, 'run': 'run-a', 'config': {'val_every_samples': 100_000},
         'curve': [list(row) for row in curve]}))
     (records / 'closest-context-rooms-test-eval.json').write_text('{"results": {}}')
     assert replay_main(['--records', str(records), '--lr-decay-patience', '1']) == 0

@@ -16,12 +16,11 @@ before it trains: at this budget, would a decay on plateau fire at all?
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 import sys
 from typing import List, Optional, Sequence, Tuple
 
-from dmn_localization.learning.run_record import Curve
+from dmn_localization.learning.run_record import Curve, read_record, RecordError
 from dmn_localization.learning.trainer import plateau_scheduler, TrainConfig
 import torch
 
@@ -56,12 +55,14 @@ def replay(records: Path, patience: int, budget_samples: int
     """Return ``(run, drops)`` for every run record in ``records``, sorted by run name."""
     rows = []
     for path in sorted(Path(records).glob('*.json')):
-        record = json.loads(path.read_text())
-        if not isinstance(record, dict) or 'curve' not in record or 'config' not in record:
+        try:
+            record = read_record(records, Path(path.stem))
+        except RecordError:
             continue  # not a run record (an evaluation of a non-learned baseline, say)
-        curve = [(int(s), float(loss), float(ok)) for s, loss, ok in record['curve']]
+        assert record is not None
         rows.append((record['run'], plateau_drops(
-            curve, patience, budget_samples, int(record['config']['val_every_samples']))))
+            record['curve'], patience, budget_samples,
+            int(record['config']['val_every_samples']))))
     return rows
 
 
