@@ -21,7 +21,8 @@ import sys
 from typing import List, Optional, Sequence, Tuple
 
 from dmn_localization.learning.run_record import Curve, read_record, RecordError
-from dmn_localization.learning.trainer import plateau_scheduler, TrainConfig
+from dmn_localization.learning.trainer import (check_lr_decay, plateau_scheduler, TrainConfig,
+                                               TrainingError)
 import torch
 
 
@@ -74,8 +75,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    default=TrainConfig.lr_decay_patience, metavar='N')
     p.add_argument('--budget-samples', type=int, default=1_000_000)
     a = p.parse_args(argv)
-    if a.lr_decay_patience < 0:
-        p.error(f'--lr-decay-patience must be >= 0, got {a.lr_decay_patience}')
+    try:
+        check_lr_decay(1.0, a.lr_decay_patience)
+    except TrainingError as exc:
+        p.error(str(exc))
     rows = replay(a.records, a.lr_decay_patience, a.budget_samples)
     if not rows:
         print(f'{a.records}: no run records', file=sys.stderr)

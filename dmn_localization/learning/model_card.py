@@ -26,6 +26,7 @@ from dmn_localization.core.configs import InputConfig
 from dmn_localization.core.models import count_parameters
 from dmn_localization.data.dataset import Dataset, generate, GenerationSpec
 from dmn_localization.learning.evaluation import evaluate, fixed_episodes, PROTOCOLS, run_model
+from dmn_localization.learning.trainer import schedule_text
 import torch
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / 'models'
@@ -75,8 +76,7 @@ def _rate_text(meta: Dict[str, Any]) -> str:
     factor = meta.get('lr_decay_factor', 1.0)
     if factor == 1.0:
         return text
-    return (f'{text}, multiplied by {factor:g} after more than '
-            f'{meta.get("lr_decay_patience")} validations without improvement '
+    return (f'{text}, {schedule_text(factor, meta.get("lr_decay_patience"))} '
             f'({meta.get("lr_now"):.3g} at this checkpoint)')
 
 

@@ -20,7 +20,7 @@ from dmn_localization.learning.results_plan import (DOMAINS, finished, LABELS,
                                                     PLATEAU_GAIN, PLATEAU_WINDOW,
                                                     recent_gain, ResultsPlan, run_dir,
                                                     run_state, STRICT, VARIANTS)
-from dmn_localization.learning.trainer import MEMORY_FORMATS
+from dmn_localization.learning.trainer import MEMORY_FORMATS, schedule_text
 from dmn_localization.results_md import write_section
 import numpy as np
 import torch
@@ -145,11 +145,10 @@ def _rate(rate: Optional[float]) -> str:
 
 def _schedule(plan: ResultsPlan) -> str:
     """Say how the learning rate of every run changes while it trains."""
+    text = schedule_text(plan.lr_decay_factor, plan.lr_decay_patience)
     if plan.lr_decay_factor == 1.0:
-        return "constant while a run trains (the paper's protocol)."
-    return (f'multiplied by {plan.lr_decay_factor:g} whenever the validation loss has not '
-            f'improved for more than {plan.lr_decay_patience} validations in a row, the '
-            'same for every model (`--lr-decay-factor`, `--lr-decay-patience`).')
+        return text + '.'
+    return text + ', the same for every model (`--lr-decay-factor`, `--lr-decay-patience`).'
 
 
 def _frame_change(plan: ResultsPlan) -> str:

@@ -216,6 +216,14 @@ def check_lr_decay(factor: float, patience: int) -> None:
         raise TrainingError(f'the learning-rate decay patience must be >= 0, got {patience}')
 
 
+def schedule_text(factor: float, patience: int) -> str:
+    """Say the rate schedule of ``--lr-decay-factor``/``--lr-decay-patience`` in words."""
+    if factor == 1.0:
+        return "constant while a run trains (the paper's protocol)"
+    return (f'multiplied by {factor:g} after more than {patience} validations in a row '
+            'without a lower validation loss')
+
+
 def plateau_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig
                       ) -> Optional[torch.optim.lr_scheduler.ReduceLROnPlateau]:
     """
