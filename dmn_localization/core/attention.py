@@ -19,6 +19,12 @@ a linear layer to the key. This shape is what makes the fast computation exact:
 
 Per particle and view only ``relu(g_i + M e_ki) . (W^T q)`` remains: a few dozen
 operations instead of a convolution.
+
+Heading prior (``prior`` > 0; off in the paper's reading): a learned vector ``b`` adds
+``b . e_ki`` to every logit, started at ``(0, 0, prior, 0)``, so that an untrained
+attention already prefers the views that face the particle's way (``cos`` of the
+relative heading). Without it, the attention of some training seeds settles on views
+facing elsewhere and their runs stay stuck (README, "Stuck seeds").
 """
 
 from __future__ import annotations
@@ -47,9 +53,12 @@ class QueryKey:
 class EgocentricSpatialAttention(nn.Module):
     """Attention weights ``(B, K, N)`` of K particles over the N views of a map."""
 
-    def __init__(self, feature_channels: int, key_channels: int, key_dim: int) -> None:
+    def __init__(self, feature_channels: int, key_channels: int, key_dim: int,
+                 prior: float = 0.0) -> None:
         super().__init__()
         self.key_dim = key_dim
+        if prior:  # a constant start, so the random initialization of the rest is unchanged
+            self.ego_bias = nn.Parameter(torch.tensor([0.0, 0.0, float(prior), 0.0]))
         self.view_conv = nn.Conv2d(feature_channels + EGO_CHANNELS, key_channels, 3)
         self.view_fc = nn.Linear(key_channels, key_dim)
         self.query_conv = nn.Conv2d(feature_channels, key_channels, 3)
@@ -82,7 +91,11 @@ class EgocentricSpatialAttention(nn.Module):
                                            self.view_conv.in_channels - EGO_CHANNELS)
         hidden = torch.relu(partials[:, None] + ego @ ego_weight.T)
         logits = hidden @ query.vector[:, None, :, None]
-        return logits[..., 0] + query.offset[:, None, None]
+        return self._with_prior(logits[..., 0] + query.offset[:, None, None], ego)
+
+    def _with_prior(self, logits: Tensor, ego: Tensor) -> Tensor:
+        """Add the heading prior ``b . e_ki`` to logits ``(B, K, N)`` when it is on."""
+        return logits + ego @ self.ego_bias if hasattr(self, 'ego_bias') else logits
 
     def weights_direct(self, view_features: Tensor, ego: Tensor, query: QueryKey) -> Tensor:
         """Attention weights ``(B, K, N)``: the softmax over views of :meth:`logits_direct`."""
@@ -101,4 +114,4 @@ class EgocentricSpatialAttention(nn.Module):
         x = torch.cat([feats, broadcast_channels(ego, height, width)], dim=-3)
         hidden = torch.relu(spatial_mean(self.view_conv(x.reshape(-1, *x.shape[-3:]))))
         keys = self.view_fc(hidden).reshape(batch, num_particles, num_views, -1)
-        return (keys * query.key[:, None, None, :]).sum(-1)
+        return self._with_prior((keys * query.key[:, None, None, :]).sum(-1), ego)

@@ -26,6 +26,13 @@ attended with the weights averaged over positions. Its fast head unfolds the wei
 over the head convolution's window: ``conv(sum_i a_i f_i)(p) = sum_{i,d} a_i(p + d)
 W_d f_i(p + d)``, with ``W_d f_i`` computed once per map.
 
+``feature_norm`` standardizes the view and query features per image
+(:class:`.encoders.ImageEncoder`), so that their size cannot drift (README, "Stuck
+seeds"); it keeps the egocentric invariance and the fast path's exactness.
+
+``attention_prior`` starts the attention preferring the views that face the particle's
+way (:mod:`.attention`); it keeps the egocentric invariance.
+
 ``global_pose`` (the branch also reads the particle's global ``(x, y, cos, sin)``) and
 ``global_heading`` (only its ``(cos, sin)``) are experiments on what the latent map
 baselines gain from global coordinates; the first breaks the invariance to moving the
@@ -95,12 +102,18 @@ class DMN(nn.Module):
         super().__init__()
         self.config = config
         channels = config.feature_channels
-        self.view_encoder = ImageEncoder(3, config.encoder_widths, channels, config.feature_size)
+        self.view_encoder = ImageEncoder(3, config.encoder_widths, channels, config.feature_size,
+                                         config.feature_norm)
         self.query_encoder = ImageEncoder(3, config.encoder_widths, channels,
-                                          config.feature_size)
-        attention = PositionAttention if config.position_attention else \
-            EgocentricSpatialAttention
-        self.attention = attention(channels, config.key_channels, config.key_dim)
+                                          config.feature_size, config.feature_norm)
+        if config.position_attention:
+            if config.attention_prior:
+                raise ValueError('attention_prior is for the per-view attention, not '
+                                 'position_attention')
+            self.attention = PositionAttention(channels, config.key_channels, config.key_dim)
+        else:
+            self.attention = EgocentricSpatialAttention(
+                channels, config.key_channels, config.key_dim, config.attention_prior)
         self.head_conv = nn.Conv2d(2 * channels + EGO_CHANNELS, config.head_channels, 3)
         value_dim = config.ego_value_dim
         if value_dim and config.position_attention:
