@@ -1201,3 +1201,48 @@ def test_decay_replay_drops_the_rate_where_the_trainer_would(tmp_path, capsys):
     out = capsys.readouterr().out
     assert '| run-a | 400,000, 700,000, 900,000 |' in out
     assert 'would drop in 1 of 1 runs' in out
+
+
+def test_attention_report_sees_saturated_and_aligned_attention(tiny, tmp_path, capsys):
+    from dmn_localization.core.checkpoint import save_checkpoint
+    from dmn_localization.core.models import build_model, config_for
+    from dmn_localization.learning.attention_report import attention_stats, main as report_main
+    from dmn_localization.learning.batches import TensorEpisodes
+
+    gen = torch.Generator().manual_seed(7)
+    poses = torch.rand(6, 4, 3, generator=gen) * 2 - 1
+    episodes = TensorEpisodes(torch.randn(6, 4, 3, 32, 32, generator=gen), poses,
+                              torch.randn(6, 1, 3, 32, 32, generator=gen), poses[:, :1],
+                              torch.zeros(6, 1, 3), torch.tensor([[-1.0, -1.0, 1.0, 1.0]] * 6))
+    torch.manual_seed(7)
+    plain = attention_stats(build_model(config_for('dmn-pf')), episodes, 64)
+    assert 0.15 < plain.aligned_weight < 0.35 and plain.particle_share > 0.5, plain
+    # a prior far above the learned logits: all weight on the view facing the particle's way
+    torch.manual_seed(7)
+    prior = attention_stats(build_model(config_for('dmn-pf', attention_prior=50.0)), episodes,
+                            64)
+    assert prior.aligned_weight > 0.9 and prior.max_weight > 0.9, prior
+    # features blown up a hundredfold (Mazes seed 1 of the table): the logits grow and
+    # depend on the view only, so the attention no longer reads the particle's pose
+    torch.manual_seed(7)
+    model = build_model(config_for('dmn-pf'))
+    with torch.no_grad():
+        for encoder in (model.view_encoder, model.query_encoder):
+            encoder.net[6].weight.mul_(100)
+            encoder.net[6].bias.mul_(100)
+    blown = attention_stats(model, episodes, 64)
+    assert blown.view_rms > 50 * plain.view_rms
+    assert blown.logit_variance > 100 * plain.logit_variance
+    assert blown.particle_share < 0.5 < plain.particle_share, (blown, plain)
+    # the command on a real dataset and checkpoint; any other model is refused
+    torch.manual_seed(7)
+    tiny_dmn = build_model(config_for('dmn-pf', image_size=(16, 16)))
+    save_checkpoint(tmp_path / 'dmn.pt', tiny_dmn, [4.0, 4.0], {'samples': 1234})
+    save_checkpoint(tmp_path / 'image.pt', build_model(config_for('image-pf')), [4.0, 4.0])
+    assert report_main(['--data', str(tiny / 'val'), '--checkpoint', str(tmp_path / 'dmn.pt'),
+                        '--episodes', '8', '--particles', '16']) == 0
+    out = capsys.readouterr().out
+    assert '(0.00M samples)' in out and 'particle share' in out
+    assert report_main(['--data', str(tiny / 'val'), '--checkpoint',
+                        str(tmp_path / 'image.pt')]) == 2
+    assert 'per-view attention of DMN' in capsys.readouterr().err
