@@ -14,16 +14,14 @@ import torch
 PF_MODELS = [n for n in LEARNED_MODELS if n.endswith('-pf')]
 #: every learned model, and DMN with its egocentric value branch ("+ego"), and that with
 #: the particle's global pose ("+global") or heading ("+heading"), and DMN with per-position
-#: attention ("+pos"), and DMN whose attention starts with the heading prior ("+prior") or
-#: whose features are standardized ("+norm")
+#: attention ("+pos"), and DMN whose attention starts with the heading prior ("+prior")
 VARIANTS = list(LEARNED_MODELS) + ['dmn-pf+ego', 'dmn-regression+ego', 'dmn-pf+ego+global',
                                    'dmn-pf+pos', 'dmn-regression+pos', 'dmn-pf+pos+score',
-                                   'dmn-pf+ego+heading', 'dmn-pf+prior', 'dmn-pf+norm']
+                                   'dmn-pf+ego+heading', 'dmn-pf+prior']
 OPTIONS = {'ego': {'ego_value_dim': 8}, 'global': {'global_pose': True},
            'heading': {'global_heading': True},
            'pos': {'position_attention': True, 'match_score': False},
-           'score': {'match_score': True}, 'prior': {'attention_prior': 2.0},
-           'norm': {'feature_norm': True}}
+           'score': {'match_score': True}, 'prior': {'attention_prior': 2.0}}
 
 
 def make(name):
@@ -267,26 +265,6 @@ def test_attention_prior_starts_on_the_views_facing_the_particles_way():
         prior.append(weight_on_aligned_views(model))
         assert torch.equal(model.attention.ego_bias, torch.tensor([0.0, 0.0, 2.0, 0.0]))
     assert max(plain) < 0.35 < 0.5 < min(prior), (plain, prior)  # chance: 0.25
-
-
-def test_feature_norm_keeps_the_features_at_one_size_whatever_the_encoder_weights():
-    from dmn_localization.core.configs import DMNConfig
-
-    assert 'feature_norm' not in DMNConfig().to_dict()  # old fingerprints kept
-    assert DMNConfig.from_dict(DMNConfig(feature_norm=True).to_dict()).feature_norm is True
-    images = episode(batch=2, seed=6)[0]
-    for name, fixed in (('dmn-pf', False), ('dmn-pf+norm', True)):
-        torch.manual_seed(6)
-        model = make(name)
-        sizes = []
-        for gain in (1.0, 30.0):  # weights grown as in a run whose features blew up
-            with torch.no_grad():
-                model.view_encoder.net[6].weight.mul_(gain)  # the last convolution
-                model.view_encoder.net[6].bias.mul_(gain)
-                sizes.append(model.embed_views(images, None).flatten(2).std(dim=-1))
-        assert torch.allclose(sizes[0], sizes[1], rtol=1e-2) is fixed, (name, sizes)
-        if fixed:  # at the start (unit scale, zero shift) each image is standardized
-            torch.testing.assert_close(sizes[0], torch.ones_like(sizes[0]), atol=1e-2, rtol=0)
 
 
 def test_dmn_with_global_heading_is_invariant_to_shifting_the_world_not_to_turning_it():

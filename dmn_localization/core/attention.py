@@ -24,7 +24,8 @@ Heading prior (``prior`` > 0; off in the paper's reading): a learned vector ``b`
 ``b . e_ki`` to every logit, started at ``(0, 0, prior, 0)``, so that an untrained
 attention already prefers the views that face the particle's way (``cos`` of the
 relative heading). Without it, the attention of some training seeds settles on views
-facing elsewhere and their runs stay stuck (README, "Stuck seeds").
+facing elsewhere, or its logits grow until it ignores the pose, and those runs stay
+stuck; with it, the same seeds learn (README, "Stuck seeds").
 """
 
 from __future__ import annotations

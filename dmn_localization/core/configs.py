@@ -80,8 +80,6 @@ class DMNConfig(InputConfig):
     #: initial weight of a learned term ``b . e_ki`` added to the attention logits, started
     #: at ``(0, 0, value, 0)``: views facing the particle's way first (0: off; ``attention.py``)
     attention_prior: float = 0.0
-    #: view and query features standardized per image (``encoders.ImageEncoder``)
-    feature_norm: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict; options that are off are left out, as saved before they existed."""
@@ -90,8 +88,7 @@ class DMNConfig(InputConfig):
             del data['match_score']  # keeps the fingerprints of those checkpoints
         if not self.ego_value_dim:
             del data['ego_value_dim'], data['ego_value_grid']
-        for option in ('global_pose', 'global_heading', 'position_attention', 'attention_prior',
-                       'feature_norm'):
+        for option in ('global_pose', 'global_heading', 'position_attention', 'attention_prior'):
             if not data[option]:
                 del data[option]  # off: the dict of a config saved before the option existed
         return data

@@ -26,10 +26,6 @@ attended with the weights averaged over positions. Its fast head unfolds the wei
 over the head convolution's window: ``conv(sum_i a_i f_i)(p) = sum_{i,d} a_i(p + d)
 W_d f_i(p + d)``, with ``W_d f_i`` computed once per map.
 
-``feature_norm`` standardizes the view and query features per image
-(:class:`.encoders.ImageEncoder`), so that their size cannot drift (README, "Stuck
-seeds"); it keeps the egocentric invariance and the fast path's exactness.
-
 ``attention_prior`` starts the attention preferring the views that face the particle's
 way (:mod:`.attention`); it keeps the egocentric invariance.
 
@@ -102,10 +98,9 @@ class DMN(nn.Module):
         super().__init__()
         self.config = config
         channels = config.feature_channels
-        self.view_encoder = ImageEncoder(3, config.encoder_widths, channels, config.feature_size,
-                                         config.feature_norm)
+        self.view_encoder = ImageEncoder(3, config.encoder_widths, channels, config.feature_size)
         self.query_encoder = ImageEncoder(3, config.encoder_widths, channels,
-                                          config.feature_size, config.feature_norm)
+                                          config.feature_size)
         if config.position_attention:
             if config.attention_prior:
                 raise ValueError('attention_prior is for the per-view attention, not '

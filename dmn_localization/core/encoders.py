@@ -14,14 +14,11 @@ class ImageEncoder(nn.Module):
 
     Two stride-2 stages take a 32x32 image to 8x8; an adaptive average pool fixes the
     output at ``feature_size`` for any input size (e.g. 104x208 panoramas), so the
-    cost of everything downstream does not grow with the camera resolution. With
-    ``norm`` the output is standardized per image over its channels and positions (a
-    ``GroupNorm`` with one group and a learned scale and shift per channel), so its size
-    cannot drift during training.
+    cost of everything downstream does not grow with the camera resolution.
     """
 
     def __init__(self, in_channels: int, widths: Sequence[int], out_channels: int,
-                 feature_size: Tuple[int, int], norm: bool = False) -> None:
+                 feature_size: Tuple[int, int]) -> None:
         super().__init__()
         c0, c1, c2 = widths
         self.net = nn.Sequential(
@@ -31,8 +28,6 @@ class ImageEncoder(nn.Module):
             nn.Conv2d(c2, out_channels, 3, padding=1),
             nn.AdaptiveAvgPool2d(tuple(feature_size)),
         )
-        if norm:  # appended, so the parameter names of the layers above stay as saved
-            self.net.append(nn.GroupNorm(1, out_channels))
 
     def forward(self, images: Tensor) -> Tensor:
         """Encode ``(..., in_channels, H, W)`` into ``(..., C, h, w)``."""
