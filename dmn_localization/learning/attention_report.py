@@ -13,7 +13,7 @@ checkpoint:
   share of it that depends on the particle (the rest is one fixed preference per view:
   a share near 0 means the attention no longer reads the pose);
 * ``aligned``: the mean attention weight on the view whose heading is closest to the
-  particle's (0.25 for four views chosen at random);
+  particle's (0.25 for four views if the attention ignores the headings);
 * ``max weight``: the mean largest weight (1: a one-hot attention).
 
 It is the measurement behind the README's "Stuck seeds": the runs that stay stuck show
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import math
 from pathlib import Path
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from dmn_localization.core import geometry
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
@@ -107,14 +107,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         dataset = Dataset(a.data)
-        lines: List[str] = []
         for path in a.checkpoint:
             loaded = load_checkpoint(path)
             episodes = fixed_episodes(dataset, PROTOCOLS['one-step-global'], a.episodes,
                                       a.seed, loaded.model.config, torch.device('cpu'))
             stats = attention_stats(loaded.model, episodes, a.particles, a.seed)
-            lines.append(format_row(path, loaded.metadata.get('samples'), stats))
-            print(lines[-1], flush=True)
+            print(format_row(path, loaded.metadata.get('samples'), stats), flush=True)
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
