@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-import math
 from pathlib import Path
 import sys
 from typing import Optional, Sequence
@@ -32,11 +31,11 @@ from typing import Optional, Sequence
 from dmn_localization.core import geometry
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.core.dmn import DMN
+from dmn_localization.core.particle_filter import uniform_belief
 from dmn_localization.data.dataset import Dataset, DatasetError
 from dmn_localization.learning.batches import TensorEpisodes
 from dmn_localization.learning.evaluation import fixed_episodes, PROTOCOLS
 import torch
-from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -51,13 +50,6 @@ class AttentionStats:
     max_weight: float
 
 
-def uniform_poses(bounds: Tensor, count: int, generator: torch.Generator) -> Tensor:
-    """Poses ``(B, count, 3)`` uniform over ``bounds`` ``(B, 4)`` and all headings."""
-    draw = torch.rand(bounds.shape[0], count, 3, generator=generator, dtype=bounds.dtype)
-    low, size = bounds[:, None, :2], bounds[:, None, 2:] - bounds[:, None, :2]
-    return torch.cat([low + draw[..., :2] * size, (draw[..., 2:] * 2 - 1) * math.pi], -1)
-
-
 @torch.no_grad()
 def attention_stats(model: DMN, episodes: TensorEpisodes, particles: int,
                     seed: int = 0) -> AttentionStats:
@@ -68,7 +60,8 @@ def attention_stats(model: DMN, episodes: TensorEpisodes, particles: int,
     query_images = episodes.query_images[:, 0]
     map_ = model.prepare_map(features, episodes.context_poses)
     query = model.prepare_query(query_images)
-    poses = uniform_poses(episodes.bounds, particles, torch.Generator().manual_seed(seed))
+    poses = uniform_belief(episodes.bounds, particles, torch.Generator().manual_seed(seed),
+                           episodes.turn).particles
     ego = geometry.egocentric(poses, map_.poses)  # (B, K, N, 4)
     logits = model.attention.logits_fast(map_.key_partials, ego, query.key)  # (B, K, N)
     total = logits.var(dim=(1, 2))
