@@ -58,8 +58,10 @@ class EgocentricSpatialAttention(nn.Module):
                  prior: float = 0.0) -> None:
         super().__init__()
         self.key_dim = key_dim
-        if prior:  # a constant start, so the random initialization of the rest is unchanged
-            self.ego_bias = nn.Parameter(torch.tensor([0.0, 0.0, float(prior), 0.0]))
+        # a constant start, so the random initialization of the rest is unchanged; off, no
+        # parameter at all (the state dict stays as saved before the option existed)
+        self.ego_bias = nn.Parameter(torch.tensor([0.0, 0.0, float(prior), 0.0])) \
+            if prior else None
         self.view_conv = nn.Conv2d(feature_channels + EGO_CHANNELS, key_channels, 3)
         self.view_fc = nn.Linear(key_channels, key_dim)
         self.query_conv = nn.Conv2d(feature_channels, key_channels, 3)
@@ -96,7 +98,7 @@ class EgocentricSpatialAttention(nn.Module):
 
     def _with_prior(self, logits: Tensor, ego: Tensor) -> Tensor:
         """Add the heading prior ``b . e_ki`` to logits ``(B, K, N)`` when it is on."""
-        return logits + ego @ self.ego_bias if hasattr(self, 'ego_bias') else logits
+        return logits if self.ego_bias is None else logits + ego @ self.ego_bias
 
     def weights_direct(self, view_features: Tensor, ego: Tensor, query: QueryKey) -> Tensor:
         """Attention weights ``(B, K, N)``: the softmax over views of :meth:`logits_direct`."""

@@ -70,7 +70,7 @@ def attention_stats(model: DMN, episodes: TensorEpisodes, particles: int,
     aligned = torch.nn.functional.one_hot(ego[..., 2].argmax(dim=2), weights.shape[2])
     return AttentionStats(
         view_rms=float(features.pow(2).mean().sqrt()),
-        query_rms=float(model.query_encoder(query_images).pow(2).mean().sqrt()),
+        query_rms=float(query.features.pow(2).mean().sqrt()),
         logit_variance=float(total.mean()),
         particle_share=float(per_particle.mean() / total.mean().clamp_min(1e-12)),
         aligned_weight=float((weights * aligned).sum(dim=2).mean()),
