@@ -16,8 +16,8 @@ checkpoint:
   particle's (0.25 for four views if the attention ignores the headings);
 * ``max weight``: the mean largest weight (1: a one-hot attention).
 
-It is the measurement behind the README's "Stuck seeds": the runs that stay stuck show
-features that grew or shrank and an attention that saturated or looks away.
+It is the measurement behind "Stuck seeds" in docs/experiments.md: the runs that stay
+stuck show features that grew or shrank and an attention that saturated or looks away.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ PAPER_TABLE1 = {
     'uninformed': (0.017, 0.033, 0.029, 0.037),
 }
 #: Rows the paper does not have: name -> (model, config fields other than their
-#: defaults). The heading variant is DMN as the README's experiments found it learns
+#: defaults). The heading variant is DMN as the experiments (docs/experiments.md) found it learns
 #: Mazes: its value branch reads the particle's heading in the map frame.
 VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     'dmn-pf-heading': ('dmn-pf', {'match_score': False, 'ego_value_dim': 32,

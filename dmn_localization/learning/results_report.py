@@ -118,8 +118,8 @@ def _differences(results: Dict) -> List[str]:
         'which runs had reached a plateau (its last column), the learning curves show it.',
         '- The latent map baselines read global coordinates, and in `dmn_dataset` worlds '
         "the walls run along the frame's axes and the normalized extent is the outer "
-        'wall: cues the egocentric PF-DMN cannot use (README: "What the baselines know '
-        'that DMN does not"). The heading row is DMN given the axes only.',
+        'wall: cues the egocentric PF-DMN cannot use (docs/experiments.md: "What the '
+        'baselines know that DMN does not"). The heading row is DMN given the axes only.',
     ]
 
 
@@ -162,7 +162,7 @@ def _frame_change(plan: ResultsPlan) -> str:
                        "(`--frame-turn`: the frame's axes do not say which way the walls run)")
     if not changes:
         return ('in place: the extent is the outer wall and the walls run along the axes, '
-                'which models reading global coordinates can learn (see the README).')
+                'which models reading global coordinates can learn (see docs/experiments.md).')
     return ' and '.join(changes) + ', in training and test.'
 
 
