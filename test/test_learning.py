@@ -1237,12 +1237,14 @@ def test_attention_report_sees_saturated_and_aligned_attention(tiny, tmp_path, c
     # the command on a real dataset and checkpoint; any other model is refused
     torch.manual_seed(7)
     tiny_dmn = build_model(config_for('dmn-pf', image_size=(16, 16)))
-    save_checkpoint(tmp_path / 'dmn.pt', tiny_dmn, [4.0, 4.0], {'samples': 1234})
+    # a later stage of a chain: its own samples and those behind its starting weights
+    save_checkpoint(tmp_path / 'dmn.pt', tiny_dmn, [4.0, 4.0],
+                    {'samples': 300000, 'init_samples': 3900000})
     save_checkpoint(tmp_path / 'image.pt', build_model(config_for('image-pf')), [4.0, 4.0])
     assert report_main(['--data', str(tiny / 'val'), '--checkpoint', str(tmp_path / 'dmn.pt'),
                         '--episodes', '8', '--particles', '16']) == 0
     out = capsys.readouterr().out
-    assert '(0.00M samples)' in out and 'particle share' in out
+    assert '(4.20M samples)' in out and 'particle share' in out
     assert report_main(['--data', str(tiny / 'val'), '--checkpoint',
                         str(tmp_path / 'image.pt')]) == 2
     assert 'per-view attention of DMN' in capsys.readouterr().err

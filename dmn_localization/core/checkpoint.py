@@ -44,6 +44,19 @@ class LoadedModel:
         return self.model.config.name
 
 
+def samples_behind(metadata: Dict[str, Any]) -> Optional[int]:
+    """
+    Training samples behind a checkpoint's weights, or None when it does not say.
+
+    A run started from another checkpoint (``dmn_train --init-from``) records its own
+    ``samples`` and, as ``init_samples``, every sample behind its starting weights, so a
+    chain of runs adds up.
+    """
+    if 'samples' not in metadata and 'init_samples' not in metadata:
+        return None
+    return int(metadata.get('samples', 0)) + int(metadata.get('init_samples', 0))
+
+
 def save_checkpoint(path: Union[str, Path], model: nn.Module, extent: Sequence[float],
                     metadata: Optional[Dict[str, Any]] = None) -> None:
     """Write ``model`` with its config, training ``extent`` (metres) and ``metadata``."""

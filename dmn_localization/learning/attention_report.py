@@ -29,7 +29,7 @@ import sys
 from typing import Optional, Sequence
 
 from dmn_localization.core import geometry
-from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
+from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint, samples_behind
 from dmn_localization.core.dmn import DMN
 from dmn_localization.core.particle_filter import uniform_belief
 from dmn_localization.data.dataset import Dataset, DatasetError
@@ -105,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             episodes = fixed_episodes(dataset, PROTOCOLS['one-step-global'], a.episodes,
                                       a.seed, loaded.model.config, torch.device('cpu'))
             stats = attention_stats(loaded.model, episodes, a.particles, a.seed)
-            print(format_row(path, loaded.metadata.get('samples'), stats), flush=True)
+            print(format_row(path, samples_behind(loaded.metadata), stats), flush=True)
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2

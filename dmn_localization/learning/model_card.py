@@ -21,7 +21,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from dmn_localization.core.checkpoint import load_checkpoint, save_checkpoint
+from dmn_localization.core.checkpoint import load_checkpoint, samples_behind, save_checkpoint
 from dmn_localization.core.configs import InputConfig
 from dmn_localization.core.models import count_parameters
 from dmn_localization.data.dataset import Dataset, generate, GenerationSpec
@@ -163,7 +163,7 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
 
 - Data: `{meta.get("train_data")}` (`dmn_dataset generate --domain {dataset.domain} --split
   train`, default size, seed 0), validation on the val split.
-- Budget: {meta.get("samples", 0) + meta.get("init_samples", 0):,} training samples seen
+- Budget: {samples_behind(meta) or 0:,} training samples seen
   when this checkpoint was the best on validation{init_text}; batch
   {meta.get("batch_size")}, Adam, {_rate_text(meta)},
   Nc={meta.get("num_contexts")}, K={meta.get("num_particles")}, seed {meta.get("seed")}.

@@ -35,7 +35,8 @@ import time
 from typing import Any, Dict, Iterator, List, Optional
 
 from dmn_localization.core.atomic_write import write_atomic
-from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dmn_localization.core.checkpoint import (CheckpointError, load_checkpoint, samples_behind,
+                                              save_checkpoint)
 from dmn_localization.core.device import resolve_device
 from dmn_localization.core.inference import FilterSettings, localize
 from dmn_localization.core.losses import pose_loss, xy_squared_error
@@ -426,8 +427,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
     elif config.init_from:
         # every sample behind those weights: a chain of runs adds up
         initial = _load_initial_weights(model, config.init_from)
-        counters['init_samples'] = int(initial.get('samples', 0)) + int(
-            initial.get('init_samples', 0))
+        counters['init_samples'] = samples_behind(initial) or 0
     if rank == 0:
         # rows past the checkpoint, or every row of an attempt killed before its first
         # checkpoint (the run then starts afresh), are rewritten
