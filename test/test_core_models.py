@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 from dmn_localization.core import geometry as g, particle_filter as pf
-from dmn_localization.core.inference import FilterSettings, InitialBelief, localize
+from dmn_localization.core.inference import (FilterSettings, InitialBelief, localize,
+                                             regression_step)
 from dmn_localization.core.losses import pose_loss
 from dmn_localization.core.models import (build_model, config_for, count_parameters,
                                           LEARNED_MODELS, UnknownModelError)
@@ -80,17 +81,40 @@ def test_dmn_is_invariant_to_moving_the_whole_world(name, fast):
     out = outputs(model, images, poses, query, parts, fast)
     out_moved = outputs(model, images, g.compose(moved, poses), query,
                         g.compose(moved, parts), fast)
-    if name.endswith('-pf'):
-        torch.testing.assert_close(out_moved, out, atol=1e-9, rtol=0)
-    else:  # the regression offset is in the world frame: only its length is invariant
-        torch.testing.assert_close(out_moved[..., :2].norm(dim=-1), out[..., :2].norm(dim=-1),
-                                   atol=1e-9, rtol=0)
+    # log-likelihoods, and a regression's offset in the particle's own frame
+    torch.testing.assert_close(out_moved, out, atol=1e-9, rtol=0)
     # while the latent image map and DMN with global_pose, which see global poses, are not
     for other in (build_model(config_for('image-pf')).double(), make('dmn-pf+ego+global')):
         other = other.double()
         base = outputs(other, images, poses, query, parts, fast)
         assert not torch.allclose(base, outputs(other, images, g.compose(moved, poses),
                                                 query, g.compose(moved, parts), fast))
+
+
+@pytest.mark.parametrize('relative', [True, False])
+def test_dmn_regression_estimate_moves_with_the_world_when_its_offset_is_relative(relative):
+    # DMN sees the map only from the belief's own frame, so its offset must be read in that
+    # frame: then moving the world moves the estimate with it; added in the map frame
+    # (checkpoints before relative_offset), the x-y part cannot follow a turn
+    torch.manual_seed(3)
+    model = build_model(config_for('dmn-regression', relative_offset=relative)).double()
+    images, poses, query, parts = (x.double() for x in episode(seed=3))
+    start, motion = parts[:, 0], torch.tensor([[0.1, 0.05, 0.3]], dtype=torch.float64)
+    moved = torch.tensor([0.7, -0.4, 2.5], dtype=torch.float64)
+
+    def estimate(view_poses, pose):
+        map_ctx = model.prepare_map(model.embed_views(images, view_poses), view_poses)
+        return regression_step(model, map_ctx, model.prepare_query(query), pose,
+                               motion.expand_as(pose))
+
+    expected, got = g.compose(moved, estimate(poses, start)), estimate(
+        g.compose(moved, poses), g.compose(moved, start))
+    assert model.observe(model.prepare_map(model.embed_views(images, poses), poses),
+                         model.prepare_query(query), start[:, None])[..., :2].abs().min() > 0
+    same = (torch.allclose(got[:, :2], expected[:, :2], atol=1e-9)
+            and torch.allclose(torch.cos(got[:, 2] - expected[:, 2]),
+                               torch.ones(len(got), dtype=torch.float64)))
+    assert same is relative
 
 
 @pytest.mark.parametrize('name', VARIANTS)
@@ -221,6 +245,20 @@ def test_dmn_configs_saved_before_the_value_branch_load_without_it():
     # V (32 * 8 -> 16 + bias), Q (no bias), E (4 -> 16 -> 16), and 16 more head inputs x 64
     assert grown - count_parameters(build_model(config_for('dmn-pf'))) == (
         2 * 256 * 16 + 16 + 4 * 16 + 16 + 16 * 16 + 16 * 64)
+
+
+def test_regression_checkpoints_saved_before_relative_offset_keep_the_map_frame():
+    from dmn_localization.core.configs import DMNConfig
+
+    new = DMNConfig(name='dmn-regression')
+    assert new.relative_offset and new.to_dict()['relative_offset'] is True
+    assert DMNConfig.from_dict(new.to_dict()) == new
+    legacy = DMNConfig(name='dmn-regression', relative_offset=False).to_dict()
+    assert 'relative_offset' not in legacy  # the form those checkpoints have on disk
+    assert DMNConfig.from_dict(legacy).relative_offset is False
+    # a particle filter's dict, and so its fingerprint, is as before the option
+    assert 'relative_offset' not in DMNConfig().to_dict()
+    assert DMNConfig.from_dict(DMNConfig().to_dict()) == DMNConfig()
 
 
 def test_position_attention_is_saved_only_when_on_and_refuses_the_value_branch():

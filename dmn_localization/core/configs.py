@@ -80,10 +80,19 @@ class DMNConfig(InputConfig):
     #: initial weight of a learned term ``b . e_ki`` added to the attention logits, started
     #: at ``(0, 0, value, 0)``: views facing the particle's way first (0: off; ``attention.py``)
     attention_prior: float = 0.0
+    #: ``dmn-regression``: its three outputs are the pose in the mean belief's own frame
+    #: (the paper: "interpreted relative to the mean initial belief"). Off: added to the
+    #: belief in the map frame, as regression checkpoints saved before this option were
+    #: trained; the egocentric inputs do not show the map frame's axes, so the x-y part
+    #: of such an offset cannot be learned. No effect on ``dmn-pf``.
+    relative_offset: bool = True
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict; options that are off are left out, as saved before they existed."""
         data = super().to_dict()
+        if self.kind != 'regression' or not self.relative_offset:
+            # a PF's dict stays as before the option; a regression's without it has it off
+            del data['relative_offset']
         if not self.match_score:
             del data['match_score']  # keeps the fingerprints of those checkpoints
         if not self.ego_value_dim:
@@ -95,8 +104,16 @@ class DMNConfig(InputConfig):
 
     @classmethod
     def from_dict(cls: Type['DMNConfig'], data: Dict[str, Any]) -> 'DMNConfig':
-        """Inverse of :meth:`to_dict`: a config without ``match_score`` has it off."""
-        return super().from_dict({'match_score': False, **data})
+        """
+        Inverse of :meth:`to_dict`, for configs saved before an option existed.
+
+        A config without ``match_score`` has it off, and a regression's without
+        ``relative_offset`` has that off.
+        """
+        older = {'match_score': False}
+        if str(data.get('name', cls.name)).endswith('-regression'):
+            older['relative_offset'] = False
+        return super().from_dict({**older, **data})
 
 
 @dataclass

@@ -131,9 +131,17 @@ def maybe_resample(belief: Belief, settings: FilterSettings,
 
 def regression_step(model: nn.Module, map_ctx: Any, query_ctx: Any, pose: Tensor,
                     motion: Tensor) -> Tensor:
-    """One regression step: move ``pose`` ``(B, 3)`` by ``motion``, add the predicted offset."""
+    """
+    One regression step: move ``pose`` ``(B, 3)`` by ``motion``, add the predicted offset.
+
+    The offset is a pose in ``pose``'s own frame for models whose config says
+    ``relative_offset`` (DMN: its egocentric inputs cannot tell the map frame's axes),
+    else it is added in the map frame (the latent maps, which read global coordinates).
+    """
     pose = geometry.compose(pose, motion)
     offset = model.observe(map_ctx, query_ctx, pose[:, None, :])[:, 0]
+    if getattr(model.config, 'relative_offset', False):
+        return geometry.compose(pose, offset)
     return torch.cat([pose[:, :2] + offset[:, :2],
                       geometry.wrap_angle(pose[:, 2:] + offset[:, 2:])], -1)
 
