@@ -133,7 +133,8 @@ class ResultsPlan:
     #: memory layout of new runs (``dmn_train --memory-format``; a run keeps the one it
     #: began with). Contiguous: the table's runs of fc61c61 trained so, and a run in the
     #: other layout rounds differently and takes another path (README), so this default
-    #: reproduces them value for value; ``channels_last`` trains about 1.2x faster.
+    #: reproduces them value for value on the CPU model they trained on (another CPU model
+    #: rounds differently too); ``channels_last`` trains about 1.2x faster.
     memory_format: str = 'contiguous'
     #: where finished runs are recorded (:mod:`.run_record`; committed with RESULTS.md), read
     #: for a run whose directory is gone; None: the run directories alone
