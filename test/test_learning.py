@@ -123,6 +123,55 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny, tmp_path):
     assert f'{os.cpu_count()} cores' in machine()
 
 
+def test_a_signal_stops_training_at_its_step_and_the_run_resumes_exactly(tiny, tmp_path,
+                                                                         monkeypatch, capsys):
+    import signal
+
+    from dmn_localization.learning import trainer
+
+    whole, parts = tmp_path / 'whole', tmp_path / 'parts'
+    assert train_main(train_args(tiny, whole, 640)) == 0
+
+    def unhandled(signum, frame):  # reached only if training did not take the signal
+        raise AssertionError('SIGTERM reached the handler outside training')
+
+    outside = signal.signal(signal.SIGTERM, unhandled)
+    forward, steps = trainer.EpisodeLoss.forward, []
+
+    def forward_then_signal(self, *args):
+        steps.append(1)
+        if len(steps) == 13:  # inside step 13, far from a checkpoint (validation: step 50)
+            signal.raise_signal(signal.SIGTERM)
+        return forward(self, *args)
+
+    try:
+        monkeypatch.setattr(trainer.EpisodeLoss, 'forward', forward_then_signal)
+        assert train_main(train_args(tiny, parts, 640)) == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # put back after training
+    finally:
+        signal.signal(signal.SIGTERM, outside)
+    assert 'stopped by SIGTERM at 104 samples' in capsys.readouterr().err
+    import pickle  # as dmn_results gets it from a worker process
+
+    sent = trainer.TrainingInterrupted('SIGTERM', 104, parts)
+    got = pickle.loads(pickle.dumps(sent))
+    assert (str(got), got.signal_name, got.samples, got.out) == (str(sent), 'SIGTERM', 104,
+                                                                 parts)
+    # saved at the step the signal came in (13 steps of 8), not at a checkpoint before
+    state = torch.load(parts / 'last.pt', weights_only=True)
+    assert state['counters']['samples'] == 104 and not (parts / 'best.pt').exists()
+    monkeypatch.setattr(trainer.EpisodeLoss, 'forward', forward)
+    assert train_main(train_args(tiny, parts, 640)) == 0  # the same command resumes
+    a = torch.load(whole / 'last.pt', weights_only=True)
+    b = torch.load(parts / 'last.pt', weights_only=True)
+    assert a['counters']['samples'] == b['counters']['samples'] == 640
+    for key, tensor in a['model'].items():
+        assert torch.equal(tensor, b['model'][key]), key
+    losses_a = [r['train_loss'] for r in read_log(whole / 'log.csv') if r['train_loss']]
+    losses_b = [r['train_loss'] for r in read_log(parts / 'log.csv') if r['train_loss']]
+    assert losses_a == losses_b
+
+
 def test_code_revision_is_git_describe_and_a_run_lists_each_once(tmp_path):
     from dmn_localization.learning.provenance import add_revision, code_revision, UNRECORDED
 

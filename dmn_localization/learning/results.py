@@ -20,6 +20,7 @@ import argparse
 import csv
 import os
 from pathlib import Path
+import signal
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -36,7 +37,8 @@ from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENT
 from dmn_localization.learning.results_report import progress_lines, write_results
 from dmn_localization.learning.run_record import read_record, write_record
 from dmn_localization.learning.trainer import (check_lr_decay, MEMORY_FORMATS, RunInUseError,
-                                               train, TrainConfig, TrainingError)
+                                               train, TrainConfig, TrainingError,
+                                               TrainingInterrupted)
 import torch
 
 
@@ -405,7 +407,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     start = time.monotonic()
     if not a.no_train:
-        train_all(plan, jobs=a.jobs)
+        try:
+            train_all(plan, jobs=a.jobs)
+        except TrainingInterrupted as exc:  # its state saved: the same command goes on
+            print(f'dmn_results: {exc}', file=sys.stderr)
+            return 128 + getattr(signal, exc.signal_name, signal.SIGTERM)
     record_all(plan)
     results = evaluate_all(plan, fresh=a.fresh_eval)
     command = 'dmn_results ' + ' '.join(argv if argv is not None else sys.argv[1:])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 import os
+import signal
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -20,7 +21,8 @@ from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.core.models import config_for, LEARNED_MODELS
 from dmn_localization.data.dataset import DatasetError
 from dmn_localization.learning.trainer import (MEMORY_FORMATS, PRECISIONS, train,
-                                               TrainConfig, TrainingError)
+                                               TrainConfig, TrainingError,
+                                               TrainingInterrupted)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +155,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(str(exc))
     try:
         summary = train(config, progress=not a.quiet)
+    except TrainingInterrupted as exc:
+        print(f'dmn_train: {exc}', file=sys.stderr)
+        return 128 + getattr(signal, exc.signal_name, signal.SIGTERM)  # the shell's convention
     except (TrainingError, DatasetError, ValueError) as exc:
         print(f'dmn_train: error: {exc}', file=sys.stderr)
         return 2

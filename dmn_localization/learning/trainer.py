@@ -15,9 +15,11 @@ validation loss stops improving (PyTorch's ``ReduceLROnPlateau``, its state save
 the rest); at 1, the default, it is constant, the paper's protocol.
 
 Running the same command again resumes exactly where ``last.pt`` left off; the result
-equals that of an uninterrupted run. Under ``torchrun`` the run is data-parallel (DDP;
-gloo on CPU, NCCL on CUDA): every process draws its own episodes, rank 0 validates,
-logs and writes checkpoints.
+equals that of an uninterrupted run. SIGINT (Ctrl-C) or SIGTERM stops a run at the end
+of its current step with ``last.pt`` written there (:class:`TrainingInterrupted`), so a
+stop loses no training; a second signal stops it at once, back to the last checkpoint.
+Under ``torchrun`` the run is data-parallel (DDP; gloo on CPU, NCCL on CUDA): every
+process draws its own episodes, rank 0 validates, logs and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import json
 import math
 import os
 from pathlib import Path
+import signal
 import sys
+import threading
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -69,6 +73,21 @@ class TrainingError(RuntimeError):
 
 class RunInUseError(TrainingError):
     """Another process is training in the run directory (two would corrupt its state)."""
+
+
+class TrainingInterrupted(Exception):
+    """A signal stopped the run; its state at that step is in ``last.pt``, to resume from."""
+
+    def __init__(self, signal_name: str, samples: int, out: Path) -> None:
+        super().__init__(f'{out}: stopped by {signal_name} at {samples:,} samples; last.pt '
+                         'holds that step, and the same command resumes from it')
+        self.signal_name = signal_name
+        self.samples = samples
+        self.out = out
+
+    def __reduce__(self) -> tuple:
+        """Pickle with its fields: ``dmn_results`` gets it from a worker process."""
+        return type(self), (self.signal_name, self.samples, self.out)
 
 
 @contextlib.contextmanager
@@ -284,6 +303,40 @@ def _all_agree(flag: bool, world_size: int) -> bool:
     return bool(value.item())
 
 
+class StopRequest:
+    """The signal that asked a run to stop, ``0`` until one did: a handler that records it."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signum:  # asked twice: stop now, as without this handler
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: tuple = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopRequest]:
+    """
+    Record ``signals`` in a :class:`StopRequest` instead of ending the process.
+
+    The training loop stops at the end of its step when one came. A signal ignored when
+    this starts (``nohup``, a shell's background job) stays ignored, and outside the main
+    thread, where Python cannot set handlers, nothing changes.
+    """
+    request = StopRequest()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in signals:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, request)
+    try:
+        yield request
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def typical_extent(dataset: Dataset, count: int = 200) -> List[float]:
     """Return the median extent of the first ``count`` environments (metres)."""
     extents = np.stack([dataset.environment(i).extent for i in range(min(count, len(dataset)))])
@@ -349,13 +402,14 @@ def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
 
     Raises :class:`RunInUseError` when another process trains in ``config.out``.
     """
-    if _distributed()[1] != 0:
-        return _train(config, progress)  # rank 0 holds the lock for all ranks
-    with run_lock(Path(config.out)):
-        return _train(config, progress)
+    with stop_on_signals() as stop:
+        if _distributed()[1] != 0:
+            return _train(config, progress, stop)  # rank 0 holds the lock for all ranks
+        with run_lock(Path(config.out)):
+            return _train(config, progress, stop)
 
 
-def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
+def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, Any]:
     if config.precision not in PRECISIONS:
         raise TrainingError(f'precision must be one of {PRECISIONS}, got {config.precision!r}')
     if config.memory_format not in MEMORY_FORMATS:
@@ -495,6 +549,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
                 writer.writeheader()
             writer.writerow({k: row.get(k, '') for k in LOG_FIELDS})
 
+    asked_to_stop = False
     while counters['samples'] < config.budget_samples and not counters['stopped_early']:
         batch = with_frame_change(to_tensors(sampler.sample(config.batch_size, rng),
                                              model.config, device), config.frame_shift, rng,
@@ -571,6 +626,9 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
         elif _all_agree(time.monotonic() - last_save > config.checkpoint_minutes * 60,
                         world_size):
             save('time')
+        if _all_agree(stop.signum != 0, world_size):
+            asked_to_stop = True
+            break  # last.pt is written below, at this step
     if bar is not None:
         bar.close()
     save('end')
@@ -581,4 +639,7 @@ def _train(config: TrainConfig, progress: bool) -> Dict[str, Any]:
 
         dist.barrier()
         dist.destroy_process_group()
+    if asked_to_stop:  # (on rank 0's signal; another rank may not have had one)
+        raise TrainingInterrupted(signal.Signals(stop.signum).name if stop.signum else
+                                  'a signal to rank 0', counters['samples'], out)
     return {**counters, 'lr': optimizer.param_groups[0]['lr'], 'out': str(out)}
