@@ -100,19 +100,25 @@ def test_a_run_directory_in_use_is_refused_and_free_again_after(tiny, tmp_path, 
     assert (run / 'last.pt').exists()
 
 
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny, tmp_path):
-    whole, parts = tmp_path / 'whole', tmp_path / 'parts'
-    assert train_main(train_args(tiny, whole, 640)) == 0
-    assert train_main(train_args(tiny, parts, 320)) == 0  # "interrupted" half way
-    assert train_main(train_args(tiny, parts, 640)) == 0  # the same command resumes
+def assert_same_run(whole, parts, samples):
+    """Assert that two runs ended at ``samples`` with equal weights and equal loss logs."""
     a = torch.load(whole / 'last.pt', weights_only=True)
     b = torch.load(parts / 'last.pt', weights_only=True)
-    assert a['counters']['samples'] == b['counters']['samples'] == 640
+    assert a['counters']['samples'] == b['counters']['samples'] == samples
     for key, tensor in a['model'].items():
         assert torch.equal(tensor, b['model'][key]), key
     losses_a = [r['train_loss'] for r in read_log(whole / 'log.csv') if r['train_loss']]
     losses_b = [r['train_loss'] for r in read_log(parts / 'log.csv') if r['train_loss']]
     assert losses_a == losses_b
+    return b
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny, tmp_path):
+    whole, parts = tmp_path / 'whole', tmp_path / 'parts'
+    assert train_main(train_args(tiny, whole, 640)) == 0
+    assert train_main(train_args(tiny, parts, 320)) == 0  # "interrupted" half way
+    assert train_main(train_args(tiny, parts, 640)) == 0  # the same command resumes
+    b = assert_same_run(whole, parts, 640)
     # the code and machine that trained it, once each however often it resumed
     from dmn_localization.learning.provenance import code_revision, machine
 
@@ -162,14 +168,7 @@ def test_a_signal_stops_training_at_its_step_and_the_run_resumes_exactly(tiny, t
     assert state['counters']['samples'] == 104 and not (parts / 'best.pt').exists()
     monkeypatch.setattr(trainer.EpisodeLoss, 'forward', forward)
     assert train_main(train_args(tiny, parts, 640)) == 0  # the same command resumes
-    a = torch.load(whole / 'last.pt', weights_only=True)
-    b = torch.load(parts / 'last.pt', weights_only=True)
-    assert a['counters']['samples'] == b['counters']['samples'] == 640
-    for key, tensor in a['model'].items():
-        assert torch.equal(tensor, b['model'][key]), key
-    losses_a = [r['train_loss'] for r in read_log(whole / 'log.csv') if r['train_loss']]
-    losses_b = [r['train_loss'] for r in read_log(parts / 'log.csv') if r['train_loss']]
-    assert losses_a == losses_b
+    assert_same_run(whole, parts, 640)
 
 
 def test_code_revision_is_git_describe_and_a_run_lists_each_once(tmp_path):

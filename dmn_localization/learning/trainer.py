@@ -36,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from dmn_localization.core.atomic_write import write_atomic
 from dmn_localization.core.checkpoint import (CheckpointError, load_checkpoint, samples_behind,
@@ -292,15 +292,15 @@ def validate(model: nn.Module, episodes: TensorEpisodes, global_episodes: Tensor
             'val_global_success': float(torch.cat(successes).float().mean())}
 
 
-def _all_agree(flag: bool, world_size: int) -> bool:
-    """Return rank 0's ``flag`` on every process (clocks differ between processes)."""
+def _all_agree(flags: Tuple[bool, ...], world_size: int) -> Tuple[bool, ...]:
+    """Return rank 0's ``flags`` on every process (clocks and signals differ between them)."""
     if world_size == 1:
-        return flag
+        return flags
     import torch.distributed as dist
 
-    value = torch.tensor([1 if flag else 0])
-    dist.broadcast(value, src=0)
-    return bool(value.item())
+    values = torch.tensor([1 if flag else 0 for flag in flags])
+    dist.broadcast(values, src=0)  # one message a step, whatever the number of flags
+    return tuple(bool(v) for v in values.tolist())
 
 
 class StopRequest:
@@ -570,6 +570,9 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
                  'train_loss': round(float(np.mean(running[-50:])), 6)})
         validate_now = counters['samples'] // config.val_every_samples != (
             counters['samples'] - per_step) // config.val_every_samples
+        save_due, asked_to_stop = _all_agree(
+            (time.monotonic() - last_save > config.checkpoint_minutes * 60, stop.signum != 0),
+            world_size)
         if validate_now or counters['samples'] >= config.budget_samples:
             metrics = validate(model, val_episodes, val_global, config.num_particles,
                                config.seed, uniform_share=config.uniform_share
@@ -623,11 +626,9 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
                               f'{after:.3g} (no improvement for '
                               f'{config.lr_decay_patience + 1} validations)')
             save('validation')
-        elif _all_agree(time.monotonic() - last_save > config.checkpoint_minutes * 60,
-                        world_size):
+        elif save_due:
             save('time')
-        if _all_agree(stop.signum != 0, world_size):
-            asked_to_stop = True
+        if asked_to_stop:
             break  # last.pt is written below, at this step
     if bar is not None:
         bar.close()
