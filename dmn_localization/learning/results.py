@@ -20,7 +20,6 @@ import argparse
 import csv
 import os
 from pathlib import Path
-import signal
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -411,7 +410,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             train_all(plan, jobs=a.jobs)
         except TrainingInterrupted as exc:  # its state saved: the same command goes on
             print(f'dmn_results: {exc}', file=sys.stderr)
-            return 128 + getattr(signal, exc.signal_name, signal.SIGTERM)
+            return exc.exit_code
     record_all(plan)
     results = evaluate_all(plan, fresh=a.fresh_eval)
     command = 'dmn_results ' + ' '.join(argv if argv is not None else sys.argv[1:])

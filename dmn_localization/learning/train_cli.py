@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 import os
-import signal
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -157,7 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         summary = train(config, progress=not a.quiet)
     except TrainingInterrupted as exc:
         print(f'dmn_train: {exc}', file=sys.stderr)
-        return 128 + getattr(signal, exc.signal_name, signal.SIGTERM)  # the shell's convention
+        return exc.exit_code
     except (TrainingError, DatasetError, ValueError) as exc:
         print(f'dmn_train: error: {exc}', file=sys.stderr)
         return 2

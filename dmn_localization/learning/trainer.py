@@ -85,6 +85,11 @@ class TrainingInterrupted(Exception):
         self.samples = samples
         self.out = out
 
+    @property
+    def exit_code(self) -> int:
+        """Return the shell's status of a process a signal ended: 128 plus its number."""
+        return 128 + int(getattr(signal, self.signal_name, signal.SIGTERM))
+
     def __reduce__(self) -> tuple:
         """Pickle with its fields: ``dmn_results`` gets it from a worker process."""
         return type(self), (self.signal_name, self.samples, self.out)
