@@ -54,10 +54,10 @@ class NodeProcess:
         """Return True while the process runs."""
         return self.proc.poll() is None
 
-    def stop(self, timeout=15.0):
-        """SIGINT (as Ctrl-C), then SIGKILL the whole group if it does not exit in time."""
+    def stop(self, timeout=15.0, sig=signal.SIGINT):
+        """Send ``sig`` (Ctrl-C's SIGINT), then SIGKILL the whole group if it does not exit."""
         if self.alive():
-            os.killpg(self.proc.pid, signal.SIGINT)
+            os.killpg(self.proc.pid, sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

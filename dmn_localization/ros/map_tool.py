@@ -61,9 +61,10 @@ def save_from_topic(topic: str, out: Path, timeout: float) -> ViewEmbeddingMap:
 def publish(path: Path, topic: str, dtype: str) -> None:
     """Publish the map file latched on ``topic`` until interrupted."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import SingleThreadedExecutor
 
     from dmn_localization.ros.map_conversion import map_to_msg
+    from dmn_localization.ros.spin import spin_until_shutdown
     from dmn_localization_interfaces.msg import ViewEmbeddingMap as MapMsg
     from geometry_msgs.msg import Pose
 
@@ -76,11 +77,14 @@ def publish(path: Path, topic: str, dtype: str) -> None:
     pub.publish(msg)
     node.get_logger().info(f'publishing {path} ({the_map.num_views} views, fingerprint '
                            f'{the_map.fingerprint}) on {pub.topic_name}')
+    executor = SingleThreadedExecutor()
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        executor.add_node(node)
+        spin_until_shutdown(executor)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C before the executor spins
     finally:
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
 

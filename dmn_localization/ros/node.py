@@ -33,6 +33,7 @@ from dmn_localization.ros.conversions import (InvalidRequestError, later_stamp, 
                                               stamp_seconds)
 from dmn_localization.ros.parameters import (declare_parameters, localizer_settings,
                                              NODE_NAME, read_parameters)
+from dmn_localization.ros.spin import spin_until_shutdown
 from dmn_localization.saved_pose import (default_path as default_saved_pose_path, save_pose,
                                          saved_pose_of, start_belief, StartPolicy)
 from dmn_localization_interfaces.msg import ViewEmbeddingMap as ViewEmbeddingMapMsg
@@ -42,7 +43,7 @@ from nav_msgs.msg import Odometry
 import numpy as np
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import (LifecycleNode, LifecyclePublisher, LifecycleState,
                              TransitionCallbackReturn)
 from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
@@ -591,11 +592,11 @@ def main(args: Optional[list] = None) -> None:
         node = DmnLocalizationNode()
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
-        executor.spin()
+        spin_until_shutdown(executor)
     except ConfigurationError:
         code = 1  # logged by on_configure, with the parameter named
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    except KeyboardInterrupt:
+        pass  # Ctrl-C before the executor spins
     finally:
         if node is not None:
             node.destroy_node()
