@@ -520,12 +520,14 @@ def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
     plan = ResultsPlan(Path('data'), tmp_path, 4_200_000, lr={'dmn-pf/rooms': 3e-4},
                        model_options={'dmn-pf': {'ego_value_dim': 32}}, frame_shift=0.5,
                        frame_turn=180.0, lr_decay_factor=0.3)
-    # the runs of a plan whose worlds move or whose rate decays are named for it, so
-    # they (and their records) are never taken for the table's runs in place
+    # the runs of a plan whose worlds move or whose rate decays are named for it, and
+    # for the options it gives an entry, so they (and their records) are never taken
+    # for the table's runs in place
     tag = '-shift0.5-turn180-decay0.3p2'
     by_hand = config_from_args(build_parser().parse_args([
         '--model', 'dmn-pf', '--train', 'data/rooms-train', '--val', 'data/rooms-val',
-        '--out', str(tmp_path / f'dmn-pf-rooms-lr0.0003{tag}-s1'), '--budget-samples',
+        '--out', str(tmp_path / f'dmn-pf-rooms-lr0.0003-ego_value_dim32{tag}-s1'),
+        '--budget-samples',
         '4200000', '--lr', '3e-4', '--val-every-samples', '100000', '--patience', '8',
         '--seed', '1', '--model-option', 'ego_value_dim=32', '--frame-shift', '0.5',
         '--frame-turn', '180', '--lr-decay-factor', '0.3', '--memory-format', 'contiguous']))
@@ -897,6 +899,78 @@ def test_moving_the_world_changes_nothing_for_dmn_but_image_pf(tiny):
                            atol=1e-4)
 
 
+def test_results_plan_with_a_finishing_stage_and_model_options(tiny, tmp_path, capsys):
+    from dmn_localization.learning.results import entry_options, plan_samples, train_all
+    from dmn_localization.learning.results_plan import finished, ResultsPlan, run_dir
+    from dmn_localization.learning.results_report import _schedule, progress_lines
+    from dmn_localization.learning.run_record import read_record
+
+    data = tmp_path / 'data'
+    data.mkdir()
+    for split in ('train', 'val'):
+        (data / f'rooms-{split}').symlink_to(tiny / split)
+    options = entry_options(['dmn-pf:attention_prior=2'])
+    assert options == {'dmn-pf': {'attention_prior': 2.0}}
+    plan = ResultsPlan(data, tmp_path / 'runs', 32, models=('dmn-pf',),
+                       seeds={'dmn-pf': (0,)}, domains=('rooms',), val_every_samples=16,
+                       val_episodes=8, lr_grid=(3e-3, 1e-4), search_samples=16,
+                       tie_margin=0.0, finish_samples=16, finish_lr_factor=0.5,
+                       model_options=options, records=tmp_path / 'records')
+    train_all(plan, progress=False)
+    chosen = plan.lr_of('dmn-pf', 'rooms')
+    other = next(rate for rate in plan.lr_grid if rate != chosen)
+    run, search_run = (run_dir(plan, 'dmn-pf', 'rooms', 0, rate) for rate in (chosen, other))
+    # named for the options and the stage: never taken for the table's runs
+    assert run.name == f'dmn-pf-rooms-lr{chosen:g}-attention_prior2-finish16x0.5-s0'
+    state = torch.load(run / 'last.pt', weights_only=True)
+    assert state['config']['model_options'] == {'attention_prior': 2.0}
+    counters = state['counters']
+    assert (counters['samples'], counters['stage'], counters['finish_start']) == (48, 1, 32)
+    assert state['optimizer']['param_groups'][0]['lr'] == pytest.approx(chosen * 0.5)
+    # the search compared the rates before any finishing stage
+    searched = torch.load(search_run / 'last.pt', weights_only=True)['counters']
+    assert (searched['samples'], searched['stage']) == (16, 0)
+    assert finished(plan, 'dmn-pf', 'rooms', 0)
+    assert plan_samples(plan) == (64, 64)  # 16 + 16 searched, 16 + 16 to the budget
+    record = read_record(plan.records, run)
+    assert record['finish_samples'] == 16 and record['counters']['stage'] == 1
+    rows = '\n'.join(progress_lines(plan))
+    assert f'| dmn-pf rooms s0 | {chosen:g} | 48 |' in rows and '| finished |' in rows
+    assert f'| dmn-pf rooms s0 | {other:g} | 16 |' in rows and '| search done |' in rows
+    assert 'then 16 samples from the best checkpoint at 0.5 of the rate' in _schedule(plan)
+    # a plan without the stage has not finished the run before it
+    assert not finished(ResultsPlan(data, tmp_path / 'runs', 48, lr={'dmn-pf/rooms': chosen},
+                                    model_options=options, finish_samples=32,
+                                    finish_lr_factor=0.5), 'dmn-pf', 'rooms', 0)
+    from dmn_localization.learning.results import main as results_main
+
+    for bad, message in ((['--finish-samples', '-1'], 'samples >= 0'),
+                         (['--finish-samples', '16', '--lr-decay-factor', '0.5'], 'choose one'),
+                         (['--model-option', 'dmn-pf:no_such_field=1'], 'config field'),
+                         (['--model-option', 'attention_prior=2'], 'ENTRY:FIELD=VALUE')):
+        with pytest.raises(SystemExit) as exit_:
+            results_main(['--runs', str(tmp_path / 'bad'), *bad])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / 'bad').exists()
+
+
+def test_a_run_is_at_rest_after_its_budget_and_its_finishing_stage():
+    from dmn_localization.learning.run_record import at_rest
+
+    def counters(samples, stage=0, finish_start=0, stopped_early=False):
+        return {'samples': samples, 'stage': stage, 'finish_start': finish_start,
+                'stopped_early': stopped_early}
+
+    assert at_rest(counters(100), 100) and not at_rest(counters(99), 100)
+    assert at_rest(counters(50, stopped_early=True), 100)
+    assert at_rest({'samples': 100, 'stopped_early': False}, 100)  # a run saved before stages
+    assert not at_rest(counters(100), 100, 30)  # its stage not begun
+    assert not at_rest(counters(50, stopped_early=True), 100, 30)
+    assert not at_rest(counters(120, 1, 100), 100, 30)
+    assert at_rest(counters(130, 1, 100), 100, 30)
+    assert at_rest(counters(80, 1, 50, stopped_early=True), 100, 30)  # stopped early twice
+
+
 def test_results_say_how_the_worlds_sit_and_how_the_rate_changes(tmp_path, capsys):
     from dmn_localization.learning.results_plan import ResultsPlan
     from dmn_localization.learning.results_report import _frame_change
@@ -1219,6 +1293,79 @@ def test_learning_rate_decays_on_plateau_and_resumes_exactly(tiny, tmp_path, cap
                 ['--lr-decay-patience', '-1']):
         assert train_main(train_args(tiny, tmp_path / 'bad', 16, bad)) == 2
         assert 'learning-rate decay' in capsys.readouterr().err
+    assert not (tmp_path / 'bad' / 'last.pt').exists()
+
+
+def test_a_finishing_stage_goes_back_to_the_best_weights_at_a_lower_rate(tmp_path):
+    from dmn_localization.core.checkpoint import save_checkpoint
+    from dmn_localization.core.models import build_model, config_for
+    from dmn_localization.learning.trainer import _begin_finish, TrainConfig, TrainingError
+
+    torch.manual_seed(0)
+    best = build_model(config_for('vector-regression'))
+    save_checkpoint(tmp_path / 'best.pt', best, [0.0, 0.0, 4.0, 4.0], {'samples': 320})
+    torch.manual_seed(1)
+    model = build_model(config_for('vector-regression'))  # the weights at the budget's end
+    assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), best.parameters()))
+    counters = {'samples': 640, 'stopped_early': True, 'bad_validations': 5, 'stage': 0,
+                'finish_start': 0}
+    config = TrainConfig('vector-regression', '', '', str(tmp_path), lr=3e-4,
+                         finish_samples=300, finish_lr_factor=0.5)
+    optimizer = _begin_finish(model, tmp_path, config, counters, 1)
+    for key, tensor in best.state_dict().items():
+        assert torch.equal(model.state_dict()[key], tensor), key
+    assert counters == {'samples': 640, 'stopped_early': False, 'bad_validations': 0,
+                        'stage': 1, 'finish_start': 640, 'finish_lr_factor': 0.5}
+    assert optimizer.param_groups[0]['lr'] == pytest.approx(1.5e-4)
+    assert not optimizer.state  # a fresh Adam: no moments
+    assert {id(p) for p in optimizer.param_groups[0]['params']} == {
+        id(p) for p in model.parameters()}
+    (tmp_path / 'best.pt').unlink()
+    with pytest.raises(TrainingError, match='no best.pt'):
+        _begin_finish(model, tmp_path, config, dict(counters, stage=0), 1)
+
+
+def test_a_finishing_stage_follows_the_budget_and_resumes_exactly(tiny, tmp_path, capsys):
+    finish = ['--finish-samples', '320', '--finish-lr-factor', '0.5']
+    whole = tmp_path / 'whole'
+    assert train_main(train_args(tiny, whole, 640, finish)) == 0
+    state = torch.load(whole / 'last.pt', weights_only=True)
+    counters = state['counters']
+    assert (counters['samples'], counters['stage'], counters['finish_start']) == (960, 1, 640)
+    assert state['optimizer']['param_groups'][0]['lr'] == pytest.approx(1.5e-3)
+    out = capsys.readouterr().out
+    assert 'learning rate now 0.0015' in out
+    validated = [int(r['samples']) for r in read_log(whole / 'log.csv') if r['val_loss']]
+    assert validated == [400, 640, 800, 960]  # the grid, and each stage's end
+    meta = load_checkpoint(whole / 'best.pt').metadata
+    assert (meta['finish_samples'], meta['finish_lr_factor']) == (320, 0.5)
+    assert meta['stage'] == (1 if meta['samples'] > 640 else 0)
+    from dmn_localization.learning.model_card import _rate_text
+
+    assert _rate_text(meta).startswith('learning rate 0.003, then 320 samples from the best '
+                                       'checkpoint at 0.5 of the rate, with a fresh Adam (this '
+                                       'checkpoint is from ')
+    # a run that spent its budget without one is given one: the same run
+    parts = tmp_path / 'parts'
+    assert train_main(train_args(tiny, parts, 640)) == 0
+    assert torch.load(parts / 'last.pt', weights_only=True)['counters']['stage'] == 0
+    assert train_main(train_args(tiny, parts, 640, ['--finish-samples', '160', *finish[2:]])) == 0
+    assert train_main(train_args(tiny, parts, 640, finish)) == 0  # and it grows on resume
+    resumed = assert_same_run(whole, parts, 960)['optimizer']
+    assert resumed['param_groups'] == state['optimizer']['param_groups']
+    for key, moments in state['optimizer']['state'].items():  # Adam's, from the stage's start
+        for name, value in moments.items():
+            assert torch.equal(torch.as_tensor(value),
+                               torch.as_tensor(resumed['state'][key][name]))
+    # once the stage has begun its rate is fixed
+    assert train_main(train_args(tiny, parts, 640, ['--finish-samples', '480'])) == 2
+    assert 'in its finishing stage at 0.5 of the rate, not 0.333' in capsys.readouterr().err
+    # settings that make no sense are refused before the run is touched
+    for bad, message in ((['--finish-samples', '-1'], 'samples >= 0'),
+                         (['--finish-lr-factor', '0'], 'factor must be in'),
+                         (finish + ['--lr-decay-factor', '0.5'], 'choose one')):
+        assert train_main(train_args(tiny, tmp_path / 'bad', 16, bad)) == 2
+        assert message in capsys.readouterr().err
     assert not (tmp_path / 'bad' / 'last.pt').exists()
 
 

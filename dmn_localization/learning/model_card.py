@@ -26,7 +26,7 @@ from dmn_localization.core.configs import InputConfig
 from dmn_localization.core.models import count_parameters
 from dmn_localization.data.dataset import Dataset, generate, GenerationSpec
 from dmn_localization.learning.evaluation import evaluate, fixed_episodes, PROTOCOLS, run_model
-from dmn_localization.learning.trainer import schedule_text
+from dmn_localization.learning.trainer import finish_text, schedule_text
 import torch
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / 'models'
@@ -71,8 +71,13 @@ def _training_options(options: Dict[str, Any], frame_shift: float,
 
 
 def _rate_text(meta: Dict[str, Any]) -> str:
-    """Say the run's learning rate, and its schedule when it decayed on plateau."""
+    """Say the run's learning rate, and its schedule when it decayed or had a finishing stage."""
     text = f'learning rate {meta.get("lr")}'
+    if meta.get('finish_samples'):
+        stage = ('from that stage' if meta.get('stage') else
+                 'from before it: the stage found no lower validation loss')
+        text = (f'{text}, {finish_text(meta["finish_samples"], meta["finish_lr_factor"])} '
+                f'(this checkpoint is {stage})')
     factor = meta.get('lr_decay_factor', 1.0)
     if factor == 1.0:
         return text

@@ -32,12 +32,13 @@ from dmn_localization.learning.evaluation import evaluate
 from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENTRIES,
                                                     finished, LR_GRID, ResultsPlan, run_dir,
                                                     run_state, Search, SEARCH_SAMPLES,
-                                                    STRICT, TIE_MARGIN)
+                                                    STRICT, TIE_MARGIN, VARIANTS)
 from dmn_localization.learning.results_report import progress_lines, write_results
 from dmn_localization.learning.run_record import read_record, write_record
-from dmn_localization.learning.trainer import (check_lr_decay, MEMORY_FORMATS, RunInUseError,
-                                               train, TrainConfig, TrainingError,
-                                               TrainingInterrupted)
+from dmn_localization.learning.train_cli import parse_model_options
+from dmn_localization.learning.trainer import (check_finish, check_lr_decay, MEMORY_FORMATS,
+                                               RunInUseError, train, TrainConfig,
+                                               TrainingError, TrainingInterrupted)
 import torch
 
 
@@ -169,9 +170,11 @@ def plan_samples(plan: ResultsPlan) -> Tuple[int, int]:
     Read from the runs' logs (a run stopped early never reaches its planned samples).
     Seed 0 of a searched model trains each rate as far as the search compares it
     (``search_samples``, further for a tie; as it stands now), and the chosen run the
-    rest of the budget; every other run the budget.
+    rest of the budget; every other run the budget. Every run's finishing stage, if the
+    plan has one, counts in full (one stopped early ends short of it).
     """
     trained = planned = 0
+    full = plan.budget_samples + plan.finish_samples
     searches: Dict[Tuple[str, str], Search] = {}  # a search reads every search run
     for model, domain, seed in plan.schedule():
         if (model, domain) not in searches:
@@ -181,16 +184,16 @@ def plan_samples(plan: ResultsPlan) -> Tuple[int, int]:
             else search.chosen
         if seed == 0 and plan.searched(model, domain):
             # the winner, still unknown, will train from its horizon to the budget
-            planned += sum(search.reached.values()) + plan.budget_samples - search.horizon
+            planned += sum(search.reached.values()) + full - search.horizon
             for rate, reached in search.reached.items():
-                cap = plan.budget_samples if rate == chosen else reached
+                cap = full if rate == chosen else reached
                 trained += min(_logged_samples(run_dir(plan, model, domain, 0, rate),
                                                plan.records), cap)
             continue
-        planned += plan.budget_samples
+        planned += full
         if chosen is not None:
             trained += min(_logged_samples(run_dir(plan, model, domain, seed, chosen),
-                                           plan.records), plan.budget_samples)
+                                           plan.records), full)
     return trained, planned
 
 
@@ -320,6 +323,23 @@ def record_all(plan: ResultsPlan) -> List[Path]:
     return [path for path in written if path is not None]
 
 
+def entry_options(items: List[str]) -> Dict[str, Dict[str, Any]]:
+    """
+    Turn ``['dmn-pf:attention_prior=2']`` into ``{'dmn-pf': {'attention_prior': 2}}``.
+
+    Raises ValueError for an unknown entry or a field its model does not have.
+    """
+    grouped: Dict[str, List[str]] = {}
+    for item in items:
+        entry, sep, option = item.partition(':')
+        if not sep or entry not in ENTRIES:
+            raise ValueError(f'--model-option {item!r}: expected ENTRY:FIELD=VALUE with an '
+                             f'entry of {list(ENTRIES)}')
+        grouped.setdefault(entry, []).append(option)
+    return {entry: parse_model_options(VARIANTS.get(entry, (entry, {}))[0], options)
+            for entry, options in grouped.items()}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point of ``dmn_results``."""
     p = argparse.ArgumentParser(prog='dmn_results', description=__doc__.split('\n\n')[0])
@@ -347,6 +367,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                    'protocol); the runs are named for it')
     p.add_argument('--lr-decay-patience', type=int, default=TrainConfig.lr_decay_patience,
                    metavar='N', help='dmn_train --lr-decay-patience of every run')
+    p.add_argument('--finish-samples', type=int, default=TrainConfig.finish_samples,
+                   metavar='N', help='every run, after its budget, trains N samples more from '
+                   'its best checkpoint with a fresh Adam at its rate times --finish-lr-factor '
+                   "(dmn_train --finish-samples; 0: none, the paper's protocol); the runs are "
+                   'named for it')
+    p.add_argument('--finish-lr-factor', type=float, default=TrainConfig.finish_lr_factor,
+                   metavar='F', help='dmn_train --finish-lr-factor of every run')
+    p.add_argument('--model-option', action='append', default=[],
+                   metavar='ENTRY:FIELD=VALUE', help='a model config field of one entry, e.g. '
+                   'dmn-pf:attention_prior=2 (dmn_train --model-option; repeatable); its runs '
+                   'are named for it')
     p.add_argument('--jobs', type=int, default=1,
                    help='runs trained at a time, each in its own process with its share of '
                    'the cores (2 on a 2-core machine: one core each)')
@@ -382,7 +413,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f'--jobs must be at least 1, got {a.jobs}')
     try:
         check_lr_decay(a.lr_decay_factor, a.lr_decay_patience)
-    except TrainingError as exc:
+        check_finish(TrainConfig('dmn-pf', '', '', '', lr_decay_factor=a.lr_decay_factor,
+                                 finish_samples=a.finish_samples,
+                                 finish_lr_factor=a.finish_lr_factor))
+        model_options = entry_options(a.model_option)
+    except (TrainingError, ValueError) as exc:
         p.error(str(exc))
     if min(a.lr_grid) <= 0 or len(set(a.lr_grid)) != len(a.lr_grid):
         p.error(f'--lr-grid needs distinct positive rates, got {a.lr_grid}')
@@ -399,6 +434,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
                        lr_decay_factor=a.lr_decay_factor,
                        lr_decay_patience=a.lr_decay_patience, lr_grid=tuple(a.lr_grid),
+                       finish_samples=a.finish_samples, finish_lr_factor=a.finish_lr_factor,
+                       model_options=model_options,
                        search_samples=a.search_samples, tie_margin=a.tie_margin,
                        memory_format=a.memory_format, records=a.records)
     if a.status:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dmn_localization.core.models import LEARNED_MODELS
-from dmn_localization.learning.run_record import Curve, read_curve, read_record
+from dmn_localization.learning.run_record import at_rest, Curve, read_curve, read_record
 from dmn_localization.learning.trainer import load_state, TrainConfig
 
 #: The paper's Table 1: model -> (rooms sequential, mazes sequential, rooms one-step,
@@ -126,6 +126,11 @@ class ResultsPlan:
     #: a factor of 1, the default, is a constant rate, the paper's protocol)
     lr_decay_factor: float = TrainConfig.lr_decay_factor
     lr_decay_patience: int = TrainConfig.lr_decay_patience
+    #: a finishing stage for every run after the budget (``dmn_train --finish-samples``,
+    #: ``--finish-lr-factor``; 0 samples, the default, is the paper's protocol); the
+    #: learning-rate search compares rates before it
+    finish_samples: int = TrainConfig.finish_samples
+    finish_lr_factor: float = TrainConfig.finish_lr_factor
     #: the learning-rate search: rates, and samples of each seed-0 run at each rate
     lr_grid: Sequence[float] = LR_GRID
     search_samples: int = SEARCH_SAMPLES
@@ -144,9 +149,9 @@ class ResultsPlan:
         """
         Return what sets this plan's run names apart from those of the table in place.
 
-        Empty for worlds in place at a constant rate; else ``-shiftS``, ``-turnD`` and
-        ``-decayFpN`` for what differs, so a plan's runs, and their records, are never
-        taken for runs of another plan.
+        Empty for worlds in place at a constant rate; else ``-shiftS``, ``-turnD``,
+        ``-decayFpN`` and ``-finishNxF`` for what differs, so a plan's runs, and their
+        records, are never taken for runs of another plan.
         """
         parts = []
         if self.frame_shift:
@@ -155,6 +160,8 @@ class ResultsPlan:
             parts.append(f'-turn{self.frame_turn:g}')
         if self.lr_decay_factor != 1.0:
             parts.append(f'-decay{self.lr_decay_factor:g}p{self.lr_decay_patience}')
+        if self.finish_samples:
+            parts.append(f'-finish{self.finish_samples}x{self.finish_lr_factor:.3g}')
         return ''.join(parts)
 
     def seeds_of(self, model: str, domain: str) -> Sequence[int]:
@@ -243,11 +250,13 @@ class ResultsPlan:
         Return the training run of entry ``model`` on ``domain`` with ``seed``.
 
         ``lr`` defaults to :meth:`lr_of` (an error while the search is unfinished),
-        ``budget_samples`` to the plan's budget. A run trained by hand with ``dmn_train``
-        and the same fields (``--out`` the run directory) is adopted by ``make results``:
-        it resumes, or is done.
+        ``budget_samples`` to the plan's budget; a search run (given a budget) has no
+        finishing stage. A run trained by hand with ``dmn_train`` and the same fields
+        (``--out`` the run directory) is adopted by ``make results``: it resumes, or is
+        done.
         """
         rate = self.rate(model, domain, lr)
+        search_run = budget_samples is not None
         name, options = VARIANTS.get(model, (model, {}))
         return TrainConfig(
             name, str(self.data / f'{domain}-train'), str(self.data / f'{domain}-val'),
@@ -258,7 +267,8 @@ class ResultsPlan:
             model_options={**options, **self.model_options.get(model, {})},
             frame_shift=self.frame_shift, frame_turn=self.frame_turn,
             lr_decay_factor=self.lr_decay_factor, lr_decay_patience=self.lr_decay_patience,
-            memory_format=self.memory_format)
+            finish_samples=0 if search_run else self.finish_samples,
+            finish_lr_factor=self.finish_lr_factor, memory_format=self.memory_format)
 
     def runs_with_rates(self) -> List[Tuple[str, str, int, Optional[float]]]:
         """
@@ -289,11 +299,23 @@ class ResultsPlan:
         return sorted(runs, key=lambda run: run[2] > 0 and run[0] in VARIANTS)
 
 
+def options_tag(options: Dict[str, Any]) -> str:
+    """Return ``-attention_prior2`` for ``{'attention_prior': 2}``: a run name's part."""
+    return ''.join(f'-{key}{str(value).lower() if isinstance(value, bool) else f"{value:g}"}'
+                   for key, value in sorted(options.items()))
+
+
 def run_dir(plan: ResultsPlan, model: str, domain: str, seed: int,
             lr: Optional[float] = None) -> Path:
-    """Return the directory of one training run (at the plan's rate unless ``lr``)."""
+    """
+    Return the directory of one training run (at the plan's rate unless ``lr``).
+
+    Named for the model options the plan gives the entry, so a run with them is never
+    taken for one without (the trainer would refuse it).
+    """
     rate = plan.rate(model, domain, lr)
-    return plan.runs / f'{model}-{domain}-lr{rate:g}{plan.run_suffix()}-s{seed}'
+    tag = options_tag(plan.model_options.get(model, {}))
+    return plan.runs / f'{model}-{domain}-lr{rate:g}{tag}{plan.run_suffix()}-s{seed}'
 
 
 def run_state(run: Path, records: Optional[Path] = None) -> Optional[Dict[str, Any]]:
@@ -317,8 +339,7 @@ def finished(plan: ResultsPlan, model: str, domain: str, seed: int) -> bool:
     if plan.lr_of(model, domain) is None:
         return False
     state = run_state(run_dir(plan, model, domain, seed), plan.records)
-    return state is not None and (state['samples'] >= plan.budget_samples
-                                  or bool(state['stopped_early']))
+    return state is not None and at_rest(state, plan.budget_samples, plan.finish_samples)
 
 
 def learning_curve(run: Path, records: Optional[Path] = None) -> Curve:

@@ -20,7 +20,8 @@ from dmn_localization.learning.results_plan import (DOMAINS, finished, LABELS,
                                                     PLATEAU_GAIN, PLATEAU_WINDOW,
                                                     recent_gain, ResultsPlan, run_dir,
                                                     run_state, STRICT, VARIANTS)
-from dmn_localization.learning.trainer import MEMORY_FORMATS, schedule_text
+from dmn_localization.learning.run_record import at_rest
+from dmn_localization.learning.trainer import finish_text, MEMORY_FORMATS, schedule_text
 from dmn_localization.results_md import write_section
 import numpy as np
 import torch
@@ -146,6 +147,10 @@ def _rate(rate: Optional[float]) -> str:
 def _schedule(plan: ResultsPlan) -> str:
     """Say how the learning rate of every run changes while it trains."""
     text = schedule_text(plan.lr_decay_factor, plan.lr_decay_patience)
+    if plan.finish_samples:
+        return (f'{text}; {finish_text(plan.finish_samples, plan.finish_lr_factor)}, the same '
+                'for every model (`--finish-samples`, `--finish-lr-factor`; the search compares '
+                'rates before it).')
     if plan.lr_decay_factor == 1.0:
         return text + '.'
     return text + ', the same for every model (`--lr-decay-factor`, `--lr-decay-patience`).'
@@ -236,14 +241,19 @@ def _run_row(plan: ResultsPlan, model: str, domain: str, seed: int, rate: Option
     if state is None:
         return head + ' 0 | – | – | ' + ('no checkpoint yet' if run.exists() else
                                          'not begun') + ' | – |'
-    budget = plan.budget_samples if rate == chosen or not plan.searched(model, domain) \
-        else plan.search(model, domain).reached.get(rate, plan.search_samples)
-    if state['stopped_early']:
-        how = 'stopped early'
-    elif state['samples'] < budget:
-        how = 'in progress' if rate == chosen or chosen is None else 'in progress (search)'
+    full = rate == chosen or not plan.searched(model, domain)
+    if full:
+        over = at_rest(state, plan.budget_samples, plan.finish_samples)
     else:
-        how = 'finished' if budget == plan.budget_samples else 'search done'
+        over = at_rest(state, plan.search(model, domain).reached.get(rate, plan.search_samples))
+    if not over:
+        how = 'in progress' if full or chosen is None else 'in progress (search)'
+        if state.get('stage'):
+            how += ' (finishing stage)'
+    elif state['stopped_early']:
+        how = 'stopped early'
+    else:
+        how = 'finished' if full else 'search done'
     if not (run / 'last.pt').exists():
         how += ' (record)'  # its directory is gone: read from plan.records
     return (head + f' {state["samples"]:,} | {state["best_val_loss"]:.4f} | '
@@ -350,7 +360,9 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
     layouts, machines = _counts(plan)
     lines += ['', '## Protocol and budget', '',
               f'- Training budget: {plan.budget_samples:,} samples for every learned model '
-              '(single-step tracking episodes, Nc=4, K=32, Adam, batch 16), validation every '
+              + (f'and a finishing stage of {plan.finish_samples:,} (below) '
+                 if plan.finish_samples else '')
+              + '(single-step tracking episodes, Nc=4, K=32, Adam, batch 16), validation every '
               f'{plan.val_every_samples:,} samples, early stop after {plan.patience} '
               'validations without a lower loss, best checkpoint evaluated.',
               '- Learning rates: chosen per model and domain by the search below; '

@@ -57,9 +57,19 @@ def read_curve(run: Path) -> Curve:
                 for r in csv.DictReader(f) if r['val_global_success']]
 
 
-def at_rest(counters: Dict[str, Any], budget_samples: int) -> bool:
-    """Return whether a run with ``counters`` has spent ``budget_samples`` or stopped early."""
-    return counters['samples'] >= budget_samples or bool(counters['stopped_early'])
+def at_rest(counters: Dict[str, Any], budget_samples: int, finish_samples: int = 0) -> bool:
+    """
+    Return whether a run with ``counters`` is over: its ``best.pt`` is final.
+
+    It has spent ``budget_samples`` or stopped early, and then, with ``finish_samples``,
+    also spent those or stopped early in its finishing stage (``dmn_train
+    --finish-samples``).
+    """
+    if not finish_samples:
+        return counters['samples'] >= budget_samples or bool(counters['stopped_early'])
+    return counters.get('stage', 0) == 1 and (
+        counters['samples'] >= counters['finish_start'] + finish_samples
+        or bool(counters['stopped_early']))
 
 
 def write_record(run: Path, records: Path) -> Optional[Path]:
@@ -67,16 +77,17 @@ def write_record(run: Path, records: Path) -> Optional[Path]:
     Record run directory ``run`` in ``records`` if it is at rest; return the record's path.
 
     None (nothing written) while the run has no saved state or is still short of the
-    budget in its ``config.json``. The test results (``test-eval.json``) go in when the
-    run has them. The file is replaced atomically.
+    budget, or of the finishing stage, in its ``config.json``. The test results
+    (``test-eval.json``) go in when the run has them. The file is replaced atomically.
     """
     run = Path(run)
     state = load_state(run)
     if state is None or not (run / 'config.json').exists():
         return None
-    budget = int(json.loads((run / 'config.json').read_text())['budget_samples'])
+    config = json.loads((run / 'config.json').read_text())
+    budget = int(config['budget_samples'])
     counters = dict(state['counters'])
-    if not at_rest(counters, budget):
+    if not at_rest(counters, budget, int(config.get('finish_samples', 0))):
         return None
     test_eval = None
     if (run / 'test-eval.json').exists():
@@ -88,6 +99,7 @@ def write_record(run: Path, records: Path) -> Optional[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_json(path, {
         'version': RECORD_VERSION, 'run': run.name, 'budget_samples': budget,
+        'finish_samples': int(config.get('finish_samples', 0)),
         'config': state['config'], 'counters': counters,
         'memory_format': state.get('memory_format'),
         'code_revisions': state.get('code_revisions'), 'machines': state.get('machines'),

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--lr-decay-patience', type=int, default=defaults.lr_decay_patience,
                    metavar='N', help='validations without improvement before the rate drops '
                    'at the next (with --lr-decay-factor below 1)')
+    p.add_argument('--finish-samples', type=int, default=defaults.finish_samples, metavar='N',
+                   help='after the budget (or an early stop), train N samples more from the '
+                   'best checkpoint with a fresh Adam at the rate times --finish-lr-factor '
+                   "(0: no finishing stage, the paper's protocol)")
+    p.add_argument('--finish-lr-factor', type=float, default=defaults.finish_lr_factor,
+                   metavar='F', help='learning rate of the finishing stage as a share of '
+                   '--lr (default one third: 3e-4 -> 1e-4)')
     p.add_argument('--checkpoint-minutes', type=float, default=defaults.checkpoint_minutes)
     p.add_argument('--seed', type=int, default=defaults.seed)
     p.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
@@ -137,6 +144,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        a.contexts, a.particles, a.val_every_samples, a.val_episodes,
                        patience=a.patience, lr_decay_factor=a.lr_decay_factor,
                        lr_decay_patience=a.lr_decay_patience,
+                       finish_samples=a.finish_samples, finish_lr_factor=a.finish_lr_factor,
                        checkpoint_minutes=a.checkpoint_minutes,
                        seed=a.seed, device=a.device, uniform_share=a.uniform_share,
                        nce_weight=a.nce_weight, model_options=options, init_from=a.init_from,

@@ -12,7 +12,10 @@ A run lives in one directory::
 
 With ``lr_decay_factor`` below 1 the learning rate drops by that factor when the
 validation loss stops improving (PyTorch's ``ReduceLROnPlateau``, its state saved with
-the rest); at 1, the default, it is constant, the paper's protocol.
+the rest); at 1, the default, it is constant, the paper's protocol. With
+``finish_samples``, a finishing stage follows the budget (or an early stop): the run
+goes back to ``best.pt``, starts a fresh Adam at ``lr * finish_lr_factor`` and trains
+that many samples more, with early stopping counted afresh (see :class:`TrainConfig`).
 
 Running the same command again resumes exactly where ``last.pt`` left off; the result
 equals that of an uninterrupted run. SIGINT (Ctrl-C) or SIGTERM stops a run at the end
@@ -147,6 +150,14 @@ class TrainConfig:
     #: validations without improvement tolerated before the rate drops (the drop comes at
     #: the next; counted afresh after each drop)
     lr_decay_patience: int = 2
+    #: samples of a finishing stage after ``budget_samples`` (or an early stop): from the
+    #: weights of ``best.pt``, a fresh Adam at ``lr * finish_lr_factor``, early stopping
+    #: counted afresh; ``best.pt`` stays the lowest validation loss of both stages. 0: no
+    #: such stage (the paper's protocol). Like the budget it may grow on resume, and a run
+    #: that has spent its budget without one may be given one; its rate is fixed once the
+    #: stage has begun.
+    finish_samples: int = 0
+    finish_lr_factor: float = 1.0 / 3.0
     checkpoint_minutes: float = 10.0
     seed: int = 0
     device: str = 'auto'
@@ -177,7 +188,8 @@ class TrainConfig:
     def identity(self) -> Dict[str, Any]:
         """Return the fields a resumed run must share with the saved one."""
         data = asdict(self)
-        for key in ('budget_samples', 'checkpoint_minutes', 'device', 'out', 'memory_format'):
+        for key in ('budget_samples', 'finish_samples', 'finish_lr_factor', 'checkpoint_minutes',
+                    'device', 'out', 'memory_format'):
             data.pop(key)
         return data
 
@@ -239,6 +251,24 @@ def check_lr_decay(factor: float, patience: int) -> None:
         raise TrainingError(f'the learning-rate decay factor must be in (0, 1], got {factor}')
     if patience < 0:
         raise TrainingError(f'the learning-rate decay patience must be >= 0, got {patience}')
+
+
+def check_finish(config: TrainConfig) -> None:
+    """Raise TrainingError for a finishing stage that cannot run as :class:`TrainConfig` says."""
+    if config.finish_samples < 0:
+        raise TrainingError(f'the finishing stage needs samples >= 0, got {config.finish_samples}')
+    if not 0.0 < config.finish_lr_factor <= 1.0:
+        raise TrainingError('the finishing learning-rate factor must be in (0, 1], got '
+                            f'{config.finish_lr_factor}')
+    if config.finish_samples and config.lr_decay_factor != 1.0:
+        raise TrainingError('a finishing stage and a decay on plateau are two schedules: '
+                            'choose one (--finish-samples or --lr-decay-factor)')
+
+
+def finish_text(samples: int, factor: float) -> str:
+    """Say the finishing stage of ``--finish-samples``/``--finish-lr-factor`` in words."""
+    return (f'then {samples:,} samples from the best checkpoint at {factor:.3g} of the rate, '
+            'with a fresh Adam')
 
 
 def schedule_text(factor: float, patience: int) -> str:
@@ -401,6 +431,29 @@ def load_state(out: Path, device: Any = 'cpu') -> Optional[Dict[str, Any]]:
     return torch.load(io.BytesIO(path.read_bytes()), map_location=device, weights_only=True)
 
 
+def _begin_finish(model: nn.Module, out: Path, config: TrainConfig, counters: Dict[str, Any],
+                  world_size: int) -> torch.optim.Optimizer:
+    """
+    Turn a run that has spent its budget into its finishing stage; return its optimizer.
+
+    The weights go back to those of ``best.pt`` (every process reads the file rank 0
+    wrote), the counters start stage 1 with early stopping afresh, and the returned
+    Adam starts at ``lr * finish_lr_factor`` with no moments.
+    """
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # best.pt is written
+    path = out / 'best.pt'
+    if not path.exists():
+        raise TrainingError(f'{out}: no best.pt to finish from (no validation had a finite '
+                            'loss)')
+    model.load_state_dict(load_checkpoint(path).model.state_dict())
+    counters.update(stage=1, finish_start=counters['samples'], stopped_early=False,
+                    bad_validations=0, finish_lr_factor=config.finish_lr_factor)
+    return torch.optim.Adam(model.parameters(), lr=config.lr * config.finish_lr_factor)
+
+
 def train(config: TrainConfig, progress: bool = True) -> Dict[str, Any]:
     """
     Train (or resume) the run ``config``; return a summary of its state at the end.
@@ -422,6 +475,7 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
                             f'{config.memory_format!r}')
     check_frame_change(config.frame_shift, config.frame_turn)  # before the run is touched
     check_lr_decay(config.lr_decay_factor, config.lr_decay_patience)
+    check_finish(config)
     world_size, rank = _distributed()
     device = resolve_device(config.device)
     owns_group = False
@@ -461,8 +515,10 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
     scheduler = plateau_scheduler(optimizer, config)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, rank]))
     generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + rank)
+    # stage 0: the budget; 1: the finishing stage, begun at finish_start samples
     counters = {'step': 0, 'samples': 0, 'best_val_loss': math.inf, 'bad_validations': 0,
-                'elapsed_s': 0.0, 'stopped_early': False, 'init_samples': 0}
+                'elapsed_s': 0.0, 'stopped_early': False, 'init_samples': 0, 'stage': 0,
+                'finish_start': 0, 'finish_lr_factor': 0.0}
     running: List[float] = []  # recent training losses (the logged running mean)
     if state is not None:
         # fields added since the run started take their defaults (the behaviour it had)
@@ -483,6 +539,10 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
         torch.set_rng_state(state['torch_rng'])
         counters.update(state['counters'])
         running = list(state['recent_losses'])
+        if counters['stage'] == 1 and counters['finish_lr_factor'] != config.finish_lr_factor:
+            raise TrainingError(f'{out} is in its finishing stage at '
+                                f'{counters["finish_lr_factor"]:g} of the rate, not '
+                                f'{config.finish_lr_factor:g}; use another --out')
     elif config.init_from:
         # every sample behind those weights: a chain of runs adds up
         initial = _load_initial_weights(model, config.init_from)
@@ -514,8 +574,8 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
     if progress and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.budget_samples, initial=min(counters['samples'],
-                                                            config.budget_samples),
+        total = config.budget_samples + config.finish_samples
+        bar = tqdm(total=total, initial=min(counters['samples'], total),
                    unit='sample', desc=config.model, smoothing=0.05, mininterval=5.0)
     started = time.monotonic() - counters['elapsed_s']
     last_save = time.monotonic()
@@ -554,8 +614,24 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
                 writer.writeheader()
             writer.writerow({k: row.get(k, '') for k in LOG_FIELDS})
 
+    def stage_end() -> int:
+        if counters['stage'] == 0:
+            return config.budget_samples
+        return counters['finish_start'] + config.finish_samples
+
     asked_to_stop = False
-    while counters['samples'] < config.budget_samples and not counters['stopped_early']:
+    while True:
+        if counters['samples'] >= stage_end() or counters['stopped_early']:
+            if counters['stage'] == 1 or not config.finish_samples:
+                break
+            optimizer = _begin_finish(model, out, config, counters, world_size)
+            if bar is not None:
+                bar.write(f'samples {counters["samples"]:,}: finishing from best.pt (val loss '
+                          f'{counters["best_val_loss"]:.4f}) at learning rate '
+                          f'{optimizer.param_groups[0]["lr"]:.3g} for '
+                          f'{config.finish_samples:,} samples')
+            save('finish')
+            continue
         batch = with_frame_change(to_tensors(sampler.sample(config.batch_size, rng),
                                              model.config, device), config.frame_shift, rng,
                                   config.frame_turn)
@@ -578,7 +654,7 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
         save_due, asked_to_stop = _all_agree(
             (time.monotonic() - last_save > config.checkpoint_minutes * 60, stop.signum != 0),
             world_size)
-        if validate_now or counters['samples'] >= config.budget_samples:
+        if validate_now or counters['samples'] >= stage_end():
             metrics = validate(model, val_episodes, val_global, config.num_particles,
                                config.seed, uniform_share=config.uniform_share
                                ) if rank == 0 else {}
@@ -603,6 +679,9 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
                         'lr': config.lr, 'lr_now': optimizer.param_groups[0]['lr'],
                         'lr_decay_factor': config.lr_decay_factor,
                         'lr_decay_patience': config.lr_decay_patience,
+                        'finish_samples': config.finish_samples,
+                        'finish_lr_factor': config.finish_lr_factor,
+                        'stage': counters['stage'],
                         'batch_size': config.batch_size,
                         'num_contexts': config.num_contexts,
                         'num_particles': config.num_particles,
