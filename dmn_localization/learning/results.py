@@ -413,9 +413,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f'--jobs must be at least 1, got {a.jobs}')
     try:
         check_lr_decay(a.lr_decay_factor, a.lr_decay_patience)
-        check_finish(TrainConfig('dmn-pf', '', '', '', lr_decay_factor=a.lr_decay_factor,
-                                 finish_samples=a.finish_samples,
-                                 finish_lr_factor=a.finish_lr_factor))
+        check_finish(a.finish_samples, a.finish_lr_factor, a.lr_decay_factor)
         model_options = entry_options(a.model_option)
     except (TrainingError, ValueError) as exc:
         p.error(str(exc))

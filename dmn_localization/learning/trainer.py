@@ -253,14 +253,13 @@ def check_lr_decay(factor: float, patience: int) -> None:
         raise TrainingError(f'the learning-rate decay patience must be >= 0, got {patience}')
 
 
-def check_finish(config: TrainConfig) -> None:
-    """Raise TrainingError for a finishing stage that cannot run as :class:`TrainConfig` says."""
-    if config.finish_samples < 0:
-        raise TrainingError(f'the finishing stage needs samples >= 0, got {config.finish_samples}')
-    if not 0.0 < config.finish_lr_factor <= 1.0:
-        raise TrainingError('the finishing learning-rate factor must be in (0, 1], got '
-                            f'{config.finish_lr_factor}')
-    if config.finish_samples and config.lr_decay_factor != 1.0:
+def check_finish(samples: int, factor: float, lr_decay_factor: float) -> None:
+    """Raise TrainingError for a finishing stage (:class:`TrainConfig`) that cannot run."""
+    if samples < 0:
+        raise TrainingError(f'the finishing stage needs samples >= 0, got {samples}')
+    if not 0.0 < factor <= 1.0:
+        raise TrainingError(f'the finishing learning-rate factor must be in (0, 1], got {factor}')
+    if samples and lr_decay_factor != 1.0:
         raise TrainingError('a finishing stage and a decay on plateau are two schedules: '
                             'choose one (--finish-samples or --lr-decay-factor)')
 
@@ -475,7 +474,7 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
                             f'{config.memory_format!r}')
     check_frame_change(config.frame_shift, config.frame_turn)  # before the run is touched
     check_lr_decay(config.lr_decay_factor, config.lr_decay_patience)
-    check_finish(config)
+    check_finish(config.finish_samples, config.finish_lr_factor, config.lr_decay_factor)
     world_size, rank = _distributed()
     device = resolve_device(config.device)
     owns_group = False
