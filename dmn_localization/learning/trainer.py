@@ -405,18 +405,19 @@ def _truncate_log(path: Path, samples: int) -> None:
     write_atomic(path, write)
 
 
-def _load_initial_weights(model: nn.Module, path: str) -> Dict[str, Any]:
+def _load_weights(model: nn.Module, path: str, source: str = '--init-from') -> Dict[str, Any]:
     """
     Copy the weights of checkpoint ``path`` into ``model``; return its metadata.
 
-    Raises TrainingError unless the checkpoint holds the same model with the same config.
+    Raises TrainingError, naming ``source``, unless the checkpoint holds the same model
+    with the same config.
     """
     try:
         loaded = load_checkpoint(path)
     except CheckpointError as exc:
-        raise TrainingError(f'--init-from: {exc}') from exc
+        raise TrainingError(f'{source}: {exc}') from exc
     if loaded.model.config.to_dict() != model.config.to_dict():
-        raise TrainingError(f'--init-from {path}: its model is {loaded.model.config.to_dict()}, '
+        raise TrainingError(f'{source} {path}: its model is {loaded.model.config.to_dict()}, '
                             f'this run trains {model.config.to_dict()}')
     model.load_state_dict(loaded.model.state_dict())
     return loaded.metadata
@@ -447,7 +448,7 @@ def _begin_finish(model: nn.Module, out: Path, config: TrainConfig, counters: Di
     if not path.exists():
         raise TrainingError(f'{out}: no best.pt to finish from (no validation had a finite '
                             'loss)')
-    model.load_state_dict(load_checkpoint(path).model.state_dict())
+    _load_weights(model, str(path), 'the finishing stage')
     counters.update(stage=1, finish_start=counters['samples'], stopped_early=False,
                     bad_validations=0, finish_lr_factor=config.finish_lr_factor)
     return torch.optim.Adam(model.parameters(), lr=config.lr * config.finish_lr_factor)
@@ -544,7 +545,7 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
                                 f'{config.finish_lr_factor:g}; use another --out')
     elif config.init_from:
         # every sample behind those weights: a chain of runs adds up
-        initial = _load_initial_weights(model, config.init_from)
+        initial = _load_weights(model, config.init_from)
         counters['init_samples'] = samples_behind(initial) or 0
     if rank == 0:
         # rows past the checkpoint, or every row of an attempt killed before its first
