@@ -119,6 +119,31 @@ def test_episodes(reference):
         EpisodeSampler(Dataset(reference), num_contexts=5, steps=2)
 
 
+def test_episodes_read_only_the_drawn_views(reference):
+    # The sampler reads the drawn views from the shard (Dataset.views) and the cached
+    # extent; the episode must be the one cut from the whole environment, draw for draw.
+    dataset = Dataset(reference)
+    batch = EpisodeSampler(dataset, num_contexts=3, steps=2).sample(
+        6, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    envs = rng.choice(np.arange(len(dataset)), size=6, replace=True)
+    np.testing.assert_array_equal(batch.env_indices, envs)
+    for b, env in enumerate(envs):
+        views = dataset.environment(int(env))
+        pick = rng.permutation(len(views.poses))[:5]
+        np.testing.assert_array_equal(batch.context_images[b], views.images[pick[:3]])
+        np.testing.assert_array_equal(batch.query_images[b], views.images[pick[3:]])
+        np.testing.assert_array_equal(batch.context_poses[b], views.poses[pick[:3]])
+        np.testing.assert_array_equal(batch.query_poses[b], views.poses[pick[3:]])
+        np.testing.assert_array_equal(batch.extents[b], views.extent)
+    extent = dataset.extent(1)
+    assert extent.dtype == np.float32 and dataset.extent(1) is extent
+    with pytest.raises(ValueError):  # the cached extent cannot be changed by a caller
+        extent[0] = 0.0
+    with pytest.raises(IndexError, match='out of range'):
+        dataset.views(len(dataset), [0])
+
+
 def test_cli_generate_and_preview(tmp_path):
     out = tmp_path / 'mazes'
     rc = dataset_main(['generate', '--domain', 'mazes', '--split', 'val', '--envs', '2',

@@ -261,6 +261,7 @@ class Dataset:
         self.shards = self.manifest['shards']
         self._starts = np.array([s['first_env'] for s in self.shards])
         self._cache: Dict[int, Tuple[np.ndarray, np.ndarray, List[Dict[str, Any]]]] = {}
+        self._extents: Dict[int, np.ndarray] = {}
         if verify:
             self.verify()
 
@@ -307,13 +308,38 @@ class Dataset:
 
     def environment(self, env: int) -> EnvironmentViews:
         """Return the views of environment ``env``."""
+        shard, k = self._locate(env)
+        images, poses, worlds = self._shard(shard)
+        return EnvironmentViews(np.asarray(images[k]), np.asarray(poses[k]),
+                                World.from_dict(worlds[k]))
+
+    def views(self, env: int, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+        """
+        Return images ``(n, H, W, 3)`` and poses ``(n, 3)`` of some views of ``env``.
+
+        Reads only those views from the memory-mapped shard (the episode sampler's path;
+        :meth:`environment` copies all of an environment's views).
+        """
+        shard, k = self._locate(env)
+        images, poses, _ = self._shard(shard)
+        rows = np.asarray(indices, dtype=np.int64)
+        return np.asarray(images[k][rows]), np.asarray(poses[k][rows])
+
+    def extent(self, env: int) -> np.ndarray:
+        """Return the metric extent ``(4,)`` float32 of ``env`` (computed once, read-only)."""
+        if env not in self._extents:
+            shard, k = self._locate(env)
+            extent = np.asarray(World.from_dict(self._shard(shard)[2][k]).extent, np.float32)
+            extent.flags.writeable = False
+            self._extents[env] = extent
+        return self._extents[env]
+
+    def _locate(self, env: int) -> Tuple[int, int]:
+        """Return the shard of ``env`` and its row in that shard."""
         if not 0 <= env < len(self):
             raise IndexError(f'environment {env} out of range [0, {len(self)})')
         shard = int(np.searchsorted(self._starts, env, side='right') - 1)
-        images, poses, worlds = self._shard(shard)
-        k = env - self.shards[shard]['first_env']
-        return EnvironmentViews(np.asarray(images[k]), np.asarray(poses[k]),
-                                World.from_dict(worlds[k]))
+        return shard, env - self.shards[shard]['first_env']
 
     def __iter__(self) -> Iterator[EnvironmentViews]:
         """Iterate over the environments in order."""

@@ -99,14 +99,13 @@ class EpisodeSampler:
         """Draw one episode from each environment in ``envs``."""
         ctx_img, ctx_pose, q_img, q_pose, extents = [], [], [], [], []
         for env in envs:
-            views = self.dataset.environment(int(env))
-            pick = rng.permutation(len(views.poses))[:self.num_contexts + self.steps]
-            ctx, qry = pick[:self.num_contexts], pick[self.num_contexts:]
-            ctx_img.append(views.images[ctx])
-            ctx_pose.append(views.poses[ctx])
-            q_img.append(views.images[qry])
-            q_pose.append(views.poses[qry])
-            extents.append(views.extent)
+            pick = rng.permutation(self.dataset.views_per_env)[:self.num_contexts + self.steps]
+            images, poses = self.dataset.views(int(env), pick)
+            ctx_img.append(images[:self.num_contexts])
+            ctx_pose.append(poses[:self.num_contexts])
+            q_img.append(images[self.num_contexts:])
+            q_pose.append(poses[self.num_contexts:])
+            extents.append(self.dataset.extent(int(env)))
         query_poses = np.stack(q_pose)
         return EpisodeBatch(np.stack(ctx_img), np.stack(ctx_pose), np.stack(q_img), query_poses,
                             relative_motions(query_poses), np.stack(extents).astype(np.float32),
