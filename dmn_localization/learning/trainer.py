@@ -373,7 +373,7 @@ def stop_on_signals(signals: tuple = (signal.SIGINT, signal.SIGTERM)) -> Iterato
 
 def typical_extent(dataset: Dataset, count: int = 200) -> List[float]:
     """Return the median extent of the first ``count`` environments (metres)."""
-    extents = np.stack([dataset.environment(i).extent for i in range(min(count, len(dataset)))])
+    extents = np.stack([dataset.extent(i) for i in range(min(count, len(dataset)))])
     return [float(v) for v in np.median(extents, axis=0)]
 
 
