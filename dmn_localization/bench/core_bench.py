@@ -1,13 +1,14 @@
 """
-Benchmark of the DMN core: filter step time, fast vs direct, training throughput, memory.
+Benchmark of the DMN core: filter step, fast vs direct, training, evaluation batch, memory.
 
     python -m dmn_localization.bench.core_bench [--out runs/bench/core.json] [--quick]
 
 Filter step = query encoding + observation model + transition + soft resampling, for
-one camera frame, with random weights (speed does not depend on training). Every ratio
-is measured in the same run on the same machine. Targets (2-core CPU): K=2048, Nc=4
-at most 25 ms median; fast path at least 10x the direct one at K=2048; Nc=64 at most
-4x the Nc=4 time.
+one camera frame (the evaluation batch: 25 frames, with and without keeping freed
+memory), with random weights (speed does not depend on training). Every ratio is
+measured in the same run on the same machine. Targets (2-core CPU): K=2048, Nc=4 at
+most 25 ms median; fast path at least 10x the direct one at K=2048; Nc=64 at most 4x
+the Nc=4 time.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import time
 from typing import Any, Callable, Dict, List
 
 from dmn_localization.core import particle_filter as pf
+from dmn_localization.core.allocator import keep_freed_memory
 from dmn_localization.core.device import resolve_device
 from dmn_localization.core.inference import filter_step, FilterSettings
 from dmn_localization.core.models import build_model, config_for, parameter_table
 from dmn_localization.learning.batches import TensorEpisodes
+from dmn_localization.learning.evaluation import EVAL_CHUNK as EVAL_BATCH
 from dmn_localization.learning.trainer import EpisodeLoss, TrainConfig
 import torch
 
@@ -59,16 +62,16 @@ def _median_ms(fn: Callable[[], Any], device: torch.device, reps: int, warmup: i
 
 
 def filter_step_ms(model: torch.nn.Module, num_particles: int, num_views: int, fast: bool,
-                   device: torch.device, reps: int) -> float:
-    """Median time of one filter step for one frame, in ms."""
+                   device: torch.device, reps: int, batch: int = 1) -> float:
+    """Median time of one filter step for ``batch`` frames (one per episode), in ms."""
     gen = torch.Generator(device=device).manual_seed(0)
-    images = torch.randn(1, num_views, 3, 32, 32, device=device, generator=gen)
-    poses = torch.rand(1, num_views, 3, device=device, generator=gen) * 2 - 1
-    query = torch.randn(1, 3, 32, 32, device=device, generator=gen)
+    images = torch.randn(batch, num_views, 3, 32, 32, device=device, generator=gen)
+    poses = torch.rand(batch, num_views, 3, device=device, generator=gen) * 2 - 1
+    query = torch.randn(batch, 3, 32, 32, device=device, generator=gen)
     settings = FilterSettings(num_particles=num_particles, fast=fast,
                               transition_noise=(0.01, 0.01, 0.02))
-    bounds = torch.tensor([[-1.0, -1.0, 1.0, 1.0]], device=device)
-    motion = torch.tensor([[0.02, 0.0, 0.05]], device=device)
+    bounds = torch.tensor([[-1.0, -1.0, 1.0, 1.0]], device=device).repeat(batch, 1)
+    motion = torch.tensor([[0.02, 0.0, 0.05]], device=device).repeat(batch, 1)
     with torch.no_grad():
         map_ctx = model.prepare_map(model.embed_views(images, poses), poses)
         belief = pf.uniform_belief(bounds, num_particles, gen)
@@ -165,6 +168,12 @@ def run(quick: bool, device: torch.device) -> Dict[str, Any]:
         device, 5 if quick else 20) for name in names}
     one_thread = {key: {name: by_name[name][key] for name in names} for key in variants}
     torch.set_num_threads(threads)
+    # last: keep_freed_memory() lasts for the rest of the process
+    evaluation_batch = {'default': filter_step_ms(model, 2048, 4, True, device, reps,
+                                                  batch=EVAL_BATCH)}
+    evaluation_batch['kept'] = (filter_step_ms(model, 2048, 4, True, device, reps,
+                                               batch=EVAL_BATCH)
+                                if keep_freed_memory() else evaluation_batch['default'])
     result = {
         'device': str(device), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
         'machine': platform.machine(), 'processor': platform.processor(),
@@ -183,6 +192,9 @@ def run(quick: bool, device: torch.device) -> Dict[str, Any]:
         'training_channels_last_vs_contiguous_one_thread': {
             name: round(one_thread['fp32'][name] / one_thread['fp32-contiguous'][name], 2)
             for name in names},
+        'evaluation_batch_ms': {k: round(v, 1) for k, v in evaluation_batch.items()},
+        'evaluation_kept_vs_default': round(evaluation_batch['default']
+                                            / evaluation_batch['kept'], 2),
         'peak_rss_mib': round(_peak_rss_mib(), 1),
     }
     if device.type == 'cuda':
@@ -219,6 +231,10 @@ def format_table(result: Dict[str, Any]) -> str:
               '(dmn_train --memory-format): ' + ', '.join(
                   f'{k} {v:.2f}x' for k, v in
                   result['training_channels_last_vs_contiguous_one_thread'].items()),
+              f'evaluation batch ({EVAL_BATCH} frames, K=2048, Nc=4): '
+              f'{result["evaluation_batch_ms"]["default"]:.0f} ms with the default allocator, '
+              f'{result["evaluation_batch_ms"]["kept"]:.0f} ms keeping freed memory '
+              f'(core/allocator.py): {result["evaluation_kept_vs_default"]:.2f}x',
               f'peak RSS: {result["peak_rss_mib"]:.0f} MiB', '', 'targets:']
     lines += [f'  {"met " if ok else "MISS"}  {name}' for name, ok in result['targets'].items()]
     return '\n'.join(lines)

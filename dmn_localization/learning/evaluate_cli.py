@@ -17,6 +17,7 @@ from pathlib import Path
 import sys
 from typing import Dict, List, Optional
 
+from dmn_localization.core.allocator import keep_freed_memory
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.core.device import resolve_device
 from dmn_localization.core.models import NON_LEARNED_MODELS
@@ -92,6 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--out', type=Path, default=None, help='JSON file of the results')
     p.add_argument('--plots', type=Path, default=None, help='directory for the plots')
     a = p.parse_args(argv)
+    keep_freed_memory()  # batches of 25 episodes: see core/allocator.py
     device = resolve_device(a.device)
     try:
         if a.likelihood_scale <= 0:

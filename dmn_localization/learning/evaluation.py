@@ -37,6 +37,9 @@ class Protocol:
     metric: str  # 'success' or 'mse'
 
 
+#: Episodes filtered at once (the random draws, and so the results, depend on it)
+EVAL_CHUNK = 25
+
 PROTOCOLS = {
     'one-step-global': Protocol('one-step-global', 1, 2048, 'global', 'success'),
     'sequential-global': Protocol('sequential-global', 5, 2048, 'global', 'success'),
@@ -69,7 +72,7 @@ def summarize(sq_error: np.ndarray, metric: str) -> Dict[str, float]:
 @torch.no_grad()
 def run_model(model: Optional[nn.Module], name: str, episodes: TensorEpisodes,
               protocol: Protocol, generator: torch.Generator,
-              num_particles: Optional[int] = None, chunk: int = 25,
+              num_particles: Optional[int] = None, chunk: int = EVAL_CHUNK,
               likelihood_scale: float = 1.0) -> np.ndarray:
     """Return the final squared x-y error of every episode for model ``name``."""
     errors = []

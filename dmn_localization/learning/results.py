@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from dmn_localization.core.allocator import keep_freed_memory
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.models import NON_LEARNED_MODELS
 from dmn_localization.data.dataset import Dataset, DatasetError
@@ -409,6 +410,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    'trained again')
     p.add_argument('--out', type=Path, default=Path('RESULTS.md'))
     a = p.parse_args(argv)
+    keep_freed_memory()  # the evaluation's batches: see core/allocator.py
     if a.jobs < 1:
         p.error(f'--jobs must be at least 1, got {a.jobs}')
     try:

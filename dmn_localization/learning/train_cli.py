@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from dmn_localization.core.allocator import keep_freed_memory
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.core.models import config_for, LEARNED_MODELS
 from dmn_localization.data.dataset import DatasetError
@@ -160,6 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         config = config_from_args(a)
     except ValueError as exc:
         parser.error(str(exc))
+    keep_freed_memory()  # the validation's batched global episodes: see core/allocator.py
     try:
         summary = train(config, progress=not a.quiet)
     except TrainingInterrupted as exc:
