@@ -11,7 +11,7 @@ import pytest
 GLIBC = platform.libc_ver()[0] == 'glibc'
 
 # Run in a child: the setting lasts for the whole process. Prints the minor page faults
-# of three batched filter steps (25 frames, K=2048: dmn_evaluate's batch) and their
+# of three batched filter steps (EVAL_CHUNK frames, K=2048: dmn_evaluate's batch) and their
 # weights, before and after keep_freed_memory().
 CHILD = r"""
 import json, resource, sys
@@ -20,11 +20,12 @@ from dmn_localization.core import particle_filter as pf
 from dmn_localization.core.allocator import keep_freed_memory
 from dmn_localization.core.inference import filter_step, FilterSettings
 from dmn_localization.core.models import build_model, config_for
+from dmn_localization.learning.evaluation import EVAL_CHUNK
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
 model = build_model(config_for('dmn-pf')).eval()
-batch, k = 25, 2048
+batch, k = EVAL_CHUNK, 2048
 gen = torch.Generator().manual_seed(0)
 images = torch.randn(batch, 4, 3, 32, 32, generator=gen)
 poses = torch.rand(batch, 4, 3, generator=gen) * 2 - 1

@@ -93,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--out', type=Path, default=None, help='JSON file of the results')
     p.add_argument('--plots', type=Path, default=None, help='directory for the plots')
     a = p.parse_args(argv)
-    keep_freed_memory()  # batches of 25 episodes: see core/allocator.py
+    keep_freed_memory()  # batched episodes (EVAL_CHUNK): see core/allocator.py
     device = resolve_device(a.device)
     try:
         if a.likelihood_scale <= 0:
