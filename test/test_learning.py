@@ -513,6 +513,42 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
         assert exit_.value.code == 2
 
 
+def test_results_rates_fixed_by_hand_and_a_report_of_its_own(tiny, tmp_path, capsys):
+    from dmn_localization.learning.results import main as results_main
+
+    args = ['--data', str(results_data(tiny, tmp_path)), '--runs', str(tmp_path / 'runs'),
+            '--budget-samples', '32', '--episodes', '4', '--models', 'dmn-pf',
+            'vector-regression', '--domains', 'rooms', '--one-seed', '--val-every-samples',
+            '16', '--val-episodes', '8', '--lr-grid', '3e-3', '1e-4', '--search-samples',
+            '16', '--records', str(tmp_path / 'records'), '--lr', 'dmn-pf/rooms=5e-4']
+    assert results_main(args + ['--status']) == 0
+    said = capsys.readouterr().out
+    # --lr fixes one pair's rate (no search for it); the other pair still searches
+    assert '| dmn-pf | rooms | – | – | 0.0005 (fixed by the plan) |' in said
+    assert '| dmn-pf rooms s0 | 0.0005 | 0 |' in said
+    assert '| vector-regression rooms s0 | 0.003 | 0 |' in said
+    assert '| vector-regression rooms s0 | 0.0001 | 0 |' in said
+    assert 'is trained at every rate of the search' in said
+    # a grid of one rate: no search at all
+    assert results_main([a for a in args if a != '1e-4'] + ['--status']) == 0
+    said = capsys.readouterr().out
+    assert 'Every run trains at the rate the plan fixes.' in said
+    assert '| vector-regression | rooms | – | 0.003 (fixed by the plan) |' in said
+    # a report of another name names its figures for itself, not over RESULTS.md's
+    out = tmp_path / 'RESULTS-moved.md'
+    assert results_main(args + ['--no-train', '--out', str(out)]) == 0
+    assert ('Learning rates: chosen per model and domain by the search below, or fixed by '
+            'the plan where it says so; dmn-pf 0.0005 (rooms)') in out.read_text()
+    assert (tmp_path / 'docs' / 'results-moved-learning-curves-rooms.png').exists()
+    assert not (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
+    for bad in ('dmn-pf/rooms=0', 'dmn-pf/rooms=fast', 'dmn-pf=1e-4', 'dmn-pf/hall=1e-4',
+                'dmn-pf/rooms=1e-3'):  # the last: the pair given twice
+        with pytest.raises(SystemExit) as exit_:
+            results_main(args + ['--lr', bad])
+        assert exit_.value.code == 2
+    assert not list((tmp_path / 'runs').glob('*-s0'))  # nothing trained
+
+
 def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
     from dmn_localization.learning.results_plan import ResultsPlan
     from dmn_localization.learning.train_cli import build_parser, config_from_args

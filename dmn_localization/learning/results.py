@@ -341,6 +341,32 @@ def entry_options(items: List[str]) -> Dict[str, Dict[str, Any]]:
             for entry, options in grouped.items()}
 
 
+def fixed_rates(items: List[str]) -> Dict[str, float]:
+    """
+    Turn ``['vector-pf/mazes=1e-4']`` into ``{'vector-pf/mazes': 1e-4}`` (``--lr``).
+
+    Raises ValueError for an unknown entry or domain, a rate that is not a positive
+    number, or a pair given twice.
+    """
+    rates: Dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        entry, slash, domain = key.partition('/')
+        if not sep or not slash or entry not in ENTRIES or domain not in DOMAINS:
+            raise ValueError(f'--lr {item!r}: expected ENTRY/DOMAIN=RATE with an entry of '
+                             f'{list(ENTRIES)} and a domain of {list(DOMAINS)}')
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = float('nan')
+        if not rate > 0:  # also NaN
+            raise ValueError(f'--lr {item!r}: the rate must be a positive number')
+        if key in rates:
+            raise ValueError(f'--lr {item!r}: {key} is given twice')
+        rates[key] = rate
+    return rates
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point of ``dmn_results``."""
     p = argparse.ArgumentParser(prog='dmn_results', description=__doc__.split('\n\n')[0])
@@ -398,6 +424,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--lr-grid', type=float, nargs='+', default=list(LR_GRID), metavar='LR',
                    help='learning rates searched for every model and domain (one rate: no '
                    'search)')
+    p.add_argument('--lr', action='append', default=[], metavar='ENTRY/DOMAIN=LR',
+                   help='the learning rate of one entry on one domain, fixed: no search for '
+                   'it (repeatable), e.g. vector-pf/mazes=1e-4')
     p.add_argument('--search-samples', type=int, default=SEARCH_SAMPLES,
                    help='samples of each search run (a multiple of --val-every-samples)')
     p.add_argument('--memory-format', choices=MEMORY_FORMATS, default='contiguous',
@@ -417,6 +446,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_lr_decay(a.lr_decay_factor, a.lr_decay_patience)
         check_finish(a.finish_samples, a.finish_lr_factor, a.lr_decay_factor)
         model_options = entry_options(a.model_option)
+        rates = fixed_rates(a.lr)
     except (TrainingError, ValueError) as exc:
         p.error(str(exc))
     if min(a.lr_grid) <= 0 or len(set(a.lr_grid)) != len(a.lr_grid):
@@ -429,8 +459,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 f'({a.val_every_samples}) and at most --budget-samples, '
                 f'got {a.search_samples}')
     plan = ResultsPlan(a.data, a.runs, a.budget_samples, a.models,
-                       {m: (0,) for m in a.models} if a.one_seed else None, None, a.episodes,
-                       a.domains, a.val_every_samples, a.val_episodes,
+                       {m: (0,) for m in a.models} if a.one_seed else None, rates or None,
+                       a.episodes, a.domains, a.val_every_samples, a.val_episodes,
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
                        lr_decay_factor=a.lr_decay_factor,
                        lr_decay_patience=a.lr_decay_patience, lr_grid=tuple(a.lr_grid),

@@ -193,6 +193,17 @@ def _lead(scores: Dict[float, Optional[float]], chosen: Optional[float]) -> str:
     return f'{100 * (min(others) - best) / best:.1f} %'
 
 
+def _rate_source(plan: ResultsPlan) -> str:
+    """Say where the plan's learning rates come from: the search, the plan, or both."""
+    searched = [plan.searched(m, d) for d in plan.domains for m in plan.models]
+    if all(searched):
+        return 'chosen per model and domain by the search below'
+    if not any(searched):
+        return 'fixed by the plan (`dmn_results --lr`, or `--lr-grid` with one rate)'
+    return ('chosen per model and domain by the search below, or fixed by the plan where '
+            'it says so')
+
+
 def _search_section(plan: ResultsPlan) -> List[str]:
     """Return the learning-rate search's table: every rate's score, the choice in bold."""
     grid = list(plan.lr_grid)
@@ -325,9 +336,12 @@ def progress_lines(plan: ResultsPlan) -> List[str]:
     Read from the runs' logs and saved states alone: what ``dmn_results --status``
     prints, and the part of RESULTS.md that says how far the plan has got.
     """
+    searched = any(plan.searched(m, d) for d in plan.domains for m in plan.models)
+    how = ('Seed 0 of every model and domain is trained at every rate of the search; the '
+           'chosen one continues to the full budget. ' if searched
+           else 'Every run trains at the rate the plan fixes. ')
     lines = [*_search_section(plan), '', '## Training runs', '',
-             'Seed 0 of every model and domain is trained at every rate of the search; the '
-             'chosen one continues to the full budget. ' + _plateau_summary(plan), '',
+             how + _plateau_summary(plan), '',
              '| run | learning rate | samples | best validation loss | wall time | state | '
              'plateau |', '| --- | --- | --- | --- | --- | --- | --- |']
     for model, domain, seed, rate in plan.runs_with_rates():
@@ -365,7 +379,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               + '(single-step tracking episodes, Nc=4, K=32, Adam, batch 16), validation every '
               f'{plan.val_every_samples:,} samples, early stop after {plan.patience} '
               'validations without a lower loss, best checkpoint evaluated.',
-              '- Learning rates: chosen per model and domain by the search below; '
+              f'- Learning rates: {_rate_source(plan)}; '
               + ', '.join(f'{m} {_rate(plan.lr_of(m, d))} ({d})'
                           for d in plan.domains for m in plan.models)
               + '; ' + _schedule(plan),
@@ -390,8 +404,11 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
             lines.append(f'- {domain} {split}: {len(d)} environments x {d.views_per_env} views')
     lines += ['', "## Why ours differ from the paper's", '', *_differences(results),
               '', *progress_lines(plan), '', '## Learning curves', '']
+    # RESULTS.md's figures keep their names; those of another report carry its name
+    prefix = '' if out.stem == 'RESULTS' else f'{out.stem.lower()}-'
     for domain in plan.domains:
-        path = plot_learning_curves(plan, domain, figures / f'learning-curves-{domain}.png')
+        path = plot_learning_curves(plan, domain,
+                                    figures / f'{prefix}learning-curves-{domain}.png')
         lines.append(f'![{domain}](docs/{path.name})')
     write_section(out, 'learning', '\n'.join(lines))
     (out.with_suffix('.json')).write_text(json.dumps(results, indent=1) + '\n')
