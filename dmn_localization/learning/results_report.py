@@ -193,9 +193,14 @@ def _lead(scores: Dict[float, Optional[float]], chosen: Optional[float]) -> str:
     return f'{100 * (min(others) - best) / best:.1f} %'
 
 
+def _searched(plan: ResultsPlan) -> List[bool]:
+    """Return, for every model and domain of the plan, whether its rate is searched."""
+    return [plan.searched(m, d) for d in plan.domains for m in plan.models]
+
+
 def _rate_source(plan: ResultsPlan) -> str:
     """Say where the plan's learning rates come from: the search, the plan, or both."""
-    searched = [plan.searched(m, d) for d in plan.domains for m in plan.models]
+    searched = _searched(plan)
     if all(searched):
         return 'chosen per model and domain by the search below'
     if not any(searched):
@@ -336,9 +341,8 @@ def progress_lines(plan: ResultsPlan) -> List[str]:
     Read from the runs' logs and saved states alone: what ``dmn_results --status``
     prints, and the part of RESULTS.md that says how far the plan has got.
     """
-    searched = any(plan.searched(m, d) for d in plan.domains for m in plan.models)
     how = ('Seed 0 of every model and domain is trained at every rate of the search; the '
-           'chosen one continues to the full budget. ' if searched
+           'chosen one continues to the full budget. ' if any(_searched(plan))
            else 'Every run trains at the rate the plan fixes. ')
     lines = [*_search_section(plan), '', '## Training runs', '',
              how + _plateau_summary(plan), '',
