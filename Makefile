@@ -44,10 +44,11 @@ RESULTS_JOBS ?= 2
 results: data
 	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) --out RESULTS.md
 
-## results-moved: the proposed protocol (README, "The paper's table"): worlds moved and turned,
-## 3M samples + 300k at a third of the rate, PF-DMN with the attention prior, the rates the
-## table's search chose; writes RESULTS-moved.md (22 runs of about 2 hours of one core;
-## resumable like `results`, its finished runs recorded in results/ under their own names)
+## results-moved: the proposed protocol (README, "The table on worlds moved and turned"):
+## worlds moved and turned, 3M samples + 300k at a third of the rate, PF-DMN with the
+## attention prior, the rates the table's search chose; writes RESULTS-moved.md (22 runs
+## of about 2 hours of one core; resumable like `results`, its finished runs recorded in
+## results/ under their own names)
 MOVED_PROTOCOL := --budget-samples 3000000 --finish-samples 300000 --frame-shift 0.5 \
 	--frame-turn 180 --model-option dmn-pf:attention_prior=2 \
 	--models dmn-pf dmn-regression image-pf image-regression vector-pf vector-regression \
