@@ -533,7 +533,7 @@ def test_results_rates_fixed_by_hand_and_a_report_of_its_own(tiny, tmp_path, cap
     assert results_main([a for a in args if a != '1e-4'] + ['--status']) == 0
     said = capsys.readouterr().out
     assert 'Every run trains at the rate the plan fixes.' in said
-    assert '| vector-regression | rooms | – | 0.003 (fixed by the plan) |' in said
+    assert 'None: the plan fixes every rate' in said and '| lr 0.003 |' not in said
     # a report of another name names its figures for itself, not over RESULTS.md's
     out = tmp_path / 'RESULTS-moved.md'
     assert results_main(args + ['--no-train', '--out', str(out)]) == 0

@@ -211,6 +211,9 @@ def _rate_source(plan: ResultsPlan) -> str:
 
 def _search_section(plan: ResultsPlan) -> List[str]:
     """Return the learning-rate search's table: every rate's score, the choice in bold."""
+    if not any(_searched(plan)):
+        return ['## Learning-rate search', '',
+                'None: the plan fixes every rate (under "Protocol and budget").']
     grid = list(plan.lr_grid)
     lines = ['## Learning-rate search', '',
              f'Seed 0 of every model and domain trained at each rate for '
