@@ -546,6 +546,18 @@ def test_results_rates_fixed_by_hand_and_a_report_of_its_own(tiny, tmp_path, cap
         with pytest.raises(SystemExit) as exit_:
             results_main(args + ['--lr', bad])
         assert exit_.value.code == 2
+    # --seeds: the training seeds of one entry, on one domain here
+    several = [a for a in args if a != '--one-seed']
+    assert results_main(several + ['--seeds', 'dmn-pf/rooms=0,2', '--status']) == 0
+    said = capsys.readouterr().out
+    assert '| dmn-pf rooms s2 |' in said and '| dmn-pf rooms s1 |' not in said
+    assert '| vector-regression rooms s0 |' in said and 'vector-regression rooms s1' not in said
+    for bad in (['--seeds', 'dmn-pf=1,2'], ['--seeds', 'dmn-pf=0,0'], ['--seeds', 'dmn-pf=x'],
+                ['--seeds', 'dmn-pf/hall=0'], ['--seeds', 'dmn-pf=0', '--seeds', 'dmn-pf=0,1'],
+                ['--seeds', 'dmn-pf=0', '--one-seed']):
+        with pytest.raises(SystemExit) as exit_:
+            results_main(several + bad)
+        assert exit_.value.code == 2
     assert not list((tmp_path / 'runs').glob('*-s0'))  # nothing trained
 
 

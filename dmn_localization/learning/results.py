@@ -367,6 +367,34 @@ def fixed_rates(items: List[str]) -> Dict[str, float]:
     return rates
 
 
+def seed_lists(items: List[str]) -> Dict[str, Tuple[int, ...]]:
+    """
+    Turn ``['image-pf=0,1,2', 'vector-regression/mazes=0']`` into training seeds (``--seeds``).
+
+    The key is an entry, or ``'entry/domain'`` for one domain (which wins). Raises
+    ValueError for an unknown entry or domain, seeds that are not distinct integers of at
+    least 0 beginning with 0 (seed 0 is every entry's first run), or a key given twice.
+    """
+    seeds: Dict[str, Tuple[int, ...]] = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        entry, slash, domain = key.partition('/')
+        if not sep or entry not in ENTRIES or (slash and domain not in DOMAINS):
+            raise ValueError(f'--seeds {item!r}: expected ENTRY=S,S,... or '
+                             f'ENTRY/DOMAIN=S,S,... with an entry of {list(ENTRIES)} and a '
+                             f'domain of {list(DOMAINS)}')
+        try:
+            chosen = tuple(int(seed) for seed in value.split(','))
+        except ValueError:
+            chosen = ()
+        if not chosen or chosen[0] != 0 or min(chosen) < 0 or len(set(chosen)) != len(chosen):
+            raise ValueError(f'--seeds {item!r}: distinct seeds of at least 0, the first 0')
+        if key in seeds:
+            raise ValueError(f'--seeds {item!r}: {key} is given twice')
+        seeds[key] = chosen
+    return seeds
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point of ``dmn_results``."""
     p = argparse.ArgumentParser(prog='dmn_results', description=__doc__.split('\n\n')[0])
@@ -379,6 +407,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help='learned models and variants (default: all)')
     p.add_argument('--domains', nargs='*', default=list(DOMAINS), choices=list(DOMAINS))
     p.add_argument('--one-seed', action='store_true', help='seed 0 only (a quick table)')
+    p.add_argument('--seeds', action='append', default=[], metavar='ENTRY[/DOMAIN]=S,S,...',
+                   help='the training seeds of one entry, on every domain or on one '
+                   '(repeatable; default: 0, 1 and 2 for THREE_SEEDS, else 0), e.g. '
+                   'vector-regression/mazes=0')
     p.add_argument('--val-every-samples', type=int, default=100_000)
     p.add_argument('--val-episodes', type=int, default=1000)
     p.add_argument('--frame-shift', type=float, default=0.0, metavar='S',
@@ -447,6 +479,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_finish(a.finish_samples, a.finish_lr_factor, a.lr_decay_factor)
         model_options = entry_options(a.model_option)
         rates = fixed_rates(a.lr)
+        seeds = seed_lists(a.seeds)
     except (TrainingError, ValueError) as exc:
         p.error(str(exc))
     if min(a.lr_grid) <= 0 or len(set(a.lr_grid)) != len(a.lr_grid):
@@ -458,8 +491,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f'--search-samples must be a multiple of --val-every-samples '
                 f'({a.val_every_samples}) and at most --budget-samples, '
                 f'got {a.search_samples}')
+    if a.one_seed and seeds:
+        p.error('--one-seed and --seeds: choose one')
     plan = ResultsPlan(a.data, a.runs, a.budget_samples, a.models,
-                       {m: (0,) for m in a.models} if a.one_seed else None, rates or None,
+                       {m: (0,) for m in a.models} if a.one_seed else seeds or None,
+                       rates or None,
                        a.episodes, a.domains, a.val_every_samples, a.val_episodes,
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
                        lr_decay_factor=a.lr_decay_factor,
