@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from dmn_localization.core.allocator import keep_freed_memory
 from dmn_localization.core.checkpoint import load_checkpoint
@@ -341,6 +341,55 @@ def entry_options(items: List[str]) -> Dict[str, Dict[str, Any]]:
             for entry, options in grouped.items()}
 
 
+def _keyed_values(items: List[str], flag: str, form: str, domain_required: bool,
+                  parse: Callable[[str], Any]) -> Dict[str, Any]:
+    """
+    Turn ``flag``'s ``ENTRY[/DOMAIN]=VALUE`` items into ``{key: parse(VALUE)}``.
+
+    ``form`` names the expected item in the error; ``parse`` raises ValueError for a bad
+    value. Raises ValueError for an unknown entry or domain, a domain missing where
+    ``domain_required``, a bad value, or a key given twice.
+    """
+    values: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        entry, slash, domain = key.partition('/')
+        if not sep or entry not in ENTRIES or \
+                ((slash or domain_required) and domain not in DOMAINS):
+            raise ValueError(f'{flag} {item!r}: expected {form} with an entry of '
+                             f'{list(ENTRIES)} and a domain of {list(DOMAINS)}')
+        try:
+            parsed = parse(value)
+        except ValueError as exc:
+            raise ValueError(f'{flag} {item!r}: {exc}') from None
+        if key in values:
+            raise ValueError(f'{flag} {item!r}: {key} is given twice')
+        values[key] = parsed
+    return values
+
+
+def _positive_rate(value: str) -> float:
+    """Return ``value`` as a learning rate; ValueError unless a positive number."""
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = float('nan')
+    if not rate > 0:  # also NaN
+        raise ValueError('the rate must be a positive number')
+    return rate
+
+
+def _seed_list(value: str) -> Tuple[int, ...]:
+    """Return ``'0,1,2'`` as ``(0, 1, 2)``; ValueError unless distinct, >= 0, 0 first."""
+    try:
+        seeds = tuple(int(seed) for seed in value.split(','))
+    except ValueError:
+        seeds = ()
+    if not seeds or seeds[0] != 0 or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError('distinct seeds of at least 0, the first 0')
+    return seeds
+
+
 def fixed_rates(items: List[str]) -> Dict[str, float]:
     """
     Turn ``['vector-pf/mazes=1e-4']`` into ``{'vector-pf/mazes': 1e-4}`` (``--lr``).
@@ -348,23 +397,7 @@ def fixed_rates(items: List[str]) -> Dict[str, float]:
     Raises ValueError for an unknown entry or domain, a rate that is not a positive
     number, or a pair given twice.
     """
-    rates: Dict[str, float] = {}
-    for item in items:
-        key, sep, value = item.partition('=')
-        entry, slash, domain = key.partition('/')
-        if not sep or not slash or entry not in ENTRIES or domain not in DOMAINS:
-            raise ValueError(f'--lr {item!r}: expected ENTRY/DOMAIN=RATE with an entry of '
-                             f'{list(ENTRIES)} and a domain of {list(DOMAINS)}')
-        try:
-            rate = float(value)
-        except ValueError:
-            rate = float('nan')
-        if not rate > 0:  # also NaN
-            raise ValueError(f'--lr {item!r}: the rate must be a positive number')
-        if key in rates:
-            raise ValueError(f'--lr {item!r}: {key} is given twice')
-        rates[key] = rate
-    return rates
+    return _keyed_values(items, '--lr', 'ENTRY/DOMAIN=RATE', True, _positive_rate)
 
 
 def seed_lists(items: List[str]) -> Dict[str, Tuple[int, ...]]:
@@ -375,24 +408,7 @@ def seed_lists(items: List[str]) -> Dict[str, Tuple[int, ...]]:
     ValueError for an unknown entry or domain, seeds that are not distinct integers of at
     least 0 beginning with 0 (seed 0 is every entry's first run), or a key given twice.
     """
-    seeds: Dict[str, Tuple[int, ...]] = {}
-    for item in items:
-        key, sep, value = item.partition('=')
-        entry, slash, domain = key.partition('/')
-        if not sep or entry not in ENTRIES or (slash and domain not in DOMAINS):
-            raise ValueError(f'--seeds {item!r}: expected ENTRY=S,S,... or '
-                             f'ENTRY/DOMAIN=S,S,... with an entry of {list(ENTRIES)} and a '
-                             f'domain of {list(DOMAINS)}')
-        try:
-            chosen = tuple(int(seed) for seed in value.split(','))
-        except ValueError:
-            chosen = ()
-        if not chosen or chosen[0] != 0 or min(chosen) < 0 or len(set(chosen)) != len(chosen):
-            raise ValueError(f'--seeds {item!r}: distinct seeds of at least 0, the first 0')
-        if key in seeds:
-            raise ValueError(f'--seeds {item!r}: {key} is given twice')
-        seeds[key] = chosen
-    return seeds
+    return _keyed_values(items, '--seeds', 'ENTRY[/DOMAIN]=S,S,...', False, _seed_list)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
