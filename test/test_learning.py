@@ -1,5 +1,6 @@
 """dmn_train and dmn_evaluate: learning, exact resumption, DDP, metrics on known cases."""
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -9,6 +10,7 @@ from pathlib import Path
 import random
 import subprocess
 import sys
+import time
 
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.data.dataset import generate, GenerationSpec
@@ -559,6 +561,115 @@ def test_results_rates_fixed_by_hand_and_a_report_of_its_own(tiny, tmp_path, cap
             results_main(several + bad)
         assert exit_.value.code == 2
     assert not list((tmp_path / 'runs').glob('*-s0'))  # nothing trained
+
+
+READS_PROC = pytest.mark.skipif(not Path('/proc/self/stat').exists(),
+                                reason="finds a process's workers in /proc (Linux)")
+
+
+def process_stat(pid):
+    """Return ``(state, parent)`` of process ``pid`` from /proc, None once it is gone."""
+    try:
+        stat = Path(f'/proc/{pid}/stat').read_text()
+    except OSError:
+        return None
+    state, parent = stat[stat.rindex(')') + 2:].split()[:2]
+    return state, int(parent)
+
+
+def alive(pid):
+    """Return whether process ``pid`` still runs (a zombie has ended)."""
+    stat = process_stat(pid)
+    return stat is not None and stat[0] != 'Z'
+
+
+def children(pid):
+    """Return the processes whose parent is ``pid``."""
+    return [int(entry.name) for entry in Path('/proc').iterdir() if entry.name.isdigit()
+            and (process_stat(entry.name) or ('', 0))[1] == pid]
+
+
+@contextlib.contextmanager
+def long_results(tiny, tmp_path):
+    """
+    Run ``dmn_results --jobs 2`` on three long runs; yield once two are training.
+
+    Yields ``(process, runs, workers)``: the third run waits for a worker. Whatever is
+    still running at the end (the process, its workers) is killed.
+    """
+    runs = tmp_path / 'runs'
+    args = ['--data', str(results_data(tiny, tmp_path)), '--runs', str(runs),
+            '--budget-samples', '4000000', '--episodes', '4', '--models', 'dmn-pf',
+            'vector-regression', 'image-regression', '--domains', 'rooms', '--one-seed',
+            '--val-every-samples', '400', '--val-episodes', '8', '--lr-grid', '1e-3',
+            '--jobs', '2', '--records', str(tmp_path / 'records'),
+            '--out', str(tmp_path / 'RESULTS.md')]
+    code = 'import sys; from dmn_localization.learning.results import main; sys.exit(main())'
+    process = subprocess.Popen([sys.executable, '-c', code, *args], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    workers = []
+    try:
+        deadline = time.monotonic() + 300
+        # training: each run's first rows are logged (a validation every 400 samples)
+        while len([log for log in runs.glob('*/log.csv') if len(read_log(log)) >= 2]) < 2:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f'two runs did not start:\n{process.communicate()[1]}')
+            time.sleep(0.5)
+        workers = children(process.pid)
+        yield process, runs, workers
+    finally:
+        for pid in [process.pid, *workers]:
+            if alive(pid):
+                os.kill(pid, 9)
+        process.communicate()
+
+
+def assert_saved_and_released(runs):
+    """Assert that two runs saved their state and no process trains in them."""
+    import fcntl
+
+    started = sorted(run.name for run in runs.iterdir() if run.is_dir())
+    assert len(started) == 2, started  # the third run never began
+    for name in started:
+        assert (runs / name / 'last.pt').exists(), name
+        with open(runs / name / '.lock', 'a+') as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a worker holds it
+
+
+@READS_PROC
+def test_a_signal_to_dmn_results_stops_every_run_at_its_step(tiny, tmp_path):
+    import signal
+
+    with long_results(tiny, tmp_path) as (process, runs, _):
+        process.send_signal(signal.SIGTERM)  # to the parent only: it forwards one to each
+        out, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.count('stopped by SIGTERM at') == 2 and 'the same command goes on' in err
+    assert_saved_and_released(runs)
+    for run in runs.iterdir():  # saved where it had got, past its last validation
+        logged = int(read_log(run / 'log.csv')[-1]['samples'])
+        assert torch.load(run / 'last.pt', weights_only=True)['counters']['samples'] >= logged
+
+
+@READS_PROC
+def test_runs_of_a_killed_dmn_results_save_their_state_and_exit(tiny, tmp_path):
+    with long_results(tiny, tmp_path) as (process, runs, workers):
+        assert len(workers) >= 2, workers  # the two workers (and multiprocessing's tracker)
+        process.kill()  # no forwarding: the kernel tells the workers their parent died
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                assert_saved_and_released(runs)
+                break
+            except (AssertionError, BlockingIOError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        # and none is left waiting for calls that will never come
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, [pid for pid in workers if alive(pid)]
+            time.sleep(0.5)
 
 
 def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):

@@ -35,6 +35,7 @@ from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENT
                                                     run_state, Search, SEARCH_SAMPLES,
                                                     STRICT, TIE_MARGIN, VARIANTS)
 from dmn_localization.learning.results_report import progress_lines, write_results
+from dmn_localization.learning.run_pool import PoolStopped, RunPool
 from dmn_localization.learning.run_record import read_record, write_record
 from dmn_localization.learning.train_cli import parse_model_options
 from dmn_localization.learning.trainer import (check_finish, check_lr_decay, MEMORY_FORMATS,
@@ -118,30 +119,27 @@ def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1,
     each on a 2-core machine with ``jobs=2``). A run another process is training in is
     skipped (its cells stay empty until it has finished), and so is a further seed
     whose search another process is running. With several jobs one progress bar counts
-    the plan's samples (:func:`plan_samples`, polled every ``poll_s`` seconds).
+    the plan's samples (:func:`plan_samples`, polled every ``poll_s`` seconds), and
+    SIGINT or SIGTERM stops every run at its step (:mod:`.run_pool`): raises
+    :class:`.run_pool.PoolStopped` once each has saved its state.
     """
     if jobs <= 1:
         for run in plan.schedule():
             for said in _train_entry(plan, *run, None, progress):
                 print(f'dmn_results: {said}', flush=True)
         return
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     from tqdm import tqdm
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     trained, planned = plan_samples(plan)
     # the runs train without bars of their own: one bar over the plan, from their logs
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn')) as pool, \
-            tqdm(total=planned, initial=trained, unit='sample', desc='dmn_results',
-                 disable=not progress, smoothing=0.05) as bar:
-        pending = {pool.submit(_train_entry, plan, *run, threads, False)
-                   for run in plan.schedule()}
-        while pending:
-            done, pending = wait(pending, timeout=poll_s, return_when=FIRST_COMPLETED)
-            for future in done:
-                for said in future.result():
+    with tqdm(total=planned, initial=trained, unit='sample', desc='dmn_results',
+              disable=not progress, smoothing=0.05) as bar, RunPool(jobs) as pool:
+        for run in plan.schedule():
+            pool.submit(_train_entry, plan, *run, threads, False)
+        while pool.busy:
+            for ended in pool.ended(timeout=poll_s):
+                for said in ended:
                     bar.write(f'dmn_results: {said}')
             # a resumed run drops the log rows past its checkpoint, so the count can dip
             # just after a start: the bar waits until it is passed instead of running
@@ -527,7 +525,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not a.no_train:
         try:
             train_all(plan, jobs=a.jobs)
-        except TrainingInterrupted as exc:  # its state saved: the same command goes on
+        except (TrainingInterrupted, PoolStopped) as exc:  # saved: the same command goes on
             print(f'dmn_results: {exc}', file=sys.stderr)
             return exc.exit_code
     record_all(plan)
