@@ -427,6 +427,8 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     assert f'depend on them): {machine()} (4 runs)' in text
     why = text[text.index("## Why ours differ from the paper's"):]
     assert 'Rooms: uninformed ' in why and '(paper 1.7%)' in why  # measured beside paper
+    assert "in place the walls run along the frame's axes" in why
+    assert 'Here the worlds' not in why and 'heading row' not in why  # no such row here
     assert (tmp_path / 'docs' / 'learning-curves-rooms.png').exists()
     # the stricter reading (x-y distance under 0.2): a second table, never above the first
     closest = [float(line.split('|')[3].split('%')[0]) for line in text.splitlines()
@@ -561,6 +563,26 @@ def test_results_rates_fixed_by_hand_and_a_report_of_its_own(tiny, tmp_path, cap
             results_main(several + bad)
         assert exit_.value.code == 2
     assert not list((tmp_path / 'runs').glob('*-s0'))  # nothing trained
+
+
+def test_results_say_which_frame_cues_the_worlds_leave_the_baselines():
+    from types import SimpleNamespace
+
+    from dmn_localization.learning.results_report import _frame_cues
+
+    def cues(shift, turn, models=('dmn-pf',)):  # the plan fields the paragraph reads
+        return _frame_cues(SimpleNamespace(frame_shift=shift, frame_turn=turn,
+                                           models=models))
+
+    assert 'Here' not in cues(0, 0) and 'heading row' in cues(0, 0, ('dmn-pf-heading',))
+    both = cues(0.5, 180)
+    assert 'Here the worlds are moved and turned' in both and 'no model can use' in both
+    assert "walls no longer run along the frame's axes" in both
+    assert 'outer wall is no longer at the normalized extent' in both
+    moved = cues(0.5, 0)
+    assert 'are moved (above)' in moved and "walls still run along the frame's axes" in moved
+    turned = cues(0, 90)
+    assert 'are turned (above)' in turned and 'outer wall is still at' in turned
 
 
 READS_PROC = pytest.mark.skipif(not Path('/proc/self/stat').exists(),

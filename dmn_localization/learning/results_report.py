@@ -95,7 +95,7 @@ def _floors(results: Dict, suffix: str, paper: bool) -> str:
     return '; '.join(parts) or 'not evaluated yet'
 
 
-def _differences(results: Dict) -> List[str]:
+def _differences(plan: ResultsPlan, results: Dict) -> List[str]:
     """Return the paragraphs that say why our numbers differ from the paper's."""
     return [
         '- The non-learned baselines score higher here than in the paper under the same '
@@ -117,11 +117,31 @@ def _differences(results: Dict) -> List[str]:
         'a learning-rate search over a short horizon (below); our datasets are smaller '
         '(above; the paper: 100k Rooms and 960 Mazes environments). The runs table says '
         'which runs had reached a plateau (its last column), the learning curves show it.',
-        '- The latent map baselines read global coordinates, and in `dmn_dataset` worlds '
-        "the walls run along the frame's axes and the normalized extent is the outer "
-        'wall: cues the egocentric PF-DMN cannot use (docs/experiments.md: "What the '
-        'baselines know that DMN does not"). The heading row is DMN given the axes only.',
+        _frame_cues(plan),
     ]
+
+
+def _frame_cues(plan: ResultsPlan) -> str:
+    """Say which cues of the frame the latent map baselines can read in this plan."""
+    # each cue: as it holds in place, as it still holds, as it is gone, gone here?, how
+    cues = [("the walls run along the frame's axes",
+             "the walls still run along the frame's axes",
+             "the walls no longer run along the frame's axes", plan.frame_turn, 'turned'),
+            ('the normalized extent is the outer wall', 'the outer wall is still at the '
+             'normalized extent', 'the outer wall is no longer at the normalized extent',
+             plan.frame_shift, 'moved')]
+    text = ('- The latent map baselines read global coordinates, and in `dmn_dataset` '
+            f'worlds in place {cues[0][0]} and {cues[1][0]}: cues the egocentric PF-DMN '
+            'cannot use (docs/experiments.md: "What the baselines know that DMN does not").')
+    if plan.frame_shift or plan.frame_turn:
+        how = ' and '.join(verb for *_, removed, verb in reversed(cues) if removed)
+        gone = ' and '.join(absent for _, _, absent, removed, _ in cues if removed)
+        kept = ' and '.join(still for _, still, _, removed, _ in cues if not removed)
+        text += f' Here the worlds are {how} (above): {gone}' + (
+            f'; {kept}.' if kept else ', so no model can use these cues.')
+    if 'dmn-pf-heading' in plan.models:
+        text += ' The heading row is DMN given the axes only.'
+    return text
 
 
 def _table_rows(plan: ResultsPlan, results: Dict, suffix: str) -> List[str]:
@@ -409,7 +429,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
         for split in ('train', 'val', 'test'):
             d = Dataset(plan.data / f'{domain}-{split}')
             lines.append(f'- {domain} {split}: {len(d)} environments x {d.views_per_env} views')
-    lines += ['', "## Why ours differ from the paper's", '', *_differences(results),
+    lines += ['', "## Why ours differ from the paper's", '', *_differences(plan, results),
               '', *progress_lines(plan), '', '## Learning curves', '']
     # RESULTS.md's figures keep their names; those of another report carry its name
     prefix = '' if out.stem == 'RESULTS' else f'{out.stem.lower()}-'
