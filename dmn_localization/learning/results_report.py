@@ -123,22 +123,17 @@ def _differences(plan: ResultsPlan, results: Dict) -> List[str]:
 
 def _frame_cues(plan: ResultsPlan) -> str:
     """Say which cues of the frame the latent map baselines can read in this plan."""
-    # each cue: as it holds in place, as it still holds, as it is gone, gone here?, how
-    cues = [("the walls run along the frame's axes",
-             "the walls still run along the frame's axes",
-             "the walls no longer run along the frame's axes", plan.frame_turn, 'turned'),
-            ('the normalized extent is the outer wall', 'the outer wall is still at the '
-             'normalized extent', 'the outer wall is no longer at the normalized extent',
-             plan.frame_shift, 'moved')]
     text = ('- The latent map baselines read global coordinates, and in `dmn_dataset` '
-            f'worlds in place {cues[0][0]} and {cues[1][0]}: cues the egocentric PF-DMN '
-            'cannot use (docs/experiments.md: "What the baselines know that DMN does not").')
+            "worlds in place the walls run along the frame's axes and the normalized extent "
+            'is the outer wall: cues the egocentric PF-DMN cannot use (docs/experiments.md: '
+            '"What the baselines know that DMN does not").')
     if plan.frame_shift or plan.frame_turn:
-        how = ' and '.join(verb for *_, removed, verb in reversed(cues) if removed)
-        gone = ' and '.join(absent for _, _, absent, removed, _ in cues if removed)
-        kept = ' and '.join(still for _, still, _, removed, _ in cues if not removed)
-        text += f' Here the worlds are {how} (above): {gone}' + (
-            f'; {kept}.' if kept else ', so no model can use these cues.')
+        how = ' and '.join(verb for verb, changed in (('moved', plan.frame_shift),
+                                                      ('turned', plan.frame_turn)) if changed)
+        text += (f' Here the worlds are {how} (above): the walls '
+                 f"{'no longer' if plan.frame_turn else 'still'} run along the frame's axes "
+                 f"and the outer wall is {'no longer' if plan.frame_shift else 'still'} at "
+                 'the normalized extent.')
     if 'dmn-pf-heading' in plan.models:
         text += ' The heading row is DMN given the axes only.'
     return text
