@@ -29,7 +29,7 @@ import signal
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
-from dmn_localization.learning.trainer import TrainingInterrupted
+from dmn_localization.learning.trainer import signal_exit_code, TrainingInterrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -55,7 +55,7 @@ class PoolStopped(Exception):
     @property
     def exit_code(self) -> int:
         """Return the shell's status of a process a signal ended: 128 plus its number."""
-        return 128 + int(getattr(signal, self.signal_name, signal.SIGTERM))
+        return signal_exit_code(self.signal_name)
 
 
 def _die_with_parent() -> None:

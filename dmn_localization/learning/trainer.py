@@ -78,6 +78,11 @@ class RunInUseError(TrainingError):
     """Another process is training in the run directory (two would corrupt its state)."""
 
 
+def signal_exit_code(signal_name: str) -> int:
+    """Return the shell's status of a process ``signal_name`` ended: 128 plus its number."""
+    return 128 + int(getattr(signal, signal_name, signal.SIGTERM))
+
+
 class TrainingInterrupted(Exception):
     """A signal stopped the run; its state at that step is in ``last.pt``, to resume from."""
 
@@ -91,7 +96,7 @@ class TrainingInterrupted(Exception):
     @property
     def exit_code(self) -> int:
         """Return the shell's status of a process a signal ended: 128 plus its number."""
-        return 128 + int(getattr(signal, self.signal_name, signal.SIGTERM))
+        return signal_exit_code(self.signal_name)
 
     def __reduce__(self) -> tuple:
         """Pickle with its fields: ``dmn_results`` gets it from a worker process."""
