@@ -786,7 +786,7 @@ def test_results_say_which_runs_reached_a_plateau(tmp_path):
 
     plan = ResultsPlan(Path('data'), tmp_path, 600_000, models=('dmn-pf', 'vector-pf',
                                                                 'image-pf'),
-                       seeds={'dmn-pf': (0, 1), 'vector-pf': (0,), 'image-pf': (0,)},
+                       seeds={'dmn-pf': (0, 1, 2), 'vector-pf': (0,), 'image-pf': (0,)},
                        domains=('rooms',), lr_grid=(3e-4,))
 
     def fake_run(model, seed, losses, stopped_early=False):
@@ -798,7 +798,8 @@ def test_results_say_which_runs_reached_a_plateau(tmp_path):
                 f.write(f'{i},{i * 100_000},1.0,,{loss},0.5\n')
         torch.save({'counters': {'samples': 100_000 * len(losses), 'elapsed_s': 3600.0,
                                  'stopped_early': stopped_early,
-                                 'best_val_loss': min(losses)}}, run / 'last.pt')
+                                 'best_val_loss': min(losses, default=math.inf)}},
+                   run / 'last.pt')
         return run
 
     # flat: the best fell from 0.200 (at 300k) to 0.199 over the last 300k: 0.5 %
@@ -809,7 +810,9 @@ def test_results_say_which_runs_reached_a_plateau(tmp_path):
     fake_run('image-pf', 0, [0.30, 0.20, 0.21], stopped_early=True)  # patience ran out
     fake_run('dmn-pf', 1, [0.30, 0.29])  # in progress: too short to say
     assert recent_gain(learning_curve(run_dir(plan, 'dmn-pf', 'rooms', 1))) is None
+    fake_run('dmn-pf', 2, [])  # not yet validated: its best loss is still math.inf
     said = status(plan)
+    assert '| dmn-pf rooms s2 | 0.0003 | 0 | – | 1.00 h | in progress | – |' in said
     assert '| dmn-pf rooms s0 | 0.0003 | 600,000 | 0.1990 | 1.00 h | finished | yes (0.5 %) |' \
         in said
     assert '| finished | no (25.0 %) |' in said

@@ -9,6 +9,7 @@ learning-rate search, the runs and their learning curves.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -290,7 +291,9 @@ def _run_row(plan: ResultsPlan, model: str, domain: str, seed: int, rate: Option
         how = 'finished' if full else 'search done'
     if not (run / 'last.pt').exists():
         how += ' (record)'  # its directory is gone: read from plan.records
-    return (head + f' {state["samples"]:,} | {state["best_val_loss"]:.4f} | '
+    best = state['best_val_loss']  # math.inf until the run's first validation
+    best_cell = f'{best:.4f}' if math.isfinite(best) else '–'
+    return (head + f' {state["samples"]:,} | {best_cell} | '
             f'{state["elapsed_s"] / 3600:.2f} h | {how} | {_plateau(plan, run, state)[1]} |')
 
 
