@@ -586,6 +586,28 @@ def test_results_say_which_frame_cues_the_worlds_leave_the_baselines():
     assert "walls no longer run along the frame's axes" in turned
 
 
+def test_results_name_the_strongest_baseline_and_whether_it_has_the_seeds(tmp_path):
+    from dmn_localization.learning.results_plan import ResultsPlan
+    from dmn_localization.learning.results_report import _strongest
+
+    plan = ResultsPlan(Path('data'), tmp_path, 1_000_000,
+                       models=('dmn-pf', 'dmn-regression', 'image-pf', 'dmn-pf-heading'),
+                       seeds={'dmn-pf': (0, 1, 2), 'image-pf': (0, 1, 2)}, lr_grid=(3e-4,))
+    seq = {'dmn-pf': [0.8], 'dmn-pf-heading': [0.9], 'closest-context': [0.5],
+           'dmn-regression': [0.25]}  # PF-DMN, a variant and an oracle are no baselines
+    said = _strongest(plan, {'rooms': {'sequential-global': seq}})
+    assert 'rooms: not known yet, 1 of its 2 baselines wait' in said
+    assert 'mazes: not known yet, 2 of its 2' in said and '(several seeds: image-pf)' in said
+    seq['image-pf'] = [0.15, 0.2, 0.4]  # its mean (25 %) counts, not its best seed
+    seq['dmn-regression'] = [0.26]
+    said = _strongest(plan, {'rooms': {'sequential-global': seq},
+                             'mazes': {'sequential-global': {'dmn-regression': [0.1],
+                                                             'image-pf': [0.2]}}})
+    assert 'rooms: dmn-regression (26.0%), which has one seed; several go to image-pf' in said
+    assert 'mazes: image-pf (20.0%), which has several seeds.' in said
+    assert _strongest(ResultsPlan(Path('data'), tmp_path, 1, models=('dmn-pf',)), {}) == ''
+
+
 READS_PROC = pytest.mark.skipif(not Path('/proc/self/stat').exists(),
                                 reason="finds a process's workers in /proc (Linux)")
 

@@ -200,6 +200,39 @@ def _seeds(plan: ResultsPlan, model: str) -> str:
     return f'{model} ' + ' '.join(f'{seeds} ({domain})' for domain, seeds in per_domain.items())
 
 
+def _strongest(plan: ResultsPlan, results: Dict) -> str:
+    """
+    Say which learned baseline of each domain is the table's strongest.
+
+    And whether it is the one with several seeds (the paper's practice: PF-DMN and that
+    baseline). Strongest: the highest sequential global success (mean over the seeds measured). A
+    domain waits while one of its baselines has no result yet.
+    """
+    parts = []
+    for domain in plan.domains:
+        baselines = [m for m in plan.models if m != 'dmn-pf' and m not in VARIANTS]
+        if not baselines:
+            continue
+        got = results.get(domain, {}).get('sequential-global', {})
+        seeded = [m for m in baselines if len(plan.seeds_of(m, domain)) > 1]
+        several = ', '.join(seeded) or 'none'
+        waiting = [m for m in baselines if not got.get(m)]
+        if waiting:
+            parts.append(f'{domain}: not known yet, {len(waiting)} of its {len(baselines)} '
+                         f'baselines wait for a test result (several seeds: {several})')
+            continue
+        best = max(baselines, key=lambda m: float(np.mean(got[m])))
+        said = f'{domain}: {best} ({float(np.mean(got[best])):.1%})'
+        if best in seeded:
+            said += ', which has several seeds'
+        else:
+            said += (f', which has one seed; several go to {several} (choose them with '
+                     '`dmn_results --seeds`)')
+        parts.append(said)
+    return ('- Strongest learned baseline by sequential global success: ' + '; '.join(parts)
+            + '.') if parts else ''
+
+
 def _lead(scores: Dict[float, Optional[float]], chosen: Optional[float]) -> str:
     """Return how much lower the chosen rate's score is than the next best (relative)."""
     others = [score for rate, score in scores.items() if rate != chosen]
@@ -412,6 +445,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
                   f'{m} {o}' for m in plan.models for o in [_options(plan, m)] if o)
                   or 'none (every model at its default config)'),
               '- Seeds: ' + ', '.join(_seeds(plan, m) for m in plan.models),
+              *[line for line in [_strongest(plan, results)] if line],
               f'- Evaluation: {plan.episodes} episodes per cell on held-out test environments, '
               'K=2048, t=5 (sequential) and t=1 (one-step); success = squared x-y error '
               'below 0.2 in normalized units.',
