@@ -596,8 +596,8 @@ def test_results_name_the_strongest_baseline_and_whether_it_has_the_seeds(tmp_pa
     seq = {'dmn-pf': [0.8], 'dmn-pf-heading': [0.9], 'closest-context': [0.5],
            'dmn-regression': [0.25]}  # PF-DMN, a variant and an oracle are no baselines
     said = _strongest(plan, {'rooms': {'sequential-global': seq}})
-    assert 'rooms: not known yet, 1 of its 2 baselines wait' in said
-    assert 'mazes: not known yet, 2 of its 2' in said and '(several seeds: image-pf)' in said
+    assert 'rooms: not known yet, waiting for test results from 1 of its 2 baselines' in said
+    assert 'from 2 of its 2 baselines (several seeds: image-pf)' in said
     seq['image-pf'] = [0.15, 0.2, 0.4]  # its mean (25 %) counts, not its best seed
     seq['dmn-regression'] = [0.26]
     said = _strongest(plan, {'rooms': {'sequential-global': seq},

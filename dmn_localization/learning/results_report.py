@@ -205,8 +205,8 @@ def _strongest(plan: ResultsPlan, results: Dict) -> str:
     Say which learned baseline of each domain is the table's strongest.
 
     And whether it is the one with several seeds (the paper's practice: PF-DMN and that
-    baseline). Strongest: the highest sequential global success (mean over the seeds measured). A
-    domain waits while one of its baselines has no result yet.
+    baseline). Strongest: the highest sequential global success, the mean over the seeds
+    measured. A domain waits while one of its baselines has no result yet.
     """
     parts = []
     for domain in plan.domains:
@@ -218,8 +218,9 @@ def _strongest(plan: ResultsPlan, results: Dict) -> str:
         several = ', '.join(seeded) or 'none'
         waiting = [m for m in baselines if not got.get(m)]
         if waiting:
-            parts.append(f'{domain}: not known yet, {len(waiting)} of its {len(baselines)} '
-                         f'baselines wait for a test result (several seeds: {several})')
+            parts.append(f'{domain}: not known yet, waiting for test results from '
+                         f'{len(waiting)} of its {len(baselines)} baselines (several seeds: '
+                         f'{several})')
             continue
         best = max(baselines, key=lambda m: float(np.mean(got[m])))
         said = f'{domain}: {best} ({float(np.mean(got[best])):.1%})'
