@@ -208,11 +208,11 @@ def _strongest(plan: ResultsPlan, results: Dict) -> str:
     baseline). Strongest: the highest sequential global success, the mean over the seeds
     measured. A domain waits while one of its baselines has no result yet.
     """
+    baselines = [m for m in plan.models if m != 'dmn-pf' and m not in VARIANTS]
+    if not (baselines and plan.domains):
+        return ''
     parts = []
     for domain in plan.domains:
-        baselines = [m for m in plan.models if m != 'dmn-pf' and m not in VARIANTS]
-        if not baselines:
-            continue
         got = results.get(domain, {}).get('sequential-global', {})
         seeded = [m for m in baselines if len(plan.seeds_of(m, domain)) > 1]
         several = ', '.join(seeded) or 'none'
@@ -230,8 +230,7 @@ def _strongest(plan: ResultsPlan, results: Dict) -> str:
             said += (f', which has one seed; several go to {several} (choose them with '
                      '`dmn_results --seeds`)')
         parts.append(said)
-    return ('- Strongest learned baseline by sequential global success: ' + '; '.join(parts)
-            + '.') if parts else ''
+    return '- Strongest learned baseline by sequential global success: ' + '; '.join(parts) + '.'
 
 
 def _lead(scores: Dict[float, Optional[float]], chosen: Optional[float]) -> str:
