@@ -52,7 +52,8 @@ results: data
 MOVED_PROTOCOL := --budget-samples 3000000 --finish-samples 300000 --frame-shift 0.5 \
 	--frame-turn 180 --model-option dmn-pf:attention_prior=2 \
 	--models dmn-pf dmn-regression image-pf image-regression vector-pf vector-regression \
-	--lr-grid 3e-4 --lr vector-pf/mazes=1e-4 --memory-format channels_last
+	--lr-grid 3e-4 --lr vector-pf/mazes=1e-4 --memory-format channels_last \
+	--seeds dmn-regression/rooms=0,1,2 --seeds image-pf/rooms=0
 results-moved: data
 	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) \
 		$(MOVED_PROTOCOL) --out RESULTS-moved.md
