@@ -565,6 +565,32 @@ def test_results_rates_fixed_by_hand_and_a_report_of_its_own(tiny, tmp_path, cap
     assert not list((tmp_path / 'runs').glob('*-s0'))  # nothing trained
 
 
+def test_the_makefiles_moved_protocol_plans_what_the_readme_says(tmp_path, capsys):
+    import re
+    import shlex
+
+    from dmn_localization.learning.results import main as results_main
+
+    root = Path(__file__).resolve().parents[1]
+    found = re.search(r'^MOVED_PROTOCOL := (.*?[^\\])\n', (root / 'Makefile').read_text(),
+                      re.S | re.M)
+    assert found, 'MOVED_PROTOCOL not found in the Makefile'
+    protocol = shlex.split(found.group(1).replace('\\\n', ' '))
+    elsewhere = ['--data', str(tmp_path / 'data'), '--runs', str(tmp_path / 'runs'),
+                 '--records', str(tmp_path / 'records')]  # nothing trained or recorded
+    assert results_main(protocol + elsewhere + ['--status']) == 0
+    said = capsys.readouterr().out
+    runs = re.findall(r'^\| (\S+ \S+ s\d) \|', said, re.M)
+    planned = re.search(r'of ([\d,]+) planned samples', said)
+    assert planned, said
+    samples = int(planned.group(1).replace(',', ''))
+    # the README's moved-table section states the plan's size and the seeds' exception
+    readme = ' '.join((root / 'README.md').read_text().split())
+    assert f'{len(runs)} runs, {samples / 1e6:.1f} million samples planned' in readme
+    assert 'dmn-regression rooms s2' in runs and 'image-pf rooms s1' not in runs
+    assert '--seeds dmn-regression/rooms=0,1,2 --seeds image-pf/rooms=0' in readme
+
+
 def test_results_say_which_frame_cues_the_worlds_leave_the_baselines():
     from types import SimpleNamespace
 
