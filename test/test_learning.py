@@ -634,6 +634,36 @@ def test_results_name_the_strongest_baseline_and_whether_it_has_the_seeds(tmp_pa
     assert _strongest(ResultsPlan(Path('data'), tmp_path, 1, models=('dmn-pf',)), {}) == ''
 
 
+def test_learning_curves_give_each_model_one_legend_entry(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from dmn_localization.learning.results_plan import ResultsPlan, run_dir
+    from dmn_localization.learning.results_report import plot_learning_curves
+
+    plan = ResultsPlan(Path('data'), tmp_path / 'runs', 1000,
+                       models=('dmn-pf', 'dmn-regression', 'image-pf'),
+                       seeds={'dmn-pf': (0, 1, 2), 'image-pf': (0, 1, 2)}, lr_grid=(3e-4,),
+                       records=tmp_path / 'records')
+    for model, seeds in (('dmn-pf', (0, 1, 2)), ('dmn-regression', (0,)),
+                         ('image-pf', (0, 2))):  # image-pf's seed 1 has not validated yet
+        for seed in seeds:
+            run = run_dir(plan, model, 'rooms', seed, 3e-4)
+            run.mkdir(parents=True)
+            (run / 'log.csv').write_text(
+                'step,samples,elapsed_s,train_loss,val_loss,val_global_success\n'
+                f'10,500,1.0,0.3,{0.28 - seed / 100},0.1\n10,1000,2.0,0.2,0.25,0.2\n')
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, 'savefig',
+                        lambda fig, path, **kw: saved.append(fig))
+    plot_learning_curves(plan, 'rooms', tmp_path / 'curves.png')
+    (legend,) = saved[0].legends  # one, below both panels
+    assert [t.get_text() for t in legend.get_texts()] == [
+        'dmn-pf, lr 0.0003, seeds 0, 1, 2', 'dmn-regression, lr 0.0003, seed 0',
+        'image-pf, lr 0.0003, seeds 0, 2']
+    assert not saved[0].axes[0].get_legend()
+    assert len(saved[0].axes[0].lines) == 6  # every run with a curve is drawn
+
+
 READS_PROC = pytest.mark.skipif(not Path('/proc/self/stat').exists(),
                                 reason="finds a process's workers in /proc (Linux)")
 

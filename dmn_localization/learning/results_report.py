@@ -33,7 +33,9 @@ def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
     Plot the validation loss and success against samples of every run of ``domain``.
 
     The loss (tracking, on 1000 fixed episodes) shows the plateau; the one-step global
-    success (200 episodes, K=1024) is what the table measures, but noisy.
+    success (200 episodes, K=1024) is what the table measures, but noisy. A model's seeds
+    share its colour and one entry of the legend, which sits below both panels (with
+    three seeds of two models a legend inside a panel would hide its curves).
     """
     import matplotlib
 
@@ -42,21 +44,28 @@ def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
 
     fig, (loss_ax, success_ax) = plt.subplots(1, 2, figsize=(9.0, 3.6))
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    entries = []  # (line, label): one per model with a curve at its chosen rate
     for index, model in enumerate(plan.models):
         color = colors[index % len(colors)]
         chosen = plan.lr_of(model, domain)
-        runs = [(rate, 0, ':', None) for rate in plan.search_rates(model, domain)
+        runs = [(rate, 0, ':') for rate in plan.search_rates(model, domain)
                 if rate != chosen]  # the search's other rates, dotted, not in the legend
         if chosen is not None:
-            runs += [(chosen, seed, '-', f'{model} s{seed} lr {chosen:g}')
-                     for seed in plan.seeds_of(model, domain)]
-        for rate, seed, style, label in runs:
+            runs += [(chosen, seed, '-') for seed in plan.seeds_of(model, domain)]
+        shown = []  # (seed, loss line) of the chosen rate's runs with a curve
+        for rate, seed, style in runs:
             curve = learning_curve(run_dir(plan, model, domain, seed, rate), plan.records)
             if curve:
                 xs, losses, successes = zip(*curve)
                 for ax, ys in ((loss_ax, losses), (success_ax, successes)):
-                    ax.plot(xs, ys, style, color=color, alpha=0.8, label=label,
-                            linewidth=1.5 if label else 1.0)
+                    line, = ax.plot(xs, ys, style, color=color, alpha=0.8,
+                                    linewidth=1.5 if style == '-' else 1.0)
+                if style == '-':
+                    shown.append((seed, line))
+        if shown:
+            seeds = ', '.join(str(seed) for seed, _ in shown)
+            entries.append((shown[0][1], f'{model}, lr {chosen:g}, '
+                            f"seed{'s' if len(shown) > 1 else ''} {seeds}"))
     loss_ax.set_ylabel('validation loss (tracking)')
     success_ax.set_ylabel('validation one-step global success')
     for ax in (loss_ax, success_ax):
@@ -64,9 +73,15 @@ def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(f'{domain}: learning curves (dotted: rates the search did not choose, or '
                  'all rates while it runs)', fontsize=9)
-    if any(line.get_label()[0] != '_' for line in loss_ax.lines):
-        loss_ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
+    bottom = 0.0
+    if entries:
+        columns = min(3, len(entries))
+        rows = -(-len(entries) // columns)
+        fig.set_figheight(3.6 + 0.2 * rows)
+        bottom = (0.2 * rows + 0.02) / (3.6 + 0.2 * rows)  # inches of legend, as a fraction
+        fig.legend(*zip(*entries), loc='lower center', ncol=columns, fontsize=7,
+                   frameon=False)
+    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
