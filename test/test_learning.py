@@ -739,11 +739,14 @@ def assert_saved_and_released(runs):
 
 
 @READS_PROC
-def test_a_signal_to_dmn_results_stops_every_run_at_its_step(tiny, tmp_path):
+@pytest.mark.parametrize('copies', [1, 2])
+def test_a_signal_to_dmn_results_stops_every_run_at_its_step(tiny, tmp_path, copies):
     import signal
 
     with long_results(tiny, tmp_path) as (process, runs, _):
-        process.send_signal(signal.SIGTERM)  # to the parent only: it forwards one to each
+        for _ in range(copies):  # 2: the group's signal and make's forwarding, one stop
+            process.send_signal(signal.SIGTERM)  # to the parent: it forwards one to each
+            time.sleep(0.05)
         out, err = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert err.count('stopped by SIGTERM at') == 2 and 'the same command goes on' in err

@@ -12,7 +12,9 @@ alone:
 - the parent, on SIGINT or SIGTERM, forwards one SIGTERM to every worker, cancels the
   runs not yet handed out and tells the workers to take no further run; each worker
   saves its run at the step it is in. A second signal is forwarded as well: the runs
-  then stop at once;
+  then stop at once; unless it comes within :data:`SAME_STOP_S` of the first, when it
+  is the same stop delivered twice (``kill -- -PGID`` of ``make results``: make
+  forwards the SIGTERM it gets to its child, which the group's signal reached too);
 - a worker whose parent dies without forwarding (SIGKILL) gets SIGTERM from the kernel
   (Linux's parent-death signal) and stops the same way.
 
@@ -27,11 +29,13 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from dmn_localization.learning.trainer import signal_exit_code, TrainingInterrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SAME_STOP_S = 1.0  # a signal this soon after the first is the same stop, delivered twice
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # in a worker: the parent's event, set when it stops (no further run is taken), the
@@ -133,6 +137,7 @@ class RunPool:
         self._pending: Set[Future] = set()
         self._previous: Dict[int, Any] = {}
         self.signum = 0
+        self._stopped_at = 0.0  # time.monotonic() of the first signal
         self.stopped_runs: List[str] = []  # what each run said when a signal stopped it
 
     def __enter__(self) -> RunPool:
@@ -152,8 +157,12 @@ class RunPool:
             raise PoolStopped(signal.Signals(self.signum).name, self.stopped_runs)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self.signum and now - self._stopped_at < SAME_STOP_S:
+            return  # the first one's duplicate: the workers are stopping already
         again = bool(self.signum)
-        self.signum = self.signum or signum
+        if not again:
+            self.signum, self._stopped_at = signum, now
         self._stopping.set()
         for future in self._pending:
             future.cancel()  # those not yet handed to a worker
