@@ -699,10 +699,13 @@ def long_results(tiny, tmp_path):
     still running at the end (the process, its workers) is killed.
     """
     runs = tmp_path / 'runs'
+    # no validation within the test (the first is at 1M samples): a run that stopped
+    # early (patience) would hand its worker the third run
     args = ['--data', str(results_data(tiny, tmp_path)), '--runs', str(runs),
             '--budget-samples', '4000000', '--episodes', '4', '--models', 'dmn-pf',
             'vector-regression', 'image-regression', '--domains', 'rooms', '--one-seed',
-            '--val-every-samples', '400', '--val-episodes', '8', '--lr-grid', '1e-3',
+            '--val-every-samples', '1000000', '--search-samples', '1000000',
+            '--val-episodes', '8', '--lr-grid', '1e-3',
             '--jobs', '2', '--records', str(tmp_path / 'records'),
             '--out', str(tmp_path / 'RESULTS.md')]
     code = 'import sys; from dmn_localization.learning.results import main; sys.exit(main())'
@@ -711,7 +714,7 @@ def long_results(tiny, tmp_path):
     workers = []
     try:
         deadline = time.monotonic() + 300
-        # training: each run's first rows are logged (a validation every 400 samples)
+        # training: each run's first rows are logged (its loss every 50 steps)
         while len([log for log in runs.glob('*/log.csv') if len(read_log(log)) >= 2]) < 2:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
