@@ -741,6 +741,23 @@ def assert_saved_and_released(runs):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a worker holds it
 
 
+def test_a_second_signal_stops_at_once_unless_it_is_a_copy_of_the_first(monkeypatch):
+    import signal
+
+    from dmn_localization.learning import trainer
+
+    now = [100.0]
+    monkeypatch.setattr(trainer.time, 'monotonic', lambda: now[0])
+    request = trainer.StopRequest()
+    request(signal.SIGTERM, None)  # stop at the step
+    now[0] += trainer.SAME_STOP_S / 2
+    request(signal.SIGINT, None)  # the same stop, delivered twice: no exception
+    assert request.signum == signal.SIGTERM
+    now[0] += trainer.SAME_STOP_S
+    with pytest.raises(KeyboardInterrupt):  # asked again: stop now
+        request(signal.SIGTERM, None)
+
+
 @READS_PROC
 @pytest.mark.parametrize('copies', [1, 2])
 def test_a_signal_to_dmn_results_stops_every_run_at_its_step(tiny, tmp_path, copies):

@@ -12,9 +12,8 @@ alone:
 - the parent, on SIGINT or SIGTERM, forwards one SIGTERM to every worker, cancels the
   runs not yet handed out and tells the workers to take no further run; each worker
   saves its run at the step it is in. A second signal is forwarded as well: the runs
-  then stop at once; unless it comes within :data:`SAME_STOP_S` of the first, when it
-  is the same stop delivered twice (``kill -- -PGID`` of ``make results``: make
-  forwards the SIGTERM it gets to its child, which the group's signal reached too);
+  then stop at once; unless it is a copy of the first (:class:`.trainer.StopRequest`:
+  ``kill -- -PGID`` of ``make results`` signals it twice);
 - a worker whose parent dies without forwarding (SIGKILL) gets SIGTERM from the kernel
   (Linux's parent-death signal) and stops the same way.
 
@@ -29,13 +28,12 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
-from dmn_localization.learning.trainer import signal_exit_code, TrainingInterrupted
+from dmn_localization.learning.trainer import (signal_exit_code, StopRequest,
+                                               TrainingInterrupted)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-SAME_STOP_S = 1.0  # a signal this soon after the first is the same stop, delivered twice
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # in a worker: the parent's event, set when it stops (no further run is taken), the
@@ -136,8 +134,7 @@ class RunPool:
                                              initargs=(self._stopping, os.getpid()))
         self._pending: Set[Future] = set()
         self._previous: Dict[int, Any] = {}
-        self.signum = 0
-        self._stopped_at = 0.0  # time.monotonic() of the first signal
+        self._stop = StopRequest()
         self.stopped_runs: List[str] = []  # what each run said when a signal stopped it
 
     def __enter__(self) -> RunPool:
@@ -156,13 +153,16 @@ class RunPool:
         if kind is None and self.signum:
             raise PoolStopped(signal.Signals(self.signum).name, self.stopped_runs)
 
+    @property
+    def signum(self) -> int:
+        """Return the signal that stopped the pool, ``0`` while none did."""
+        return self._stop.signum
+
     def _on_signal(self, signum: int, frame: Any) -> None:
-        now = time.monotonic()
-        if self.signum and now - self._stopped_at < SAME_STOP_S:
-            return  # the first one's duplicate: the workers are stopping already
-        again = bool(self.signum)
-        if not again:
-            self.signum, self._stopped_at = signum, now
+        first = not self.signum
+        again = self._stop.record(signum)
+        if not (first or again):
+            return  # the first one's copy: the workers are stopping already
         self._stopping.set()
         for future in self._pending:
             future.cancel()  # those not yet handed to a worker

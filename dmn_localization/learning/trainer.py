@@ -342,16 +342,34 @@ def _all_agree(flags: Tuple[bool, ...], world_size: int) -> Tuple[bool, ...]:
     return tuple(bool(v) for v in values.tolist())
 
 
+#: A signal this soon (seconds) after the first is the same stop delivered twice, not a
+#: second request: ``kill -- -PGID`` of ``make`` reaches make's child, and make forwards
+#: the signal it got to that child as well.
+SAME_STOP_S = 1.0
+
+
 class StopRequest:
     """The signal that asked a run to stop, ``0`` until one did: a handler that records it."""
 
     def __init__(self) -> None:
         self.signum = 0
+        self._first_at = 0.0  # time.monotonic() of the first signal
+
+    def record(self, signum: int) -> bool:
+        """
+        Record ``signum``; return whether it asks again: a stop at once, not at the step.
+
+        The first signal and a copy of it (within :data:`SAME_STOP_S`) return False.
+        """
+        now = time.monotonic()
+        if not self.signum:
+            self.signum, self._first_at = signum, now
+            return False
+        return now - self._first_at >= SAME_STOP_S
 
     def __call__(self, signum: int, frame: Any) -> None:
-        if self.signum:  # asked twice: stop now, as without this handler
+        if self.record(signum):  # asked twice: stop now, as without this handler
             raise KeyboardInterrupt
-        self.signum = signum
 
 
 @contextlib.contextmanager
