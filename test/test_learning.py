@@ -796,6 +796,54 @@ def test_runs_of_a_killed_dmn_results_save_their_state_and_exit(tiny, tmp_path):
             time.sleep(0.5)
 
 
+DYING_PARENT = """
+import os, signal, sys, threading, time
+from pathlib import Path
+
+from dmn_localization.learning.run_pool import RunPool
+
+
+def busy(path):
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+if __name__ == '__main__':
+    out = Path(sys.argv[1])
+    pool = RunPool(2)
+
+    def submit():  # the workers' parent thread: the kernel signals them when it ends
+        for name in ('a', 'b'):
+            pool.submit(busy, str(out / name))
+        pool.submit(os.mkdir, str(out / 'third'))  # queued for the first free worker
+        while not all((out / name).exists() for name in ('a', 'b')):
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=submit)
+    thread.start()
+    thread.join()
+    time.sleep(0.5)  # the parent lives on a little, as its threads end one by one
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@READS_PROC
+def test_a_worker_signalled_by_its_dying_parent_takes_no_further_call(tmp_path):
+    # the kernel's parent-death signal comes as the thread that started a worker ends,
+    # while the parent's other threads still run: the worker must not take the queued
+    # call in that moment
+    script = tmp_path / 'dying_parent.py'
+    script.write_text(DYING_PARENT)
+    process = subprocess.run([sys.executable, str(script), str(tmp_path)], timeout=120)
+    assert process.returncode == -9
+    workers = [int((tmp_path / name).read_text()) for name in ('a', 'b')]
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, [pid for pid in workers if alive(pid)]
+        time.sleep(0.2)
+    assert not (tmp_path / 'third').exists()
+
+
 def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
     from dmn_localization.learning.results_plan import ResultsPlan
     from dmn_localization.learning.train_cli import build_parser, config_from_args

@@ -15,7 +15,10 @@ alone:
   then stop at once; unless it is a copy of the first (:class:`.trainer.StopRequest`:
   ``kill -- -PGID`` of ``make results`` signals it twice);
 - a worker whose parent dies without forwarding (SIGKILL) gets SIGTERM from the kernel
-  (Linux's parent-death signal) and stops the same way.
+  (Linux's parent-death signal) and stops the same way. The kernel sends it as each
+  thread of the parent ends, the first while the parent still lives: a worker whose
+  call a signal ended that was not the parent's stop waits up to :data:`ORPHAN_WAIT_S`
+  for the parent to end, and exits if it did, instead of taking the next call.
 
 Leaving the context then raises :class:`PoolStopped` once every worker has ended, and
 the same command resumes every run.
@@ -34,13 +37,13 @@ from dmn_localization.learning.trainer import (signal_exit_code, StopRequest,
                                                TrainingInterrupted)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ORPHAN_WAIT_S = 2.0  # how long a worker signalled outside a stop waits for its parent to end
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-# in a worker: the parent's event, set when it stops (no further run is taken), the
-# parent's process id, and whether a call is running (a stop then ends it; an idle
-# worker waits for the pool's shutdown)
+# in a worker: the parent's event, set when it stops (no further run is taken), and
+# whether a call is running (a stop then ends it; an idle worker waits for the pool's
+# shutdown)
 _stopping: Optional[Any] = None
-_parent = 0
 _in_call = False
 
 
@@ -82,19 +85,28 @@ def _on_worker_signal(signum: int, frame: Any) -> None:
     """
     if _in_call:
         raise KeyboardInterrupt
-    _exit_if_orphaned()
+    _exit_if_orphaned(_orphan_wait())
 
 
-def _exit_if_orphaned() -> None:
-    """Exit a worker whose parent is gone (it would wait for a call forever)."""
-    if _parent and os.getppid() != _parent:
+def _orphan_wait() -> float:
+    """Return how long to wait for the parent to end after a signal: 0 in its stop."""
+    return 0.0 if _stopping is None or _stopping.is_set() else ORPHAN_WAIT_S
+
+
+def _exit_if_orphaned(wait_s: float = 0.0) -> None:
+    """Exit a worker whose parent has ended, or ends within ``wait_s`` seconds."""
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not a spawned worker
+        return
+    parent.join(wait_s)  # the parent's pipe, closed once its last thread has ended
+    if not parent.is_alive():
         os._exit(128 + int(signal.SIGTERM))
 
 
-def _init_worker(stopping: Any, parent: int) -> None:
+def _init_worker(stopping: Any) -> None:
     """Start a worker: signals from its parent only, ended calls instead of exits."""
-    global _stopping, _parent
-    _stopping, _parent = stopping, parent
+    global _stopping
+    _stopping = stopping
     os.setpgrp()
     for signum in SIGNALS:
         signal.signal(signum, _on_worker_signal)
@@ -105,17 +117,22 @@ def _unless_stopping(fn: Callable[..., Any], args: Tuple[Any, ...]) -> Tuple[boo
     """Return ``(True, fn(*args))``, or ``(False, None)`` once the parent is stopping."""
     global _in_call
     _in_call = True  # before the check: a stop after it ends the call, one before is seen
+    wait_s = 0.0
     try:
         if _stopping is not None and _stopping.is_set():
             return False, None
         return True, fn(*args)
     except KeyboardInterrupt:
+        wait_s = _orphan_wait()  # a signal ended the call: the parent's, or the kernel's
         if _stopping is not None and _stopping.is_set():
             return False, None  # outside training (an evaluation, say): redone on resume
         raise
+    except TrainingInterrupted:
+        wait_s = _orphan_wait()  # the same, in training: the run saved its step
+        raise
     finally:
         _in_call = False
-        _exit_if_orphaned()  # nobody to take the result: the run saved its state
+        _exit_if_orphaned(wait_s)  # nobody to take the result: the run saved its state
 
 
 class RunPool:
@@ -131,7 +148,7 @@ class RunPool:
         self._stopping = context.Event()
         self._executor = ProcessPoolExecutor(jobs, mp_context=context,
                                              initializer=_init_worker,
-                                             initargs=(self._stopping, os.getpid()))
+                                             initargs=(self._stopping,))
         self._pending: Set[Future] = set()
         self._previous: Dict[int, Any] = {}
         self._stop = StopRequest()
