@@ -46,14 +46,15 @@ results: data
 
 ## results-moved: the proposed protocol (README, "The table on worlds moved and turned"):
 ## worlds moved and turned, 3M samples + 300k at a third of the rate, PF-DMN with the
-## attention prior, the rates the table's search chose; writes RESULTS-moved.md (22 runs
+## attention prior, the rates the table's search chose; writes RESULTS-moved.md (20 runs
 ## of about 2 hours of one core; resumable like `results`, its finished runs recorded in
 ## results/ under their own names)
 MOVED_PROTOCOL := --budget-samples 3000000 --finish-samples 300000 --frame-shift 0.5 \
 	--frame-turn 180 --model-option dmn-pf:attention_prior=2 \
 	--models dmn-pf dmn-regression image-pf image-regression vector-pf vector-regression \
 	--lr-grid 3e-4 --lr vector-pf/mazes=1e-4 --memory-format channels_last \
-	--seeds dmn-regression/rooms=0,1,2 --seeds image-pf/rooms=0
+	--seeds dmn-regression/rooms=0,1,2 --seeds image-pf/rooms=0 \
+	--seeds vector-pf/mazes=0,1,2 --seeds image-pf/mazes=0 --seeds vector-regression/mazes=0
 results-moved: data
 	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) \
 		$(MOVED_PROTOCOL) --out RESULTS-moved.md
