@@ -598,6 +598,36 @@ def test_the_makefiles_moved_protocol_plans_what_the_readme_says(tmp_path, capsy
             f'{entry} {domain} s{n}' for n in numbers.split(',')]
 
 
+def _options(tokens):
+    """Group a command's tokens as sorted (option, values) pairs, whatever their order."""
+    groups = []
+    for token in tokens:
+        if token.startswith('--'):
+            groups.append([token])
+        elif groups:
+            groups[-1].append(token)
+    return sorted(tuple(g) for g in groups if g[0] not in ('--jobs', '--no-train', '--status'))
+
+
+@pytest.mark.parametrize('target, out', [('results', 'RESULTS.md'),
+                                         ('results-in-place', 'RESULTS-in-place.md')])
+def test_the_committed_tables_are_what_their_make_targets_write(target, out):
+    import re
+    import shlex
+
+    root = Path(__file__).resolve().parents[1]
+    makefile = (root / 'Makefile').read_text().replace('\\\n', ' ')
+    variables = dict(re.findall(r'^([A-Z_]+) :?= (.*)$', makefile, re.M))
+    recipe = re.search(rf'^{re.escape(target)}: .*\n\t(.*)$', makefile, re.M)
+    assert recipe, f'no make target {target}'
+    command = re.sub(r'\$\((\w+)\)', lambda m: variables.get(m.group(1), ''), recipe.group(1))
+    command = command.split('dmn_results', 1)[1]
+    made = re.search(r'^Made by `dmn_results (.*?)` \(the code at this commit\)\.$',
+                     (root / out).read_text(), re.M)
+    assert made, f'{out} has no "Made by" line of dmn_results'
+    assert _options(shlex.split(made.group(1))) == _options(shlex.split(command))
+
+
 def test_results_say_which_frame_cues_the_worlds_leave_the_baselines():
     from types import SimpleNamespace
 
