@@ -1532,10 +1532,19 @@ def test_model_card_names_options_frame_shift_and_what_the_frame_must_be(
     assert '`dmn_train --frame-shift 0.3`' in text
     assert 'turned about their centre by up to 45 degrees (`dmn_train --frame-turn 45`)' in text
     assert "reads the particle's heading in the map frame" in text
+    # measured in place and, beside it, with the frame change it was trained with
+    assert ('On the test worlds moved by up to 0.3 and turned by up to 45 degrees, as in '
+            'training') in text
+    assert '--episodes 2 --frame-shift 0.3 --frame-turn 45`' in text
+    saved = json.loads((tmp_path / 'tiny-heading.json').read_text())
+    assert saved['test_moved']['frame_turn'] == 45
+    assert set(saved['test_moved']['results']) == set(saved['test']['results'])
+    assert text.count('| protocol | success |') == 2
     plain = tmp_path / 'plain'
     assert train_main(train_args(tiny, plain, 40)) == 0
     text = model_card.write_card('tiny-plain', plain / 'best.pt', tiny / 'val', 2).read_text()
     assert 'Model options' not in text and 'frame-' not in text and 'map frame' not in text
+    assert 'test_moved' not in json.loads((tmp_path / 'tiny-plain.json').read_text())
 
 
 def test_results_table_survives_the_loss_of_its_run_directories(tiny, tmp_path):

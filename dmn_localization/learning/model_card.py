@@ -7,7 +7,9 @@ Ship a trained checkpoint: copy it into ``models/``, measure it, write its model
 The card (``models/NAME.md``, data in ``models/NAME.json``) records the training data
 and budget, the test metrics, the input specification and the intended use, and the
 success rate of a small regression check that the test suite repeats on the shipped
-weights (:func:`regression_success`).
+weights (:func:`regression_success`). A model trained on worlds moved or turned
+(``dmn_train --frame-shift/--frame-turn``) is measured twice: on the test worlds in place
+and with the frame change of its training (the footing of ``make results``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import shutil
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from dmn_localization.core.checkpoint import load_checkpoint, samples_behind, save_checkpoint
 from dmn_localization.core.configs import InputConfig
@@ -98,6 +100,21 @@ def _frame_requirement(options: Dict[str, Any]) -> str:
     return ''
 
 
+def _metrics_table(results: Dict[str, Dict[str, Dict[str, float]]], model: str) -> str:
+    """Return the Markdown rows of a card's test table: success and mean squared error."""
+    return '\n'.join(
+        f'| {p} | {r[model]["success"]:.1%} ± {r[model]["success_stderr"]:.1%} | '
+        f'{r[model]["mse"]:.4f} |' for p, r in results.items())
+
+
+def _frame_change(shift: float, turn: float) -> Tuple[str, str]:
+    """Return the words and the ``dmn_evaluate`` flags of a frame change."""
+    words = ' and '.join(w for w, v in ((f'moved by up to {shift:g}', shift),
+                                        (f'turned by up to {turn:g} degrees', turn)) if v)
+    flags = ''.join(f' --frame-{k} {v:g}' for k, v in (('shift', shift), ('turn', turn)) if v)
+    return words, flags
+
+
 def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
                status: str = '', train_command: str = '',
                init_samples: Optional[int] = None) -> Path:
@@ -114,6 +131,9 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
         raise ValueError(f'{checkpoint} did not start from another checkpoint')
     dataset = Dataset(test_data)
     results = evaluate({loaded.name: loaded.model}, dataset, episodes, seed=0)
+    shift, turn = meta.get('frame_shift', 0.0), meta.get('frame_turn', 0.0)
+    moved = (evaluate({loaded.name: loaded.model}, dataset, episodes, seed=0,
+                      frame_shift=shift, frame_turn=turn) if shift or turn else None)
     target = MODELS_DIR / f'{name}.pt'
     if init_samples is None:
         shutil.copyfile(checkpoint, target)
@@ -134,13 +154,22 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
         'input': {'image_size': list(config.image_size), 'pixel_mean': config.pixel_mean,
                   'pixel_std': config.pixel_std, 'training_extent_m': list(loaded.extent)},
         'test': {'data': str(test_data), 'episodes': episodes, 'results': results},
+        **({'test_moved': {'frame_shift': shift, 'frame_turn': turn, 'results': moved}}
+           if moved else {}),
         'regression_check': {'success': regression, 'episodes': REGRESSION_EPISODES,
                              **REGRESSION_SPEC, 'domain': dataset.domain},
     }
     (MODELS_DIR / f'{name}.json').write_text(json.dumps(data, indent=1) + '\n')
-    rows = '\n'.join(
-        f'| {p} | {r[loaded.name]["success"]:.1%} ± {r[loaded.name]["success_stderr"]:.1%} | '
-        f'{r[loaded.name]["mse"]:.4f} |' for p, r in results.items())
+    header = ('| protocol | success | mean squared x-y error (normalized) |\n'
+              '| --- | --- | --- |\n')
+    change, flags = _frame_change(shift, turn)
+    moved_text = (f"""
+On the test worlds {change}, as in training (the footing of `make results`):
+
+`dmn_evaluate --data {test_data} --checkpoint models/{name}.pt --episodes {episodes}{flags}`
+
+{header}{_metrics_table(moved, loaded.name)}
+""" if moved else '')
     init_text = (f' ({meta["init_samples"]:,} of them in the run whose checkpoint '
                  f'`{meta["init_from"]}` this run started from)' if meta.get('init_from')
                  else '')
@@ -179,10 +208,8 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
 
 `dmn_evaluate --data {test_data} --checkpoint models/{name}.pt --episodes {episodes}`
 
-| protocol | success | mean squared x-y error (normalized) |
-| --- | --- | --- |
-{rows}
-
+{header}{_metrics_table(results, loaded.name)}
+{moved_text}
 Regression check repeated by the test suite (`test/test_shipped_models.py`): sequential
 global localization on {REGRESSION_EPISODES} episodes of {REGRESSION_SPEC["envs"]} test-split
 environments it renders (seed {REGRESSION_SPEC["seed"]}): {regression:.1%}.
