@@ -628,6 +628,20 @@ def test_the_committed_tables_are_what_their_make_targets_write(target, out):
     assert _options(shlex.split(made.group(1))) == _options(shlex.split(command))
 
 
+def test_learning_curves_say_what_their_dotted_and_dashed_lines_are(tmp_path):
+    from dmn_localization.learning.results_plan import ResultsPlan
+    from dmn_localization.learning.results_report import _curves_title
+
+    searched = ResultsPlan(data=tmp_path, runs=tmp_path, models=('dmn-pf',))
+    assert 'dotted: rates the search did not choose' in _curves_title(searched, 'rooms')
+    assert 'dashed' not in _curves_title(searched, 'rooms')
+    fixed = ResultsPlan(data=tmp_path, runs=tmp_path, models=('dmn-pf',), lr_grid=(3e-4,),
+                        finish_samples=300_000, finish_lr_factor=1 / 3)
+    title = _curves_title(fixed, 'mazes')
+    assert title == ('mazes: learning curves (dashed: the finishing stage begins, '
+                     'rate x0.333)')
+
+
 def test_results_say_which_frame_cues_the_worlds_leave_the_baselines():
     from types import SimpleNamespace
 

@@ -28,6 +28,16 @@ import numpy as np
 import torch
 
 
+def _curves_title(plan: ResultsPlan, domain: str) -> str:
+    """Return the title of a domain's learning curves: what the dotted and dashed lines are."""
+    notes = []
+    if any(plan.searched(model, domain) for model in plan.models):
+        notes.append('dotted: rates the search did not choose, or all rates while it runs')
+    if plan.finish_samples:
+        notes.append(f'dashed: the finishing stage begins, rate x{plan.finish_lr_factor:.3g}')
+    return f'{domain}: learning curves' + (f" ({'; '.join(notes)})" if notes else '')
+
+
 def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
     """
     Plot the validation loss and success against samples of every run of ``domain``.
@@ -71,8 +81,9 @@ def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
     for ax in (loss_ax, success_ax):
         ax.set_xlabel('training samples')
         ax.grid(alpha=0.3)
-    fig.suptitle(f'{domain}: learning curves (dotted: rates the search did not choose, or '
-                 'all rates while it runs)', fontsize=9)
+        if plan.finish_samples:  # the rate drops here: a fall after it is the stage's
+            ax.axvline(plan.budget_samples, color='grey', linestyle='--', linewidth=0.8)
+    fig.suptitle(_curves_title(plan, domain), fontsize=9)
     bottom = 0.0
     if entries:
         columns = min(3, len(entries))
