@@ -53,7 +53,7 @@ results: data
 	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) \
 		$(MOVED_PROTOCOL) --out RESULTS.md
 
-## results-in-place: the first table (README, "The table in place"): worlds in place,
+## results-in-place: the first table (README, "The paper's table"): worlds in place,
 ## 1M samples a run after a learning-rate search, writes RESULTS-in-place.md (28 runs of
 ## about an hour of one core, all recorded in results/: it trains nothing new)
 results-in-place: data

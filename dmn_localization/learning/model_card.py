@@ -9,7 +9,7 @@ and budget, the test metrics, the input specification and the intended use, and 
 success rate of a small regression check that the test suite repeats on the shipped
 weights (:func:`regression_success`). A model trained on worlds moved or turned
 (``dmn_train --frame-shift/--frame-turn``) is measured twice: on the test worlds in place
-and with the frame change of its training (the footing of ``make results``).
+and with the frame change of its training (``make results`` trains so).
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
               '| --- | --- | --- |\n')
     change, flags = _frame_change(shift, turn)
     moved_text = (f"""
-On the test worlds {change}, as in training (the footing of `make results`):
+On the test worlds {change}, as in training:
 
 `dmn_evaluate --data {test_data} --checkpoint models/{name}.pt --episodes {episodes}{flags}`
 
