@@ -565,6 +565,14 @@ def test_results_rates_fixed_by_hand_and_a_report_of_its_own(tiny, tmp_path, cap
     assert not list((tmp_path / 'runs').glob('*-s0'))  # nothing trained
 
 
+def _makefile_variables(root):
+    """Return the Makefile's variables (``NAME := value``), continued lines joined."""
+    import re
+
+    makefile = (root / 'Makefile').read_text().replace('\\\n', ' ')
+    return dict(re.findall(r'^([A-Z_]+) :?= (.*)$', makefile, re.M))
+
+
 def test_the_makefiles_moved_protocol_plans_what_the_readme_says(tmp_path, capsys):
     import re
     import shlex
@@ -572,10 +580,9 @@ def test_the_makefiles_moved_protocol_plans_what_the_readme_says(tmp_path, capsy
     from dmn_localization.learning.results import main as results_main
 
     root = Path(__file__).resolve().parents[1]
-    found = re.search(r'^MOVED_PROTOCOL := (.*?[^\\])\n', (root / 'Makefile').read_text(),
-                      re.S | re.M)
-    assert found, 'MOVED_PROTOCOL not found in the Makefile'
-    protocol = shlex.split(found.group(1).replace('\\\n', ' '))
+    variables = _makefile_variables(root)
+    assert 'MOVED_PROTOCOL' in variables, 'MOVED_PROTOCOL not found in the Makefile'
+    protocol = shlex.split(variables['MOVED_PROTOCOL'])
     elsewhere = ['--data', str(tmp_path / 'data'), '--runs', str(tmp_path / 'runs'),
                  '--records', str(tmp_path / 'records')]  # nothing trained or recorded
     assert results_main(protocol + elsewhere + ['--status']) == 0
@@ -616,8 +623,8 @@ def test_the_committed_tables_are_what_their_make_targets_write(target, out):
     import shlex
 
     root = Path(__file__).resolve().parents[1]
+    variables = _makefile_variables(root)
     makefile = (root / 'Makefile').read_text().replace('\\\n', ' ')
-    variables = dict(re.findall(r'^([A-Z_]+) :?= (.*)$', makefile, re.M))
     recipe = re.search(rf'^{re.escape(target)}: .*\n\t(.*)$', makefile, re.M)
     assert recipe, f'no make target {target}'
     command = re.sub(r'\$\((\w+)\)', lambda m: variables.get(m.group(1), ''), recipe.group(1))
