@@ -566,14 +566,22 @@ def test_results_rates_fixed_by_hand_and_a_report_of_its_own(tiny, tmp_path, cap
 
 
 def _makefile_variables(root):
-    """Return the Makefile's variables (``NAME := value``), continued lines joined."""
+    """
+    Return the Makefile's variables (``NAME := value``), continued lines joined and
+    references to the variables before them (``$(NAME)``) expanded, as make does.
+    """
     import re
 
     makefile = (root / 'Makefile').read_text().replace('\\\n', ' ')
-    return dict(re.findall(r'^([A-Z_]+) :?= (.*)$', makefile, re.M))
+    variables = {}
+    for name, value in re.findall(r'^([A-Z_0-9]+) :?= (.*)$', makefile, re.M):
+        variables[name] = re.sub(r'\$\((\w+)\)', lambda m: variables.get(m.group(1), ''),
+                                 value)
+    return variables
 
 
-def test_the_makefiles_moved_protocol_plans_what_the_readme_says(tmp_path, capsys):
+@pytest.mark.parametrize('variable', ['MOVED_PROTOCOL', 'MOVED_4M_PROTOCOL'])
+def test_the_makefiles_moved_protocol_plans_what_the_readme_says(variable, tmp_path, capsys):
     import re
     import shlex
 
@@ -581,8 +589,8 @@ def test_the_makefiles_moved_protocol_plans_what_the_readme_says(tmp_path, capsy
 
     root = Path(__file__).resolve().parents[1]
     variables = _makefile_variables(root)
-    assert 'MOVED_PROTOCOL' in variables, 'MOVED_PROTOCOL not found in the Makefile'
-    protocol = shlex.split(variables['MOVED_PROTOCOL'])
+    assert variable in variables, f'{variable} not found in the Makefile'
+    protocol = shlex.split(variables[variable])
     elsewhere = ['--data', str(tmp_path / 'data'), '--runs', str(tmp_path / 'runs'),
                  '--records', str(tmp_path / 'records')]  # nothing trained or recorded
     assert results_main(protocol + elsewhere + ['--status']) == 0
@@ -617,6 +625,7 @@ def _options(tokens):
 
 
 @pytest.mark.parametrize('target, out', [('results', 'RESULTS.md'),
+                                         ('results-4m', 'RESULTS-4m.md'),
                                          ('results-in-place', 'RESULTS-in-place.md')])
 def test_the_committed_tables_are_what_their_make_targets_write(target, out):
     import re
