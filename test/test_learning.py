@@ -567,8 +567,9 @@ def test_results_rates_fixed_by_hand_and_a_report_of_its_own(tiny, tmp_path, cap
 
 def _makefile_variables(root):
     """
-    Return the Makefile's variables (``NAME := value``), continued lines joined and
-    references to the variables before them (``$(NAME)``) expanded, as make does.
+    Return the Makefile's variables (``NAME := value``), continued lines joined.
+
+    References to the variables before them (``$(NAME)``) are expanded, as make does.
     """
     import re
 
