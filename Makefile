@@ -55,7 +55,7 @@ results: data
 		$(MOVED_PROTOCOL) --out RESULTS.md
 
 ## results-4m: the same table with a larger budget, 4M samples + 300k (README, "The table
-## at 4.3M samples"): writes RESULTS-4m.md, records in results-4m/ (20 runs of about 2.5
+## at 4.3M samples"): writes RESULTS-4m.md, records in results-4m/ (20 runs of about 2.4
 ## hours of one core; resumable like `make results`)
 MOVED_4M_PROTOCOL := --budget-samples 4000000 $(MOVED_OPTIONS)
 results-4m: data
