@@ -912,6 +912,51 @@ def test_a_worker_signalled_by_its_dying_parent_takes_no_further_call(tmp_path):
     assert not (tmp_path / 'third').exists()
 
 
+SIGNAL_BURST = """
+import os, signal, sys, time
+from pathlib import Path
+
+from dmn_localization.learning.run_pool import RunPool
+
+
+if __name__ == '__main__':
+    out = Path(sys.argv[1])
+    pool = RunPool(1)
+    pool.submit(os.getpid)
+    worker = next(pid for _ in range(600) for pid in pool.ended(0.1))
+    (out / 'worker').write_text(str(worker))
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:  # signals faster than its handler returns
+        os.kill(worker, signal.SIGTERM)
+    pool.submit(os.getpid)  # it still takes calls
+    (out / 'again').write_text(str(next(pid for _ in range(300) for pid in pool.ended(0.1))))
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@READS_PROC
+def test_an_idle_worker_outlives_a_burst_of_signals_and_still_exits_with_its_parent(
+        tmp_path):
+    # the kernel signals a worker once for each thread of its parent that ends: a
+    # signal that comes while the handler of the one before runs must neither wait on a
+    # lock that handler holds nor nest without end
+    script = tmp_path / 'signal_burst.py'
+    script.write_text(SIGNAL_BURST)
+    worker = tmp_path / 'worker'
+    try:
+        process = subprocess.run([sys.executable, str(script), str(tmp_path)],
+                                 timeout=120, capture_output=True, text=True)
+        assert process.returncode == -9, process.stderr[-2000:]
+        assert (tmp_path / 'again').read_text() == worker.read_text()
+        deadline = time.monotonic() + 30
+        while alive(int(worker.read_text())):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        if worker.exists() and alive(int(worker.read_text())):
+            os.kill(int(worker.read_text()), 9)
+
+
 def test_results_plan_runs_are_the_runs_dmn_train_makes(tmp_path):
     from dmn_localization.learning.results_plan import ResultsPlan
     from dmn_localization.learning.train_cli import build_parser, config_from_args

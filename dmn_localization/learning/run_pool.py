@@ -20,6 +20,12 @@ alone:
   call a signal ended that was not the parent's stop waits up to :data:`ORPHAN_WAIT_S`
   for the parent to end, and exits if it did, instead of taking the next call.
 
+The kernel sends one signal for each thread of the parent that ends, so a worker gets
+them in bursts, and a signal can come while the handler of the one before runs. The
+handler therefore takes no lock (the stop is a flag in shared memory, not an event
+behind a lock, which a nested handler would wait on for ever), ends a call once, and
+starts no second wait while one runs (nested waits would exhaust the stack).
+
 Leaving the context then raises :class:`PoolStopped` once every worker has ended, and
 the same command resumes every run.
 """
@@ -27,6 +33,7 @@ the same command resumes every run.
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -40,11 +47,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 ORPHAN_WAIT_S = 2.0  # how long a worker signalled outside a stop waits for its parent to end
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-# in a worker: the parent's event, set when it stops (no further run is taken), and
-# whether a call is running (a stop then ends it; an idle worker waits for the pool's
-# shutdown)
+# in a worker: the parent's flag, set when it stops (no further run is taken); whether
+# a call is running that no signal has ended yet (a stop then ends it; an idle worker
+# waits for the pool's shutdown); and whether it waits for its parent to end
 _stopping: Optional[Any] = None
 _in_call = False
+_waiting = False
 
 
 class PoolStopped(Exception):
@@ -66,8 +74,6 @@ class PoolStopped(Exception):
 def _die_with_parent() -> None:
     """Have the kernel send this worker SIGTERM when its parent dies (Linux only)."""
     try:
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
     except (OSError, AttributeError):  # not Linux: an orphaned worker finishes its run
         return
@@ -81,24 +87,34 @@ def _on_worker_signal(signum: int, frame: Any) -> None:
     In training the trainer's own handler replaces this one and saves the step. An idle
     worker must not exit on its own: the executor would take the pool for broken and
     kill the workers still training, a second signal to each. An idle worker whose
-    parent is gone exits: no call will come.
+    parent is gone exits: no call will come. A call is ended once: the signals after
+    the first find the worker ending it, as idle, and a wait for the parent in progress
+    (:func:`_exit_if_orphaned`) makes them return at once.
     """
+    global _in_call
     if _in_call:
+        _in_call = False
         raise KeyboardInterrupt
-    _exit_if_orphaned(_orphan_wait())
+    if not _waiting:
+        _exit_if_orphaned(_orphan_wait())
 
 
 def _orphan_wait() -> float:
     """Return how long to wait for the parent to end after a signal: 0 in its stop."""
-    return 0.0 if _stopping is None or _stopping.is_set() else ORPHAN_WAIT_S
+    return 0.0 if _stopping is None or _stopping.value else ORPHAN_WAIT_S
 
 
 def _exit_if_orphaned(wait_s: float = 0.0) -> None:
     """Exit a worker whose parent has ended, or ends within ``wait_s`` seconds."""
+    global _waiting
     parent = multiprocessing.parent_process()
     if parent is None:  # not a spawned worker
         return
-    parent.join(wait_s)  # the parent's pipe, closed once its last thread has ended
+    _waiting = True
+    try:
+        parent.join(wait_s)  # the parent's pipe, closed once its last thread has ended
+    finally:
+        _waiting = False
     if not parent.is_alive():
         os._exit(128 + int(signal.SIGTERM))
 
@@ -119,12 +135,12 @@ def _unless_stopping(fn: Callable[..., Any], args: Tuple[Any, ...]) -> Tuple[boo
     _in_call = True  # before the check: a stop after it ends the call, one before is seen
     wait_s = 0.0
     try:
-        if _stopping is not None and _stopping.is_set():
+        if _stopping is not None and _stopping.value:
             return False, None
         return True, fn(*args)
     except KeyboardInterrupt:
         wait_s = _orphan_wait()  # a signal ended the call: the parent's, or the kernel's
-        if _stopping is not None and _stopping.is_set():
+        if _stopping is not None and _stopping.value:
             return False, None  # outside training (an evaluation, say): redone on resume
         raise
     except TrainingInterrupted:
@@ -145,7 +161,7 @@ class RunPool:
 
     def __init__(self, jobs: int) -> None:
         context = multiprocessing.get_context('spawn')
-        self._stopping = context.Event()
+        self._stopping = context.RawValue(ctypes.c_bool, False)  # read in signal handlers
         self._executor = ProcessPoolExecutor(jobs, mp_context=context,
                                              initializer=_init_worker,
                                              initargs=(self._stopping,))
@@ -180,7 +196,7 @@ class RunPool:
         again = self._stop.record(signum)
         if not (first or again):
             return  # the first one's copy: the workers are stopping already
-        self._stopping.set()
+        self._stopping.value = True
         for future in self._pending:
             future.cancel()  # those not yet handed to a worker
         for child in multiprocessing.active_children():  # the pool's workers
