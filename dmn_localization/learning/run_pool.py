@@ -99,9 +99,14 @@ def _on_worker_signal(signum: int, frame: Any) -> None:
         _exit_if_orphaned(_orphan_wait())
 
 
+def _parent_stopping() -> bool:
+    """Return whether the parent has begun its stop (a lock-free read: signal-safe)."""
+    return _stopping is not None and bool(_stopping.value)
+
+
 def _orphan_wait() -> float:
     """Return how long to wait for the parent to end after a signal: 0 in its stop."""
-    return 0.0 if _stopping is None or _stopping.value else ORPHAN_WAIT_S
+    return 0.0 if _stopping is None or _parent_stopping() else ORPHAN_WAIT_S
 
 
 def _exit_if_orphaned(wait_s: float = 0.0) -> None:
@@ -135,12 +140,12 @@ def _unless_stopping(fn: Callable[..., Any], args: Tuple[Any, ...]) -> Tuple[boo
     _in_call = True  # before the check: a stop after it ends the call, one before is seen
     wait_s = 0.0
     try:
-        if _stopping is not None and _stopping.value:
+        if _parent_stopping():
             return False, None
         return True, fn(*args)
     except KeyboardInterrupt:
         wait_s = _orphan_wait()  # a signal ended the call: the parent's, or the kernel's
-        if _stopping is not None and _stopping.value:
+        if _parent_stopping():
             return False, None  # outside training (an evaluation, say): redone on resume
         raise
     except TrainingInterrupted:
