@@ -1240,7 +1240,7 @@ def test_the_contrastive_term_scores_the_true_pose_among_the_particles():
         module = EpisodeLoss(model, 16, uniform_share=0.25, nce_weight=weight)
         losses[weight] = module(episodes, torch.Generator().manual_seed(1))
     # the contrastive term is a cross-entropy over K + 1 = 17 candidates: about log(17)
-    extra = float(losses[1.0] - losses[0.0])
+    extra = (losses[1.0] - losses[0.0]).detach().item()
     assert 1.0 < extra < 6.0, extra
     losses[1.0].backward()
     assert all(p.grad is not None for p in model.head_mlp.parameters())
