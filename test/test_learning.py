@@ -1084,6 +1084,55 @@ def test_results_say_which_runs_reached_a_plateau(tmp_path):
     assert 'still learning: vector-pf rooms s0.' in said
 
 
+
+def test_plateau_counts_patience_before_a_finishing_stage_and_not_runs_in_progress(tmp_path):
+    from dmn_localization.learning.results import status
+    from dmn_localization.learning.results_plan import ResultsPlan, run_dir
+
+    plan = ResultsPlan(Path('data'), tmp_path, 600_000, models=('dmn-pf', 'vector-pf'),
+                       seeds={'dmn-pf': (0, 1), 'vector-pf': (0,)}, domains=('rooms',),
+                       lr_grid=(3e-4,), finish_samples=200_000)
+
+    def fake_run(model, seed, losses, **counters):
+        run = run_dir(plan, model, 'rooms', seed)
+        run.mkdir(parents=True)
+        with open(run / 'log.csv', 'w') as f:
+            f.write('step,samples,elapsed_s,train_loss,val_loss,val_global_success\n')
+            for i, loss in enumerate(losses, 1):
+                f.write(f'{i},{i * 100_000},1.0,,{loss},0.5\n')
+        torch.save({'counters': {'samples': 100_000 * len(losses), 'elapsed_s': 3600.0,
+                                 'stopped_early': False, 'best_val_loss': min(losses),
+                                 **counters}}, run / 'last.pt')
+
+    # patience ended the main stage at 400k; the finishing stage then fell 10 %: a plateau
+    # at the main rate all the same
+    fake_run('dmn-pf', 0, [0.30, 0.25, 0.25, 0.25, 0.23, 0.225], stage=1,
+             finish_start=400_000)
+    # the main stage spent the budget; the last 300k (the finishing stage's) fell 10 %
+    fake_run('vector-pf', 0, [0.30, 0.27, 0.24, 0.22, 0.20, 0.19, 0.18, 0.18], stage=1,
+             finish_start=600_000)
+    # in progress (main stage, 500k of 600k): the fall so far, no verdict
+    fake_run('dmn-pf', 1, [0.30, 0.2, 0.2, 0.199, 0.1984], stage=0, finish_start=0)
+    said = status(plan)
+    assert '| finished | yes (patience at 0.4M) |' in said
+    assert '| finished | no (10.0 %) |' in said
+    assert '| dmn-pf rooms s1 | 0.0003 | 500,000 | 0.1984 | 1.00 h | in progress | ' \
+        '– (0.8 % so far) |' in said
+    assert 'At a plateau: 1 of the 2 runs finished' in said
+    assert 'or patience ended the main stage before the budget' in said
+    assert 'still learning: vector-pf rooms s0.' in said
+
+
+def test_table_cell_says_how_many_of_the_planned_seeds_it_holds():
+    from dmn_localization.learning.results_report import _cell
+
+    assert _cell([0.442], 0.404, planned=3) == '44.2%, 1 of 3 seeds (40.4%)'
+    assert _cell([0.40, 0.44], 0.404, planned=3) == '42.0% ± 2.0%, 2 of 3 seeds (40.4%)'
+    assert _cell([0.40, 0.44, 0.42], 0.404, planned=3) == '42.0% ± 1.6%, 3 seeds (40.4%)'
+    assert _cell([0.442], None) == '44.2% (–)'
+    assert _cell([], 0.404, planned=3) == '– (40.4%)'
+
+
 def test_results_search_goes_on_for_rates_within_the_tie_margin(tmp_path):
     from dmn_localization.learning.results import plan_samples, status
     from dmn_localization.learning.results_plan import ResultsPlan, run_dir

@@ -98,13 +98,22 @@ def plot_learning_curves(plan: ResultsPlan, domain: str, path: Path) -> Path:
     return path
 
 
-def _cell(values: Sequence[float], paper: Optional[float]) -> str:
+def _cell(values: Sequence[float], paper: Optional[float], planned: int = 1) -> str:
+    """
+    Return a table cell: the mean over ``values`` (one per finished seed), the paper's.
+
+    With fewer finished seeds than the ``planned`` ones the cell says so (``1 of 3
+    seeds``): a single seed's number is not the spread-bearing mean the plan asks for.
+    """
     theirs = f'({paper:.1%})' if paper is not None else '(–)'
     if not values:
         return f'– {theirs}'
     mean = float(np.mean(values))
     spread = f' ± {np.std(values):.1%}' if len(values) > 1 else ''
-    seeds = f', {len(values)} seeds' if len(values) > 1 else ''
+    if len(values) < planned:
+        seeds = f', {len(values)} of {planned} seeds'
+    else:
+        seeds = f', {len(values)} seeds' if len(values) > 1 else ''
     return f'{mean:.1%}{spread}{seeds} {theirs}'
 
 
@@ -176,7 +185,8 @@ def _table_rows(plan: ResultsPlan, results: Dict, suffix: str) -> List[str]:
                 [('rooms', 'sequential-global'), ('mazes', 'sequential-global'),
                  ('rooms', 'one-step-global'), ('mazes', 'one-step-global')], paper):
             values = results.get(domain, {}).get(protocol + suffix, {}).get(model, [])
-            cells.append(_cell(values, p))
+            planned = len(plan.seeds_of(model, domain)) if model in plan.models else 1
+            cells.append(_cell(values, p, planned))
         map_name, _, algorithm = LABELS[model].partition(', ')
         rows.append(f'| {map_name} | {algorithm or "–"} | ' + ' | '.join(cells) + ' |')
     return rows
@@ -352,22 +362,34 @@ def _run_row(plan: ResultsPlan, model: str, domain: str, seed: int, rate: Option
         how += ' (record)'  # its directory is gone: read from plan.records
     best = state['best_val_loss']  # math.inf until the run's first validation
     best_cell = f'{best:.4f}' if math.isfinite(best) else '–'
+    plateau = _plateau(plan, run, state, over)[1]
     return (head + f' {state["samples"]:,} | {best_cell} | '
-            f'{state["elapsed_s"] / 3600:.2f} h | {how} | {_plateau(plan, run, state)[1]} |')
+            f'{state["elapsed_s"] / 3600:.2f} h | {how} | {plateau} |')
 
 
-def _plateau(plan: ResultsPlan, run: Path,
-             state: Dict[str, Any]) -> Tuple[Optional[bool], str]:
+def _plateau(plan: ResultsPlan, run: Path, state: Dict[str, Any],
+             over: bool = True) -> Tuple[Optional[bool], str]:
     """
     Return whether a run is at a plateau (:data:`PLATEAU_GAIN`), and the runs table's cell.
 
-    None (cell ``–``) while the run is too short to say.
+    At a plateau: stopped early, or, in a plan with a finishing stage, its main stage
+    ended by patience before the budget (the finishing stage's fall at the lower rate
+    does not count against it), or the best validation loss fell by less than
+    :data:`PLATEAU_GAIN` over the last :data:`PLATEAU_WINDOW` samples. None (cell ``–``)
+    while the run is too short to say, or still in progress (``over`` False: the cell
+    gives the fall so far, not a verdict).
     """
     if state['stopped_early']:
         return True, 'yes (stopped early)'
+    main_end = state.get('finish_start')
+    if (plan.finish_samples and state.get('stage', 0) == 1 and main_end is not None
+            and main_end < plan.budget_samples):
+        return True, f'yes (patience at {main_end / 1e6:g}M)'
     gain = recent_gain(learning_curve(run, plan.records))
     if gain is None:
         return None, '–'
+    if not over:
+        return None, f'– ({100 * gain:.1f} % so far)'
     flat = gain < PLATEAU_GAIN
     return flat, f'{"yes" if flat else "no"} ({100 * gain:.1f} %)'
 
@@ -384,7 +406,10 @@ def _plateau_summary(plan: ResultsPlan) -> str:
     if not done:
         return 'No run has finished at its chosen rate yet.'
     return (f'At a plateau: {done - len(rising)} of the {done} runs finished at their '
-            'chosen rate (plateau: stopped early, or the best validation loss fell by less '
+            'chosen rate (plateau: stopped early'
+            + (', or patience ended the main stage before the budget'
+               if plan.finish_samples else '')
+            + ', or the best validation loss fell by less '
             f'than {100 * PLATEAU_GAIN:g} % over the last {PLATEAU_WINDOW:,} samples; the '
             'last column gives that fall)'
             + ('' if not rising else '; still learning: '
@@ -441,8 +466,9 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
     lines = ['## Global localization success (paper Table 1 layout)', '',
              f'Made by `{command}` (the code at this commit).', '',
              "Ours, with the paper's number in parentheses. Mean ± standard deviation over "
-             'training seeds where there are several. A dash: the run has not finished '
-             '(see the runs below).', '',
+             'training seeds where there are several; "1 of 3 seeds": the mean of the '
+             'seeds finished so far, the others have not finished. A dash: the run has not '
+             'finished (see the runs below).', '',
              '| map | algorithm | Rooms sequential | Mazes sequential | Rooms one-step | '
              'Mazes one-step |', '| --- | --- | --- | --- | --- | --- |']
     lines += _table_rows(plan, results, '')
