@@ -1084,7 +1084,6 @@ def test_results_say_which_runs_reached_a_plateau(tmp_path):
     assert 'still learning: vector-pf rooms s0.' in said
 
 
-
 def test_plateau_counts_patience_before_a_finishing_stage_and_not_runs_in_progress(tmp_path):
     from dmn_localization.learning.results import status
     from dmn_localization.learning.results_plan import ResultsPlan, run_dir
