@@ -467,6 +467,7 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     logs = {p: p.read_bytes() for p in runs.glob('*/log.csv')}
     assert results_main(args) == 0
     assert {p: p.read_bytes() for p in runs.glob('*/log.csv')} == logs and len(logs) == 4
+    assert '; its wall time: ' in out.read_text()
     # --status prints how far the plan is and writes nothing
     capsys.readouterr()
     written = out.stat().st_mtime_ns
@@ -490,6 +491,9 @@ def test_results_pipeline_writes_the_table(tiny, tmp_path, capsys):
     kept.write_text(json.dumps(stored))
     assert results_main(args + ['--no-train']) == 0
     assert closest_cell() == '12.3%'  # read, not measured
+    # a report rewritten from the records claims no wall time of its own
+    said = out.read_text()
+    assert 'it trained nothing (`--no-train`)' in said and 'its wall time' not in said
     stored['key']['eval_version'] = -1  # as if the evaluation had changed since
     kept.write_text(json.dumps(stored))
     assert results_main(args + ['--no-train']) == 0
@@ -698,7 +702,10 @@ def test_results_name_the_strongest_baseline_and_whether_it_has_the_seeds(tmp_pa
                              'mazes': {'sequential-global': {'dmn-regression': [0.1],
                                                              'image-pf': [0.2]}}})
     assert 'rooms: dmn-regression (26.0%), which has one seed; several go to image-pf' in said
-    assert 'mazes: image-pf (20.0%), which has several seeds.' in said
+    assert 'mazes: image-pf (20.0%), which has 3 seeds planned, 1 of them finished.' in said
+    seq['dmn-regression'] = [0.2]
+    said = _strongest(plan, {'rooms': {'sequential-global': seq}})
+    assert 'rooms: image-pf (25.0%), which has several seeds;' in said
     assert _strongest(ResultsPlan(Path('data'), tmp_path, 1, models=('dmn-pf',)), {}) == ''
 
 

@@ -531,7 +531,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     record_all(plan)
     results = evaluate_all(plan, fresh=a.fresh_eval)
     command = 'dmn_results ' + ' '.join(argv if argv is not None else sys.argv[1:])
-    print(write_results(plan, results, a.out, command.strip(), time.monotonic() - start))
+    print(write_results(plan, results, a.out, command.strip(),
+                        None if a.no_train else time.monotonic() - start))
     return 0
 
 

@@ -260,7 +260,10 @@ def _strongest(plan: ResultsPlan, results: Dict) -> str:
             continue
         best = max(baselines, key=lambda m: float(np.mean(got[m])))
         said = f'{domain}: {best} ({float(np.mean(got[best])):.1%})'
-        if best in seeded:
+        planned = len(plan.seeds_of(best, domain))
+        if best in seeded and len(got[best]) < planned:  # its other seeds still to come
+            said += f', which has {planned} seeds planned, {len(got[best])} of them finished'
+        elif best in seeded:
             said += ', which has several seeds'
         else:
             said += (f', which has one seed; several go to {several} (choose them with '
@@ -459,8 +462,14 @@ def progress_lines(plan: ResultsPlan) -> List[str]:
 
 
 def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
-                  wall_time_s: float) -> Path:
-    """Write RESULTS.md: the table, budgets, seeds, data sizes and learning curves."""
+                  wall_time_s: Optional[float]) -> Path:
+    """
+    Write RESULTS.md: the table, budgets, seeds, data sizes and learning curves.
+
+    ``wall_time_s`` is the command's time in training and evaluation; None when it
+    trained nothing (``--no-train``), so that a report rewritten from the records does
+    not claim a wall time of zero.
+    """
     figures = out.parent / 'docs'
     figures.mkdir(parents=True, exist_ok=True)
     lines = ['## Global localization success (paper Table 1 layout)', '',
@@ -507,8 +516,11 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               'the path a run takes): ' + layouts,
               '- Machines the runs trained on (each sitting; CPUs that round differently '
               'take a run down another path, and wall times depend on them): ' + machines,
-              f'- This command: {machine()}, torch {torch.__version__}; its wall time: '
-              f'{wall_time_s / 3600:.1f} h (each run in the runs table).']
+              f'- This command: {machine()}, torch {torch.__version__}; '
+              + (f'its wall time: {wall_time_s / 3600:.1f} h (each run in the runs table).'
+                 if wall_time_s is not None else
+                 'it trained nothing (`--no-train`) and read the runs and their records: '
+                 "each run's wall time is in the runs table, its machines above.")]
     for domain in plan.domains:
         for split in ('train', 'val', 'test'):
             d = Dataset(plan.data / f'{domain}-{split}')
