@@ -7,7 +7,7 @@ RUN := . $(VENV)/bin/activate &&
 XVFB := xvfb-run -a -s "-screen 0 1024x768x24"
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench data results results-4m results-in-place lint clean
+.PHONY: setup test demo bench data results results-4m results-3m results-in-place lint clean
 
 ## setup: install everything into .venv (idempotent, seconds when nothing changed)
 setup:
@@ -38,10 +38,11 @@ data/%/manifest.json:
 		--split $(word 2,$(subst -, ,$*)) --out data/$*
 
 ## results: train every learned model of the paper with one budget on worlds moved and
-## turned, evaluate, write RESULTS.md (README, "The table on worlds moved and turned"): 3M
-## samples + 300k at a third of the rate, PF-DMN with the attention prior, fixed rates (20
-## runs of about 2 hours of one core; resumable: rerun until done; RESULTS_JOBS runs at a
-## time; finished runs are recorded in results/: commit it with RESULTS.md)
+## turned, evaluate, write RESULTS.md (README, "The table at 4.3M samples", the table the
+## issue's bar is judged on): 4M samples + 300k at a third of the rate, PF-DMN with the
+## attention prior, fixed rates (20 runs of about 2.4 hours of one core; resumable: rerun
+## until done; RESULTS_JOBS runs at a time; finished runs are recorded in results-4m/:
+## commit it with RESULTS.md)
 RESULTS_JOBS ?= 2
 MOVED_OPTIONS := --finish-samples 300000 --frame-shift 0.5 \
 	--frame-turn 180 --model-option dmn-pf:attention_prior=2 \
@@ -49,18 +50,23 @@ MOVED_OPTIONS := --finish-samples 300000 --frame-shift 0.5 \
 	--lr-grid 3e-4 --lr vector-pf/mazes=1e-4 --memory-format channels_last \
 	--seeds dmn-regression/rooms=0,1,2 --seeds image-pf/rooms=0 \
 	--seeds vector-pf/mazes=0,1,2 --seeds image-pf/mazes=0 --seeds vector-regression/mazes=0
-MOVED_PROTOCOL := --budget-samples 3000000 $(MOVED_OPTIONS)
-results: data
-	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) \
-		$(MOVED_PROTOCOL) --out RESULTS.md
-
-## results-4m: the same table with a larger budget, 4M samples + 300k (README, "The table
-## at 4.3M samples"): writes RESULTS-4m.md, records in results-4m/ (20 runs of about 2.4
-## hours of one core; resumable like `make results`)
 MOVED_4M_PROTOCOL := --budget-samples 4000000 $(MOVED_OPTIONS)
-results-4m: data
+results: data
 	$(RUN) dmn_results --data data --runs runs/results-4m --records results-4m \
-		--jobs $(RESULTS_JOBS) $(MOVED_4M_PROTOCOL) --out RESULTS-4m.md
+		--jobs $(RESULTS_JOBS) $(MOVED_4M_PROTOCOL) --out RESULTS.md
+
+## results-4m: the name of `make results` while the 4.3M table was trained beside the 3.3M
+## one (until 2026-12-06; docs/experiments.md names it)
+results-4m: results
+
+## results-3m: the same table at 3M samples + 300k (README, "The table on worlds moved and
+## turned"), which missed the bar by less than a standard error: writes RESULTS-3m.md,
+## records in results/ (20 runs of about 2 hours of one core, all recorded: it trains
+## nothing new)
+MOVED_PROTOCOL := --budget-samples 3000000 $(MOVED_OPTIONS)
+results-3m: data
+	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) \
+		$(MOVED_PROTOCOL) --out RESULTS-3m.md
 
 ## results-in-place: the first table (README, "The paper's table"): worlds in place,
 ## 1M samples a run after a learning-rate search, writes RESULTS-in-place.md (28 runs of

@@ -630,7 +630,7 @@ def _options(tokens):
 
 
 @pytest.mark.parametrize('target, out', [('results', 'RESULTS.md'),
-                                         ('results-4m', 'RESULTS-4m.md'),
+                                         ('results-3m', 'RESULTS-3m.md'),
                                          ('results-in-place', 'RESULTS-in-place.md')])
 def test_the_committed_tables_are_what_their_make_targets_write(target, out):
     import re
