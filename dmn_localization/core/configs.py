@@ -86,6 +86,11 @@ class DMNConfig(InputConfig):
     #: trained; the egocentric inputs do not show the map frame's axes, so the x-y part
     #: of such an offset cannot be learned. No effect on ``dmn-pf``.
     relative_offset: bool = True
+    #: width of the pose-conditioned match branch (0: off, the paper's head; see
+    #: ``core/pose_match.py``)
+    pose_match_dim: int = 0
+    #: view and query features pooled to this grid for the pose-match branch
+    pose_match_grid: Tuple[int, int] = (2, 4)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict; options that are off are left out, as saved before they existed."""
@@ -97,6 +102,8 @@ class DMNConfig(InputConfig):
             del data['match_score']  # keeps the fingerprints of those checkpoints
         if not self.ego_value_dim:
             del data['ego_value_dim'], data['ego_value_grid']
+        if not self.pose_match_dim:
+            del data['pose_match_dim'], data['pose_match_grid']
         for option in ('global_pose', 'global_heading', 'position_attention', 'attention_prior'):
             if not data[option]:
                 del data[option]  # off: the dict of a config saved before the option existed

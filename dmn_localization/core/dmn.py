@@ -26,6 +26,13 @@ attended with the weights averaged over positions. Its fast head unfolds the wei
 over the head convolution's window: ``conv(sum_i a_i f_i)(p) = sum_{i,d} a_i(p + d)
 W_d f_i(p + d)``, with ``W_d f_i`` computed once per map.
 
+Pose-conditioned match branch (``pose_match_dim`` > 0; off in the paper's architecture):
+a two-layer MLP per particle and view over the pooled view and query features and
+Fourier features of the egocentric pose (:mod:`.pose_match`). Its score, the
+log-mean-exp over views of the per-view match, is added to the log-likelihood and read
+by the head with the match-weighted hidden units; it gives the likelihood a non-linear
+dependence on where the particle stands relative to each view.
+
 ``attention_prior`` starts the attention preferring the views that face the particle's
 way (:mod:`.attention`); it keeps the egocentric invariance.
 
@@ -57,6 +64,7 @@ from dmn_localization.core.attention import EGO_CHANNELS, EgocentricSpatialAtten
 from dmn_localization.core.configs import DMNConfig
 from dmn_localization.core.encoders import (broadcast_channels, constant_input_weight, conv_part,
                                             ImageEncoder, spatial_mean)
+from dmn_localization.core.pose_match import PoseMatch
 from dmn_localization.core.position_attention import PositionAttention
 import torch
 from torch import nn, Tensor
@@ -69,7 +77,8 @@ class DMNMap:
 
     ``features`` ``(B, N, C, h, w)``, ``poses`` ``(B, N, 3)`` normalized,
     ``key_partials`` ``(B, N, C1)``, ``head_partials`` ``(B, N, C2 * h' * w')``,
-    ``value_partials`` ``(B, N, D)`` (None without the egocentric value branch). With
+    ``value_partials`` ``(B, N, D)`` (None without the egocentric value branch),
+    ``match_partials`` ``(B, N, D)`` (None without the pose-match branch). With
     per-position attention ``key_partials`` is ``(B, N, C1, h, w)`` and ``head_partials``
     ``(B, N * 9, C2, h' * w')`` (one part per view and kernel offset).
     """
@@ -79,6 +88,7 @@ class DMNMap:
     key_partials: Tensor
     head_partials: Tensor
     value_partials: Optional[Tensor] = None
+    match_partials: Optional[Tensor] = None
 
 
 @dataclass
@@ -89,6 +99,7 @@ class DMNQuery:
     key: QueryKey
     head_partial: Tensor
     value_partial: Optional[Tensor] = None
+    match_partial: Optional[Tensor] = None
 
 
 class DMN(nn.Module):
@@ -129,9 +140,14 @@ class DMN(nn.Module):
                              '(ego_value_dim > 0)')
         if config.global_pose and config.global_heading:
             raise ValueError('global_pose already holds the heading; choose one')
+        match_dim = config.pose_match_dim
+        if match_dim and config.position_attention:
+            raise ValueError('position_attention does not combine with the pose-match branch')
+        self.pose_match = PoseMatch(channels, config.pose_match_grid, match_dim) \
+            if match_dim else None
         self.head_mlp = nn.Sequential(
-            nn.Linear(config.head_channels + value_dim + int(config.match_score),
-                      config.head_hidden),
+            nn.Linear(config.head_channels + value_dim + int(config.match_score)
+                      + (match_dim + 1 if match_dim else 0), config.head_hidden),
             nn.ReLU(inplace=True), nn.Linear(config.head_hidden, config.out_dim))
 
     def embed_views(self, images: Tensor, poses: Tensor) -> Tensor:
@@ -148,7 +164,9 @@ class DMN(nn.Module):
             head = conv_part(self.head_conv, embeddings, 0, channels,
                              bias=False).flatten(start_dim=-3)
         values = self.value_view(self._pool(embeddings)) if self.config.ego_value_dim else None
-        return DMNMap(embeddings, poses, self.attention.view_partials(embeddings), head, values)
+        match = None if self.pose_match is None else self.pose_match.view_partials(embeddings)
+        return DMNMap(embeddings, poses, self.attention.view_partials(embeddings), head, values,
+                      match)
 
     def _position_head_partials(self, embeddings: Tensor) -> Tensor:
         """``W_d f_i`` for every view and kernel offset ``d``: ``(B, N * 9, C2, h' * w')``."""
@@ -167,7 +185,8 @@ class DMN(nn.Module):
         channels = features.shape[-3]
         head = conv_part(self.head_conv, features, channels, 2 * channels, bias=True)
         values = self.value_query(self._pool(features)) if self.config.ego_value_dim else None
-        return DMNQuery(features, self.attention.query_key(features), head, values)
+        match = None if self.pose_match is None else self.pose_match.query_partial(features)
+        return DMNQuery(features, self.attention.query_key(features), head, values, match)
 
     def _pool(self, features: Tensor) -> Tensor:
         """Average-pool ``(..., C, h, w)`` to the value grid and flatten: ``(..., C * cells)``."""
@@ -217,7 +236,18 @@ class DMN(nn.Module):
             score = torch.logsumexp(logits, dim=2)
             score = score.mean(dim=(-2, -1)) if score.dim() == 4 else score
             hidden = torch.cat([hidden, score[..., None]], -1)
-        return self.head_mlp(hidden)
+        if self.pose_match is None:
+            return self.head_mlp(hidden)
+        if fast:
+            assert map_.match_partials is not None and query.match_partial is not None
+            match, attended = self.pose_match.forward_fast(map_.match_partials,
+                                                           query.match_partial, ego)
+        else:
+            match, attended = self.pose_match.forward_direct(map_.features, query.features,
+                                                             ego)
+        out = self.head_mlp(torch.cat([hidden, match[..., None], attended], -1))
+        # a log-likelihood: the match score enters directly as well (a pose offset does not)
+        return out + match[..., None] if self.config.out_dim == 1 else out
 
     def _ego_part(self, attended_ego: Tensor) -> Tensor:
         """Apply the head convolution to the attended egocentric channels: ``(B, K, C2)``."""
