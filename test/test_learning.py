@@ -1308,7 +1308,10 @@ def test_model_options_are_typed_and_checked():
 
     assert parse_model_options('dmn-pf', ['match_score=false', 'head_hidden=96']) == {
         'match_score': False, 'head_hidden': 96}
-    for bad in (['match_score=maybe'], ['no_such_field=1'], ['name=x'], ['head_hidden']):
+    assert parse_model_options('dmn-pf', ['pose_match_grid=4,8']) == {
+        'pose_match_grid': (4, 8)}
+    for bad in (['match_score=maybe'], ['no_such_field=1'], ['name=x'], ['head_hidden'],
+                ['pose_match_grid=4'], ['pose_match_grid=4,x']):
         with pytest.raises(ValueError, match='--model-option'):
             parse_model_options('dmn-pf', bad)
 
@@ -1323,6 +1326,12 @@ def test_init_from_takes_the_options_of_its_checkpoint(tmp_path):
                     [0.0, 0.0, 8.0, 8.0])
     assert options_of_checkpoint('dmn-pf', str(path)) == {'match_score': False,
                                                           'head_hidden': 96}
+    # tuple options come along too, the image size (the data's) does not
+    save_checkpoint(path, build_model(config_for('dmn-pf', pose_match_dim=8,
+                                                 pose_match_grid=(4, 8), image_size=(16, 16))),
+                    [0.0, 0.0, 8.0, 8.0])
+    assert options_of_checkpoint('dmn-pf', str(path)) == {'pose_match_dim': 8,
+                                                          'pose_match_grid': (4, 8)}
     with pytest.raises(ValueError, match='holds a dmn-pf model, not vector-pf'):
         options_of_checkpoint('vector-pf', str(path))
     with pytest.raises(ValueError, match='--init-from'):

@@ -12,9 +12,9 @@ way the walls run).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 import math
-from typing import Optional
+from typing import Any, Optional
 
 from dmn_localization.core import geometry
 from dmn_localization.core.configs import InputConfig
@@ -57,6 +57,25 @@ class TensorEpisodes:
             'context_images', 'context_poses', 'query_images', 'truth', 'motions', 'bounds')),
             turn=None if self.turn is None else self.turn[index])
 
+    def one_step_queries(self) -> 'TensorEpisodes':
+        """
+        Return each of the ``T`` queries as a one-step episode of its own: batch ``B * T``.
+
+        Episode ``b * T + t`` is query ``t`` of episode ``b`` with the same context views
+        and world (its first motion is zero, as in every one-step episode); the order
+        matches :func:`repeat_context` of the episodes' map.
+        """
+        steps = self.truth.shape[1]
+
+        def each(t: Optional[Tensor]) -> Optional[Tensor]:
+            return None if t is None else t.repeat_interleave(steps, dim=0)
+
+        return TensorEpisodes(each(self.context_images), each(self.context_poses),
+                              self.query_images.flatten(0, 1)[:, None],
+                              self.truth.flatten(0, 1)[:, None],
+                              torch.zeros_like(self.motions.flatten(0, 1)[:, None]),
+                              each(self.bounds), each(self.turn))
+
     def global_belief(self) -> InitialBelief:
         """Global localization: uniform over each world's (turned) extent and all yaws."""
         return InitialBelief('uniform', bounds=self.bounds, turn=self.turn)
@@ -87,6 +106,24 @@ class TensorEpisodes:
         total = angles if self.turn is None else geometry.wrap_angle(self.turn + angles)
         return replace(self, context_poses=turn_about(self.context_poses, center, angles),
                        truth=turn_about(self.truth, center, angles), turn=total)
+
+
+def repeat_context(context: Any, times: int) -> Any:
+    """
+    Repeat every batch element of a map (or query) context ``times`` times in place.
+
+    ``context`` is a tensor ``(B, ...)`` or a dataclass of them (None fields stay None);
+    the result has batch ``B * times`` with element ``b`` at ``b * times ... b * times +
+    times - 1``, as :meth:`TensorEpisodes.one_step_queries` orders the queries.
+    """
+    if context is None:
+        return None
+    if isinstance(context, Tensor):
+        return context.repeat_interleave(times, dim=0)
+    if is_dataclass(context):
+        return replace(context, **{f.name: repeat_context(getattr(context, f.name), times)
+                                   for f in fields(context)})
+    raise TypeError(f'cannot repeat a context of type {type(context).__name__}')
 
 
 def to_tensors(batch: EpisodeBatch, config: InputConfig,

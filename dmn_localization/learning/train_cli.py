@@ -20,8 +20,8 @@ from dmn_localization.core.allocator import keep_freed_memory
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.core.models import config_for, LEARNED_MODELS
 from dmn_localization.data.dataset import DatasetError
-from dmn_localization.learning.trainer import (MEMORY_FORMATS, PRECISIONS, train,
-                                               TrainConfig, TrainingError,
+from dmn_localization.learning.trainer import (LR_SCHEDULES, MEMORY_FORMATS, PRECISIONS,
+                                               SELECTIONS, train, TrainConfig, TrainingError,
                                                TrainingInterrupted)
 
 
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--nce-weight', type=float, default=defaults.nce_weight,
                    help='weight of the contrastive term (particle filter models; 0: the '
                    "paper's pose loss alone)")
+    p.add_argument('--queries-per-map', type=int, default=defaults.queries_per_map, metavar='Q',
+                   help='train on Q query views of each map, each a one-step episode, the map '
+                   "encoded once for them (1: the paper's one query; the budget counts queries)")
+    p.add_argument('--density-weight', type=float, default=defaults.density_weight,
+                   metavar='W', help='add W times minus the log density of the true pose under '
+                   'the updated belief (particle filter models; 0: the pose loss alone)')
     p.add_argument('--frame-shift', type=float, default=defaults.frame_shift, metavar='S',
                    help="move each episode's world by a random offset up to S normalized "
                    'units in x and y, so the extent is not the walls (0: in place)')
@@ -58,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
                    'counters start afresh)')
     p.add_argument('--val-every-samples', type=int, default=defaults.val_every_samples)
     p.add_argument('--val-episodes', type=int, default=defaults.val_episodes)
+    p.add_argument('--val-global-episodes', type=int, default=defaults.val_global_episodes,
+                   help='validation episodes of one-step global localization (K=1024)')
+    p.add_argument('--select-by', default=defaults.select_by, choices=SELECTIONS,
+                   help='best.pt and early stopping by the lowest validation loss (tracking, '
+                   'as trained) or the highest one-step global success on validation')
+    p.add_argument('--lr-schedule', default=defaults.lr_schedule, choices=LR_SCHEDULES,
+                   help="constant (the paper's) or cosine: from --lr down to --lr times "
+                   '--lr-min-factor over the budget')
+    p.add_argument('--lr-min-factor', type=float, default=defaults.lr_min_factor,
+                   metavar='F', help='the cosine schedule ends at the rate times F')
     p.add_argument('--patience', type=int, default=defaults.patience,
                    help='stop after this many validations without improvement')
     p.add_argument('--lr-decay-factor', type=float, default=defaults.lr_decay_factor,
@@ -106,6 +122,15 @@ def parse_model_options(model: str, items: List[str]) -> Dict[str, Any]:
             options[key] = text.lower() == 'true'
         elif kind in (int, float):
             options[key] = kind(text)
+        elif kind is tuple:  # e.g. pose_match_grid=4,8
+            try:
+                options[key] = tuple(int(v) for v in text.split(','))
+            except ValueError:
+                raise ValueError(f'--model-option {item!r}: {key} takes integers separated '
+                                 'by commas') from None
+            if len(options[key]) != len(getattr(defaults, key)):
+                raise ValueError(f'--model-option {item!r}: {key} takes '
+                                 f'{len(getattr(defaults, key))} integers')
         else:
             raise ValueError(f'--model-option {item!r}: {key} cannot be set from the command '
                              'line')
@@ -114,7 +139,7 @@ def parse_model_options(model: str, items: List[str]) -> Dict[str, Any]:
 
 def options_of_checkpoint(model: str, path: str) -> Dict[str, Any]:
     """
-    Return the scalar config fields in which checkpoint ``path`` differs from ``model``'s defaults.
+    Return the config fields in which checkpoint ``path`` differs from ``model``'s defaults.
 
     With ``--init-from``, these are the model options the run starts with (an option given on
     the command line wins), so a checkpoint saved with other options (e.g. one from before
@@ -127,8 +152,10 @@ def options_of_checkpoint(model: str, path: str) -> Dict[str, Any]:
     if loaded.name != model:
         raise ValueError(f'--init-from {path} holds a {loaded.name} model, not {model}')
     theirs, defaults = loaded.model.config, config_for(model)
+    # the image size comes from the training data, not from the checkpoint
     return {f.name: getattr(theirs, f.name) for f in fields(defaults)
-            if isinstance(getattr(defaults, f.name), (bool, int, float))
+            if isinstance(getattr(defaults, f.name), (bool, int, float, tuple))
+            and f.name != 'image_size'
             and getattr(theirs, f.name) != getattr(defaults, f.name)}
 
 
@@ -150,7 +177,11 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        seed=a.seed, device=a.device, uniform_share=a.uniform_share,
                        nce_weight=a.nce_weight, model_options=options, init_from=a.init_from,
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
-                       precision=a.precision, memory_format=a.memory_format)
+                       precision=a.precision, memory_format=a.memory_format,
+                       val_global_episodes=a.val_global_episodes,
+                       queries_per_map=a.queries_per_map, density_weight=a.density_weight,
+                       lr_schedule=a.lr_schedule, lr_min_factor=a.lr_min_factor,
+                       select_by=a.select_by)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -46,12 +46,13 @@ from dmn_localization.core.checkpoint import (CheckpointError, load_checkpoint, 
                                               save_checkpoint)
 from dmn_localization.core.device import resolve_device
 from dmn_localization.core.inference import FilterSettings, localize
-from dmn_localization.core.losses import pose_loss, xy_squared_error
+from dmn_localization.core.losses import belief_nll, pose_loss, xy_squared_error
 from dmn_localization.core.models import build_model, config_for, count_parameters
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.data.episodes import EpisodeSampler
-from dmn_localization.learning.batches import (check_frame_change, TensorEpisodes, to_tensors,
-                                               tracking_belief, with_frame_change)
+from dmn_localization.learning.batches import (check_frame_change, repeat_context,
+                                               TensorEpisodes, to_tensors, tracking_belief,
+                                               with_frame_change)
 from dmn_localization.learning.provenance import add_revision, code_revision, machine
 import numpy as np
 import torch
@@ -60,6 +61,9 @@ from torch import nn, Tensor
 LOG_FIELDS = ['step', 'samples', 'elapsed_s', 'train_loss', 'val_loss', 'val_global_success']
 #: Values of ``TrainConfig.precision``.
 PRECISIONS = ('fp32', 'bf16')
+#: Values of ``TrainConfig.lr_schedule`` and ``TrainConfig.select_by``.
+LR_SCHEDULES = ('constant', 'cosine')
+SELECTIONS = ('val_loss', 'global_success')
 #: Values of ``TrainConfig.memory_format``; a run saved before the field existed trained
 #: in the first.
 MEMORY_FORMATS = ('contiguous', 'channels_last')
@@ -189,6 +193,25 @@ class TrainConfig:
     #: rounding. Like ``device``, not part of a run's identity; a run keeps the layout
     #: it began with, so it resumes exactly.
     memory_format: str = 'channels_last'
+    #: query views trained on per map: each a one-step episode of its own, the map encoded
+    #: once for all of them (1: the paper's one query per episode). ``budget_samples``
+    #: counts queries.
+    queries_per_map: int = 1
+    #: weight of the belief-density term: minus the log density of the true pose under the
+    #: updated belief read as a Gaussian mixture (:func:`~dmn_localization.core.losses.
+    #: belief_nll`); it rewards weight on particles near the truth wherever they are, which
+    #: the pose loss of the weighted mean does not (0: the paper's pose loss alone)
+    density_weight: float = 0.0
+    #: ``'constant'`` (the paper's), or ``'cosine'``: from ``lr`` down to ``lr *
+    #: lr_min_factor`` over ``budget_samples`` along half a cosine (set at each step from
+    #: the samples so far, so a stopped run resumes exactly; a larger budget on resume
+    #: stretches the rest of the schedule)
+    lr_schedule: str = 'constant'
+    lr_min_factor: float = 0.05
+    #: which checkpoint is ``best.pt`` (and what early stopping counts): the lowest
+    #: ``'val_loss'`` (tracking, as trained), or the highest ``'global_success'`` (one-step
+    #: global localization on the validation episodes, K=1024)
+    select_by: str = 'val_loss'
 
     def identity(self) -> Dict[str, Any]:
         """Return the fields a resumed run must share with the saved one."""
@@ -203,13 +226,17 @@ class EpisodeLoss(nn.Module):
     """Pose loss of a batch of tracking episodes; a module so DDP can wrap it."""
 
     def __init__(self, model: nn.Module, num_particles: int, uniform_share: float = 0.0,
-                 nce_weight: float = 0.0, precision: str = 'fp32') -> None:
+                 nce_weight: float = 0.0, precision: str = 'fp32',
+                 density_weight: float = 0.0, queries_per_map: int = 1) -> None:
         super().__init__()
         self.model = model
         self.precision = precision  # 'bf16': the forward pass under bfloat16 autocast
         self.settings = FilterSettings(num_particles=num_particles)
         self.uniform_share = uniform_share
         self.nce_weight = nce_weight if model.config.kind == 'pf' else 0.0
+        self.density_weight = density_weight if model.config.kind == 'pf' else 0.0
+        #: > 1: the episodes' T steps are that many one-step queries of the same map
+        self.queries_per_map = queries_per_map
 
     def forward(self, episodes: TensorEpisodes, generator: torch.Generator) -> Tensor:
         """Return the mean pose loss over the batch and its time steps."""
@@ -219,14 +246,23 @@ class EpisodeLoss(nn.Module):
 
     def _loss(self, episodes: TensorEpisodes, generator: torch.Generator) -> Tensor:
         model = self.model
-        initial = tracking_belief(episodes.truth[:, 0], generator, episodes.bounds,
-                                  self.uniform_share, episodes.turn)
         map_ctx = model.prepare_map(model.embed_views(episodes.context_images,
                                                       episodes.context_poses),
                                     episodes.context_poses)
+        if self.queries_per_map > 1:
+            # one encoding of each map serves all of its queries
+            map_ctx = repeat_context(map_ctx, episodes.truth.shape[1])
+            episodes = episodes.one_step_queries()
+        initial = tracking_belief(episodes.truth[:, 0], generator, episodes.bounds,
+                                  self.uniform_share, episodes.turn)
         result = localize(model, map_ctx, episodes.query_images, episodes.motions, initial,
-                          self.settings, generator)
+                          self.settings, generator, keep_beliefs=self.density_weight > 0)
         loss = pose_loss(result.estimates, episodes.truth)
+        if self.density_weight > 0:
+            assert result.beliefs is not None
+            loss = loss + self.density_weight * torch.stack([
+                belief_nll(belief.particles, belief.log_weights, episodes.truth[:, t])
+                for t, belief in enumerate(result.beliefs)]).mean()
         if self.nce_weight > 0:
             loss = loss + self.nce_weight * self.contrastive(map_ctx, episodes, initial,
                                                              generator)
@@ -267,6 +303,47 @@ def check_finish(samples: int, factor: float, lr_decay_factor: float) -> None:
     if samples and lr_decay_factor != 1.0:
         raise TrainingError('a finishing stage and a decay on plateau are two schedules: '
                             'choose one (--finish-samples or --lr-decay-factor)')
+
+
+def check_schedule(config: TrainConfig) -> None:
+    """Raise TrainingError for a rate schedule, selection or query count that cannot run."""
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise TrainingError(f'the learning-rate schedule must be one of {LR_SCHEDULES}, got '
+                            f'{config.lr_schedule!r}')
+    if config.select_by not in SELECTIONS:
+        raise TrainingError(f'the checkpoint selection must be one of {SELECTIONS}, got '
+                            f'{config.select_by!r}')
+    if config.lr_schedule == 'cosine' and (config.lr_decay_factor != 1.0
+                                           or config.finish_samples):
+        raise TrainingError('the cosine schedule is a schedule of its own: it combines with '
+                            'neither --lr-decay-factor nor --finish-samples')
+    if not 0.0 <= config.lr_min_factor <= 1.0:
+        raise TrainingError(f'the final learning-rate factor must be in [0, 1], got '
+                            f'{config.lr_min_factor}')
+    if config.queries_per_map < 1:
+        raise TrainingError(f'queries per map must be >= 1, got {config.queries_per_map}')
+    if config.density_weight < 0:
+        raise TrainingError(f'the density weight must be >= 0, got {config.density_weight}')
+
+
+def scheduled_lr(config: TrainConfig, samples: int) -> float:
+    """Return the learning rate after ``samples`` under ``config.lr_schedule``."""
+    if config.lr_schedule == 'constant':
+        return config.lr
+    progress = min(1.0, samples / max(1, config.budget_samples))
+    low = config.lr_min_factor
+    return config.lr * (low + (1.0 - low) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def improved(metrics: Dict[str, float], counters: Dict[str, Any], select_by: str) -> bool:
+    """Return whether a validation beats ``best.pt`` by the run's selection rule."""
+    if select_by == 'global_success':
+        best = counters['best_global_success']
+        success = metrics['val_global_success']
+        # a tie in success goes to the lower validation loss
+        return success > best or (success == best
+                                  and metrics['val_loss'] < counters['best_val_loss'])
+    return metrics['val_loss'] < counters['best_val_loss']
 
 
 def finish_text(samples: int, factor: float) -> str:
@@ -499,6 +576,7 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
     check_frame_change(config.frame_shift, config.frame_turn)  # before the run is touched
     check_lr_decay(config.lr_decay_factor, config.lr_decay_patience)
     check_finish(config.finish_samples, config.finish_lr_factor, config.lr_decay_factor)
+    check_schedule(config)
     world_size, rank = _distributed()
     device = resolve_device(config.device)
     owns_group = False
@@ -541,7 +619,7 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
     # stage 0: the budget; 1: the finishing stage, begun at finish_start samples
     counters = {'step': 0, 'samples': 0, 'best_val_loss': math.inf, 'bad_validations': 0,
                 'elapsed_s': 0.0, 'stopped_early': False, 'init_samples': 0, 'stage': 0,
-                'finish_start': 0, 'finish_lr_factor': 0.0}
+                'finish_start': 0, 'finish_lr_factor': 0.0, 'best_global_success': -1.0}
     running: List[float] = []  # recent training losses (the logged running mean)
     if state is not None:
         # fields added since the run started take their defaults (the behaviour it had)
@@ -576,7 +654,7 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
         _truncate_log(log_path, counters['samples'])
     (out / 'config.json').write_text(json.dumps(asdict(config), indent=1) + '\n')
     extent = typical_extent(train_set)
-    sampler = EpisodeSampler(train_set, config.num_contexts, 1)
+    sampler = EpisodeSampler(train_set, config.num_contexts, config.queries_per_map)
     val_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 99]))
     val_sampler = EpisodeSampler(val_set, config.num_contexts, 1)
     val_episodes = with_frame_change(
@@ -586,13 +664,14 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
         to_tensors(val_sampler.sample(config.val_global_episodes, val_rng), model.config,
                    device), config.frame_shift, val_rng, config.frame_turn)
     loss_module: nn.Module = EpisodeLoss(model, config.num_particles, config.uniform_share,
-                                         config.nce_weight, config.precision)
+                                         config.nce_weight, config.precision,
+                                         config.density_weight, config.queries_per_map)
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     if rank == 0 and counters['samples'] == 0:
         print(f'{config.model}: {count_parameters(model):,} parameters on {device}, '
               f'{world_size} process(es); training on {train_set.root} ({len(train_set)} envs)')
-    per_step = config.batch_size * world_size
+    per_step = config.batch_size * config.queries_per_map * world_size
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -658,6 +737,9 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
         batch = with_frame_change(to_tensors(sampler.sample(config.batch_size, rng),
                                              model.config, device), config.frame_shift, rng,
                                   config.frame_turn)
+        if counters['stage'] == 0 and config.lr_schedule != 'constant':
+            for group in optimizer.param_groups:
+                group['lr'] = scheduled_lr(config, counters['samples'])
         loss = loss_module(batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -690,8 +772,9 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
             log({'step': counters['step'], 'samples': counters['samples'],
                  'elapsed_s': round(time.monotonic() - started, 1), **{
                      k: round(v, 6) for k, v in metrics.items()}})
-            if metrics['val_loss'] < counters['best_val_loss']:
+            if improved(metrics, counters, config.select_by):
                 counters['best_val_loss'] = metrics['val_loss']
+                counters['best_global_success'] = metrics['val_global_success']
                 counters['bad_validations'] = 0
                 if rank == 0:
                     save_checkpoint(out / 'best.pt', model, extent, {
@@ -714,6 +797,10 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
                         'frame_turn': config.frame_turn,
                         'precision': config.precision,
                         'memory_format': config.memory_format,
+                        'queries_per_map': config.queries_per_map,
+                        'density_weight': config.density_weight,
+                        'lr_schedule': config.lr_schedule,
+                        'select_by': config.select_by,
                         'code_revisions': revisions, 'machines': machines})
             else:
                 counters['bad_validations'] += 1
