@@ -76,6 +76,9 @@ def test_status_metrics_of_a_hand_made_kidnap():
     assert m.wrong_frames == 10
     assert m.false_confidence_share == pytest.approx(4 / 50)  # 4 sure frames 3 m off
     assert m.wrong_flagged_share == pytest.approx(6 / 10)
+    # of the 40 frames on the truth, the 5 global ones at the start are false alarms
+    assert m.right_frames == 40
+    assert m.false_alarm_share == pytest.approx(5 / 40)
     # never found again: no recovery time; no wrong frame: no flagged share
     lost = truth.copy()
     lost[25:, :2] -= [3.0, 0.0]
@@ -198,22 +201,25 @@ def test_live_replay_without_a_node_is_a_clear_error(bag_and_model, tmp_path, ca
 def test_kidnap_benchmark_pools_runs_by_frames():
     from dmn_localization.bench.kidnap_bench import markdown, summarize
 
-    def run(frames, false, wrong, flagged, recover, first):
+    def run(frames, false, wrong, flagged, recover, first, right=0, alarms=None):
         return {'status': {'frames': frames, 'false_confidence_share': false,
                            'wrong_frames': wrong, 'wrong_flagged_share': flagged,
-                           'time_to_recover_s': recover}, 'first_convergence_s': first,
+                           'time_to_recover_s': recover, 'right_frames': right,
+                           'false_alarm_share': alarms}, 'first_convergence_s': first,
                 'within_0_5_m': 0.5 if first else 0.2}
 
-    row = summarize([run(100, 0.1, 40, 0.5, [4.0], 10.0), run(300, 0.0, 0, None, [None], None),
-                     run(100, 0.0, 10, 1.0, [8.0], 20.0)])
+    row = summarize([run(100, 0.1, 40, 0.5, [4.0], 10.0, 50, 0.2),
+                     run(300, 0.0, 0, None, [None], None),
+                     run(100, 0.0, 10, 1.0, [8.0], 20.0, 80, 0.0)])
     assert row['false_confidence_share'] == pytest.approx(10 / 500)
     assert row['wrong_flagged_share'] == pytest.approx((20 + 10) / 50)
+    assert row['false_alarm_share'] == pytest.approx(10 / 130)
     assert (row['kidnaps'], row['recovered'], row['median_time_to_recover_s']) == (3, 2, 6.0)
     assert (row['first_converged'], row['median_first_convergence_s']) == (2, 15.0)
     text = markdown({'seeds': [0, 1, 2], 'duration_s': 60, 'kidnap_at_s': 30,
                      'machine': 'x', 'wall_time_s': 60, 'domains': {'rooms': {'off': row}}},
                     'cmd')
-    assert '| rooms | off | 2/3 | 6.0 s | 2.0% | 60.0% | 2/3, 15.0 s | 40.0% |' in text
+    assert '| rooms | off | 2/3 | 6.0 s | 2.0% | 60.0% | 7.7% | 2/3, 15.0 s | 40.0% |' in text
 
 
 def test_state_changes_from_diagnostics_reports():

@@ -73,6 +73,9 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     frames = sum(r['status']['frames'] for r in runs)
     flagged = sum((r['status']['wrong_flagged_share'] or 0.0) * r['status']['wrong_frames']
                   for r in runs)
+    right = sum(r['status'].get('right_frames', 0) for r in runs)
+    alarms = sum((r['status'].get('false_alarm_share') or 0.0)
+                 * r['status'].get('right_frames', 0) for r in runs)
     return {
         'kidnaps': len(times),
         'recovered': sum(t is not None for t in times),
@@ -81,6 +84,8 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
                                       * r['status']['frames'] for r in runs) / max(frames, 1),
         # pooled over the frames more than 1 m off of every run
         'wrong_flagged_share': flagged / wrong if wrong else None,
+        # pooled over the frames within 0.5 m of every run
+        'false_alarm_share': alarms / right if right else None,
         'median_first_convergence_s': _median([r['first_convergence_s'] for r in runs]),
         'first_converged': sum(r['first_convergence_s'] is not None for r in runs),
         'within_0_5_m': float(np.mean([r['within_0_5_m'] for r in runs])),
@@ -107,17 +112,20 @@ def markdown(report: Dict[str, Any], command: str) -> str:
              'stays within 0.5 m for 1 s after the kidnap, within the run. False confidence: '
              'share of all frames reported `converged` while more than 1 m off (goal under '
              '1 %). Flagged: of the frames more than 1 m off, the share reported `lost` or '
-             '`global` (goal over 90 %). Within 0.5 m: share of all frames, the mean over '
+             '`global` (goal over 90 %). False alarms: of the frames within 0.5 m, the share '
+             'reported `lost` or `global`. Within 0.5 m: share of all frames, the mean over '
              'the runs.', '',
              '| domain | alpha slow, fast | recovered | median time to recover | false '
-             'confidence | flagged | first convergence (median) | within 0.5 m |',
-             '| --- | --- | --- | --- | --- | --- | --- | --- |']
+             'confidence | flagged | false alarms | first convergence (median) | within '
+             '0.5 m |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for domain, rows in report['domains'].items():
         for key, row in rows.items():
             lines.append(
                 f'| {domain} | {key} | {row["recovered"]}/{row["kidnaps"]} | '
                 f'{_seconds(row["median_time_to_recover_s"])} | '
                 f'{_pct(row["false_confidence_share"])} | {_pct(row["wrong_flagged_share"])} | '
+                f'{_pct(row.get("false_alarm_share"))} | '
                 f'{row["first_converged"]}/{len(report["seeds"])}, '
                 f'{_seconds(row["median_first_convergence_s"])} | '
                 f'{_pct(row["within_0_5_m"])} |')

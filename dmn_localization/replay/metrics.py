@@ -119,6 +119,8 @@ KIDNAP_JUMP_M = 1.0
 RECOVERY_HOLD_S = 1.0
 #: Position error above which a frame is wrong enough that the localizer must not be sure.
 WRONG_M = 1.0
+#: Position error within which a frame is right: flagging it lost or global is a false alarm.
+RIGHT_M = 0.5
 #: States in which the localizer admits it does not know where it is.
 UNSURE_STATES = (status.LOST, status.GLOBAL)
 
@@ -131,7 +133,10 @@ class StatusMetrics:
     ``false_confidence_share``: share of all frames reported ``converged`` while the
     error was over :data:`WRONG_M` (goal under 1 %). ``wrong_flagged_share``: of the
     frames with an error over :data:`WRONG_M`, the share reported ``lost`` or ``global``
-    (goal over 90 %; None without such frames). ``time_to_recover_s``: per kidnap, from
+    (goal over 90 %; None without such frames). ``false_alarm_share``: of the frames
+    within :data:`RIGHT_M` of the truth, the share reported ``lost`` or ``global`` (a
+    localizer that is right but says it is not; None without such frames).
+    ``time_to_recover_s``: per kidnap, from
     the jump of the truth until the estimate stays within 0.5 m for
     :data:`RECOVERY_HOLD_S` (None: not within the run).
     """
@@ -142,6 +147,8 @@ class StatusMetrics:
     wrong_flagged_share: Optional[float]
     kidnaps_s: List[float]
     time_to_recover_s: List[Optional[float]]
+    right_frames: int = 0
+    false_alarm_share: Optional[float] = None
 
     def to_dict(self) -> Dict[str, object]:
         """Return the metrics as a JSON-serializable dict."""
@@ -170,6 +177,7 @@ def status_metrics(stamps: Sequence[float], estimates: np.ndarray, states: Seque
     stamps, pos = stamps[valid], pos[valid]
     states_arr = np.asarray(states, dtype=object)[valid]
     wrong = pos > WRONG_M
+    right = pos <= RIGHT_M
     kidnaps = kidnap_stamps(truth_stamps, truth)
     recover: List[Optional[float]] = []
     for k, when in enumerate(kidnaps):
@@ -185,7 +193,9 @@ def status_metrics(stamps: Sequence[float], estimates: np.ndarray, states: Seque
         wrong_flagged_share=float(np.mean(np.isin(states_arr[wrong], UNSURE_STATES)))
         if wrong.any() else None,
         kidnaps_s=[float(k - stamps[0]) for k in kidnaps],
-        time_to_recover_s=recover)
+        time_to_recover_s=recover, right_frames=int(right.sum()),
+        false_alarm_share=float(np.mean(np.isin(states_arr[right], UNSURE_STATES)))
+        if right.any() else None)
 
 
 def write_tum(path: Path, stamps: Sequence[float], poses: np.ndarray) -> Path:
