@@ -41,7 +41,7 @@ def episodes(batch=2, steps=3, seed=0):
 def test_each_query_becomes_a_one_step_episode_of_the_same_map():
     model = build_model(config_for('dmn-pf', image_size=(16, 16), pose_match_dim=8)).eval()
     eps = episodes()
-    flat = eps.one_step_queries()
+    flat = eps.split_queries()
     assert flat.truth.shape == (6, 1, 3) and flat.query_images.shape == (6, 1, 3, 16, 16)
     assert torch.equal(flat.motions, torch.zeros(6, 1, 3))  # a one-step episode
     particles = torch.rand(6, 5, 3) - 0.5
@@ -65,6 +65,31 @@ def test_each_query_becomes_a_one_step_episode_of_the_same_map():
             torch.testing.assert_close(from_shared, one)
     with pytest.raises(TypeError):
         repeat_context([1, 2], 2)
+
+
+def test_queries_split_into_sequences_keep_their_odometry():
+    eps = episodes(steps=4)
+    pairs = eps.split_queries(2)
+    assert pairs.truth.shape == (4, 2, 3) and len(pairs) == 4
+    for b in range(2):
+        for j in range(2):
+            i = b * 2 + j
+            assert torch.equal(pairs.truth[i], eps.truth[b, 2 * j:2 * j + 2])
+            assert torch.equal(pairs.query_images[i], eps.query_images[b, 2 * j:2 * j + 2])
+            assert torch.equal(pairs.motions[i, 0], torch.zeros(3))  # a new start
+            assert torch.equal(pairs.motions[i, 1], eps.motions[b, 2 * j + 1])
+            assert torch.equal(pairs.context_images[i], eps.context_images[b])
+    with pytest.raises(ValueError, match='do not split'):
+        eps.split_queries(3)
+
+
+def test_the_loss_of_sequences_of_each_map():
+    model = build_model(config_for('dmn-pf', image_size=(16, 16), pose_match_dim=8))
+    loss = EpisodeLoss(model, 16, uniform_share=1.0, density_weight=0.5, queries_per_map=2,
+                       sequence_steps=2)(episodes(steps=4), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.pose_match.parameters())
 
 
 def test_the_loss_with_queries_per_map_trains_every_query():
@@ -179,8 +204,18 @@ def test_a_run_with_the_options_resumes_exactly_and_records_them(tiny, tmp_path,
     assert meta['val_global_success'] == a['counters']['best_global_success']
 
 
+def test_a_run_of_sequences_counts_every_query_view(tiny, tmp_path):
+    out = tmp_path / 'run'
+    args = train_args(tiny, out, 96, ['--queries-per-map', '1', '--sequence-steps', '2'])
+    assert train_main(args) == 0
+    state = torch.load(out / 'last.pt', weights_only=True)
+    # 4 maps a step, one episode of 2 query views each: 8 samples a step
+    assert (state['counters']['samples'], state['counters']['step']) == (96, 12)
+
+
 @pytest.mark.parametrize('extra, message', [
     (['--queries-per-map', '0'], 'queries per map'),
+    (['--sequence-steps', '0'], 'sequence steps'),
     (['--finish-samples', '100'], 'cosine schedule'),
     (['--density-weight', '-1'], 'density weight'),
     (['--lr-min-factor', '2'], 'final learning-rate factor'),

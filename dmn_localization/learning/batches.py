@@ -57,23 +57,31 @@ class TensorEpisodes:
             'context_images', 'context_poses', 'query_images', 'truth', 'motions', 'bounds')),
             turn=None if self.turn is None else self.turn[index])
 
-    def one_step_queries(self) -> 'TensorEpisodes':
+    def split_queries(self, steps: int = 1) -> 'TensorEpisodes':
         """
-        Return each of the ``T`` queries as a one-step episode of its own: batch ``B * T``.
+        Return the ``T`` queries as ``T / steps`` episodes of ``steps`` queries each.
 
-        Episode ``b * T + t`` is query ``t`` of episode ``b`` with the same context views
-        and world (its first motion is zero, as in every one-step episode); the order
-        matches :func:`repeat_context` of the episodes' map.
+        Batch ``B * T / steps``: episode ``b * T / steps + j`` holds queries ``j * steps``
+        to ``(j + 1) * steps - 1`` of episode ``b`` with the same context views and world;
+        its first motion is zero, as every episode's, and the odometry within it is kept.
+        The order matches :func:`repeat_context` of the episodes' map. ``steps=1``: every
+        query a one-step episode of its own.
         """
-        steps = self.truth.shape[1]
+        total = self.truth.shape[1]
+        if steps < 1 or total % steps:
+            raise ValueError(f'{total} queries do not split into episodes of {steps} steps')
+        parts = total // steps
 
         def each(t: Optional[Tensor]) -> Optional[Tensor]:
-            return None if t is None else t.repeat_interleave(steps, dim=0)
+            return None if t is None else t.repeat_interleave(parts, dim=0)
 
+        def split(t: Tensor) -> Tensor:
+            return t.reshape(t.shape[0] * parts, steps, *t.shape[2:])
+
+        motions = split(self.motions).clone()
+        motions[:, 0] = 0.0
         return TensorEpisodes(each(self.context_images), each(self.context_poses),
-                              self.query_images.flatten(0, 1)[:, None],
-                              self.truth.flatten(0, 1)[:, None],
-                              torch.zeros_like(self.motions.flatten(0, 1)[:, None]),
+                              split(self.query_images), split(self.truth), motions,
                               each(self.bounds), each(self.turn))
 
     def global_belief(self) -> InitialBelief:
@@ -114,7 +122,7 @@ def repeat_context(context: Any, times: int) -> Any:
 
     ``context`` is a tensor ``(B, ...)`` or a dataclass of them (None fields stay None);
     the result has batch ``B * times`` with element ``b`` at ``b * times ... b * times +
-    times - 1``, as :meth:`TensorEpisodes.one_step_queries` orders the queries.
+    times - 1``, as :meth:`TensorEpisodes.split_queries` orders the episodes.
     """
     if context is None:
         return None

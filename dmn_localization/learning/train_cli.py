@@ -45,8 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help='weight of the contrastive term (particle filter models; 0: the '
                    "paper's pose loss alone)")
     p.add_argument('--queries-per-map', type=int, default=defaults.queries_per_map, metavar='Q',
-                   help='train on Q query views of each map, each a one-step episode, the map '
-                   "encoded once for them (1: the paper's one query; the budget counts queries)")
+                   help='train on Q episodes of each map (each of --sequence-steps query '
+                   "views), the map encoded once for them (1: the paper's one query; the "
+                   'budget counts query views)')
+    p.add_argument('--sequence-steps', type=int, default=defaults.sequence_steps, metavar='T',
+                   help='train on episodes of T query views with the odometry between them, '
+                   "the belief carried from step to step (1: the paper's one-step episodes; "
+                   'the budget counts query views)')
     p.add_argument('--density-weight', type=float, default=defaults.density_weight,
                    metavar='W', help='add W times minus the log density of the true pose under '
                    'the updated belief (particle filter models; 0: the pose loss alone)')
@@ -179,7 +184,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
                        precision=a.precision, memory_format=a.memory_format,
                        val_global_episodes=a.val_global_episodes,
-                       queries_per_map=a.queries_per_map, density_weight=a.density_weight,
+                       queries_per_map=a.queries_per_map, sequence_steps=a.sequence_steps,
+                       density_weight=a.density_weight,
                        lr_schedule=a.lr_schedule, lr_min_factor=a.lr_min_factor,
                        select_by=a.select_by)
 

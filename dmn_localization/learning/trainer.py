@@ -193,10 +193,16 @@ class TrainConfig:
     #: rounding. Like ``device``, not part of a run's identity; a run keeps the layout
     #: it began with, so it resumes exactly.
     memory_format: str = 'channels_last'
-    #: query views trained on per map: each a one-step episode of its own, the map encoded
-    #: once for all of them (1: the paper's one query per episode). ``budget_samples``
-    #: counts queries.
+    #: episodes trained on per map (each of ``sequence_steps`` query views), the map
+    #: encoded once for all of them (1: the paper's one query per map). ``budget_samples``
+    #: counts query views.
     queries_per_map: int = 1
+    #: steps of each training episode: query views seen one after the other with the
+    #: odometry between them, the belief carried (and resampled) from step to step; the
+    #: loss averages the steps (1: the paper's one-step episodes). A map holds
+    #: ``queries_per_map`` such episodes, so it needs ``num_contexts + queries_per_map *
+    #: sequence_steps`` views
+    sequence_steps: int = 1
     #: weight of the belief-density term: minus the log density of the true pose under the
     #: updated belief read as a Gaussian mixture (:func:`~dmn_localization.core.losses.
     #: belief_nll`); it rewards weight on particles near the truth wherever they are, which
@@ -227,7 +233,8 @@ class EpisodeLoss(nn.Module):
 
     def __init__(self, model: nn.Module, num_particles: int, uniform_share: float = 0.0,
                  nce_weight: float = 0.0, precision: str = 'fp32',
-                 density_weight: float = 0.0, queries_per_map: int = 1) -> None:
+                 density_weight: float = 0.0, queries_per_map: int = 1,
+                 sequence_steps: int = 1) -> None:
         super().__init__()
         self.model = model
         self.precision = precision  # 'bf16': the forward pass under bfloat16 autocast
@@ -235,8 +242,10 @@ class EpisodeLoss(nn.Module):
         self.uniform_share = uniform_share
         self.nce_weight = nce_weight if model.config.kind == 'pf' else 0.0
         self.density_weight = density_weight if model.config.kind == 'pf' else 0.0
-        #: > 1: the episodes' T steps are that many one-step queries of the same map
+        #: > 1: the episodes' steps are that many episodes of ``sequence_steps`` steps each,
+        #: of the same map
         self.queries_per_map = queries_per_map
+        self.sequence_steps = sequence_steps
 
     def forward(self, episodes: TensorEpisodes, generator: torch.Generator) -> Tensor:
         """Return the mean pose loss over the batch and its time steps."""
@@ -251,8 +260,8 @@ class EpisodeLoss(nn.Module):
                                     episodes.context_poses)
         if self.queries_per_map > 1:
             # one encoding of each map serves all of its queries
-            map_ctx = repeat_context(map_ctx, episodes.truth.shape[1])
-            episodes = episodes.one_step_queries()
+            map_ctx = repeat_context(map_ctx, self.queries_per_map)
+            episodes = episodes.split_queries(self.sequence_steps)
         initial = tracking_belief(episodes.truth[:, 0], generator, episodes.bounds,
                                   self.uniform_share, episodes.turn)
         result = localize(model, map_ctx, episodes.query_images, episodes.motions, initial,
@@ -322,6 +331,8 @@ def check_schedule(config: TrainConfig) -> None:
                             f'{config.lr_min_factor}')
     if config.queries_per_map < 1:
         raise TrainingError(f'queries per map must be >= 1, got {config.queries_per_map}')
+    if config.sequence_steps < 1:
+        raise TrainingError(f'sequence steps must be >= 1, got {config.sequence_steps}')
     if config.density_weight < 0:
         raise TrainingError(f'the density weight must be >= 0, got {config.density_weight}')
 
@@ -654,7 +665,8 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
         _truncate_log(log_path, counters['samples'])
     (out / 'config.json').write_text(json.dumps(asdict(config), indent=1) + '\n')
     extent = typical_extent(train_set)
-    sampler = EpisodeSampler(train_set, config.num_contexts, config.queries_per_map)
+    sampler = EpisodeSampler(train_set, config.num_contexts,
+                             config.queries_per_map * config.sequence_steps)
     val_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 99]))
     val_sampler = EpisodeSampler(val_set, config.num_contexts, 1)
     val_episodes = with_frame_change(
@@ -665,13 +677,14 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
                    device), config.frame_shift, val_rng, config.frame_turn)
     loss_module: nn.Module = EpisodeLoss(model, config.num_particles, config.uniform_share,
                                          config.nce_weight, config.precision,
-                                         config.density_weight, config.queries_per_map)
+                                         config.density_weight, config.queries_per_map,
+                                         config.sequence_steps)
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     if rank == 0 and counters['samples'] == 0:
         print(f'{config.model}: {count_parameters(model):,} parameters on {device}, '
               f'{world_size} process(es); training on {train_set.root} ({len(train_set)} envs)')
-    per_step = config.batch_size * config.queries_per_map * world_size
+    per_step = config.batch_size * config.queries_per_map * config.sequence_steps * world_size
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -798,6 +811,7 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
                         'precision': config.precision,
                         'memory_format': config.memory_format,
                         'queries_per_map': config.queries_per_map,
+                        'sequence_steps': config.sequence_steps,
                         'density_weight': config.density_weight,
                         'lr_schedule': config.lr_schedule,
                         'select_by': config.select_by,
