@@ -5,7 +5,8 @@ Benchmark of the DMN core: filter step, fast vs direct, training, evaluation bat
 
 Filter step = query encoding + observation model + transition + soft resampling, for
 one camera frame (the evaluation batch: 25 frames, with and without keeping freed
-memory), with random weights (speed does not depend on training). Every ratio is
+memory), with the architecture of the node's default model (its config; random weights:
+speed does not depend on training). Every ratio is
 measured in the same run on the same machine. Targets (2-core CPU): K=2048, Nc=4 at
 most 25 ms median; fast path at least 10x the direct one at K=2048; Nc=64 at most 4x
 the Nc=4 time.
@@ -20,10 +21,11 @@ import platform
 import resource
 import statistics
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from dmn_localization.core import particle_filter as pf
 from dmn_localization.core.allocator import keep_freed_memory
+from dmn_localization.core.configs import InputConfig
 from dmn_localization.core.device import resolve_device
 from dmn_localization.core.inference import filter_step, FilterSettings
 from dmn_localization.core.models import build_model, config_for, parameter_table
@@ -136,10 +138,22 @@ def paired_samples_per_second(steps: Dict[str, Callable[[], None]], device: torc
     return {key: TRAIN_BATCH / (statistics.median(ms) / 1000.0) for key, ms in times.items()}
 
 
+def default_architecture() -> Tuple[InputConfig, str]:
+    """Return the config of the node's default model and its name (``dmn-pf``'s without one)."""
+    from dmn_localization.core.checkpoint import load_checkpoint
+    from dmn_localization.replay.cli import default_model
+
+    path = default_model()
+    if path is None:
+        return config_for('dmn-pf'), 'dmn-pf at its defaults (no shipped model)'
+    return load_checkpoint(path).model.config, path.name
+
+
 def run(quick: bool, device: torch.device) -> Dict[str, Any]:
     """Measure everything; return the results as a dict."""
     torch.manual_seed(0)
-    model = build_model(config_for('dmn-pf')).to(device).eval()
+    config, architecture = default_architecture()
+    model = build_model(config).to(device).eval()
     reps = 5 if quick else 30
     rows: List[Dict[str, Any]] = []
     for num_particles in (256, 2048, 8192):
@@ -176,6 +190,7 @@ def run(quick: bool, device: torch.device) -> Dict[str, Any]:
                                 if keep_freed_memory() else evaluation_batch['default'])
     result = {
         'device': str(device), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
+        'filter_model': architecture, 'filter_model_config': config.to_dict(),
         'machine': platform.machine(), 'processor': platform.processor(),
         'filter_step': rows,
         'direct_ms': {str(k): round(v, 3) for k, v in direct.items()},
@@ -211,7 +226,8 @@ def format_table(result: Dict[str, Any]) -> str:
     """Render the results as the text table `make bench` prints."""
     lines = [f'DMN core benchmark on {result["device"]} (torch {result["torch"]}, '
              f'{result["threads"]} threads)', '', parameter_table(), '',
-             'filter step, fast path (median ms per frame):',
+             f'filter step, fast path (median ms per frame), architecture of '
+             f'{result["filter_model"]}:',
              f'{"K":>6} | {"Nc=4":>8} {"Nc=16":>8} {"Nc=64":>8}']
     for num_particles in (256, 2048, 8192):
         cells = [r['fast_ms'] for r in result['filter_step'] if r['K'] == num_particles]
