@@ -8,8 +8,9 @@ Decided from what every processed frame gives, with no ROS:
 * ``converged``: the weighted spread of x, y (metres) and yaw (radians) has been under
   the thresholds for ``converged_frames`` consecutive frames;
 * ``lost``: after convergence, the observation evidence (log of the mean likelihood of
-  the frame under the belief) collapsed by more than ``lost_evidence_drop`` below its
-  own running level, or the x-y spread grew past ``lost_xy_std``. A lost belief that
+  the frame under the belief) stayed more than ``lost_evidence_drop`` below its own
+  running level for ``lost_evidence_frames`` consecutive frames (one odd frame, a
+  passing occlusion, is not a kidnapping), or the x-y spread grew past ``lost_xy_std``. A lost belief that
   spreads out again is searching (``global``); one that stays narrow and agrees with
   the images again for ``converged_frames`` frames is ``converged``.
 """
@@ -39,6 +40,8 @@ class StatusSettings:
     converged_frames: int = 3
     lost_xy_std: float = 1.0
     lost_evidence_drop: float = 3.0
+    #: consecutive frames the evidence must stay that low
+    lost_evidence_frames: int = 1
     #: weight of a new frame in the running level of the evidence while converged
     evidence_alpha: float = 0.1
 
@@ -48,6 +51,9 @@ class StatusSettings:
                      'lost_evidence_drop'):
             if not getattr(self, name) > 0:
                 raise StatusSettingsError(f'{name} must be positive, got {getattr(self, name)}')
+        if self.lost_evidence_frames < 1:
+            raise StatusSettingsError(
+                f'lost_evidence_frames must be at least 1, got {self.lost_evidence_frames}')
         if self.converged_frames < 1:
             raise StatusSettingsError(
                 f'converged_frames must be at least 1, got {self.converged_frames}')
@@ -68,12 +74,14 @@ class StatusTracker:
         self.settings = (settings or StatusSettings()).check()
         self.state = INITIALIZING
         self.narrow_frames = 0
+        self.low_evidence_frames = 0
         self.evidence_level: Optional[float] = None
 
     def reset(self, has_map: bool) -> str:
         """Start over after a new map or belief: ``global`` (``initializing`` without map)."""
         self.state = INITIALIZING if not has_map else GLOBAL
         self.narrow_frames = 0
+        self.low_evidence_frames = 0
         self.evidence_level = None
         return self.state
 
@@ -91,11 +99,16 @@ class StatusTracker:
             self.state = GLOBAL
         if self.state == CONVERGED:
             level = self.evidence_level if self.evidence_level is not None else evidence
-            if evidence < level - s.lost_evidence_drop or xy_std > s.lost_xy_std:
+            low = evidence < level - s.lost_evidence_drop
+            self.low_evidence_frames = self.low_evidence_frames + 1 if low else 0
+            if self.low_evidence_frames >= s.lost_evidence_frames or xy_std > s.lost_xy_std:
                 self.state = LOST
                 self.narrow_frames = 0
+                self.low_evidence_frames = 0
                 return self.state
-            self.evidence_level = (1 - s.evidence_alpha) * level + s.evidence_alpha * evidence
+            if not low:  # the running level follows the frames that agree with it
+                self.evidence_level = ((1 - s.evidence_alpha) * level
+                                       + s.evidence_alpha * evidence)
             return self.state
         if self.state == LOST:
             if xy_std > s.lost_xy_std:

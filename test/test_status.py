@@ -36,6 +36,19 @@ def test_an_evidence_collapse_after_convergence_is_lost_then_search_then_converg
         GLOBAL, GLOBAL, CONVERGED]
 
 
+def test_one_odd_frame_is_not_lost_when_the_drop_must_last():
+    tracker = StatusTracker(StatusSettings(converged_frames=2, lost_evidence_drop=3.0,
+                                           lost_evidence_frames=2))
+    run(tracker, [(*NARROW, 2.0)] * 2)
+    # one frame far below (an occlusion, a blurred image), then agreeing again
+    assert run(tracker, [(*NARROW, -4.0), (*NARROW, 2.1)]) == [CONVERGED, CONVERGED]
+    # the odd frame did not pull the running level down: a real drop is still caught
+    assert tracker.evidence_level > 1.9
+    assert run(tracker, [(*NARROW, -4.0), (*NARROW, -4.5)]) == [CONVERGED, LOST]
+    with pytest.raises(StatusSettingsError, match='lost_evidence_frames'):
+        StatusTracker(StatusSettings(lost_evidence_frames=0))
+
+
 def test_a_spread_growing_past_the_threshold_is_lost_and_lost_can_come_back():
     tracker = StatusTracker(StatusSettings(converged_frames=2, lost_xy_std=1.0))
     run(tracker, [(*NARROW, 0.0)] * 2)

@@ -193,7 +193,10 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec(
         'lost_evidence_drop', _STATES.lost_evidence_drop,
         '... or the evidence of a frame (log mean likelihood under the belief) falls this '
-        'far below its running level, nats.', value_range=(0.1, 100.0)),
+        'far below its running level, nats ...', value_range=(0.1, 100.0)),
+    ParameterSpec(
+        'lost_evidence_frames', _STATES.lost_evidence_frames,
+        '... for this many consecutive frames.', value_range=(1, 1000)),
 )
 
 BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
@@ -215,7 +218,8 @@ def localizer_settings(values: Dict[str, Any]) -> LocalizerSettings:
             raise ValueError(f'parameter {problem}')
     thresholds = StatusSettings(
         values['converged_xy_std'], values['converged_yaw_std'], values['converged_frames'],
-        values['lost_xy_std'], values['lost_evidence_drop'])
+        values['lost_xy_std'], values['lost_evidence_drop'],
+        lost_evidence_frames=values['lost_evidence_frames'])
     try:
         thresholds.check()
         RecoveryRates(values['recovery_alpha_slow'], values['recovery_alpha_fast'])
