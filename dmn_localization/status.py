@@ -10,9 +10,10 @@ Decided from what every processed frame gives, with no ROS:
 * ``lost``: after convergence, the observation evidence (log of the mean likelihood of
   the frame under the belief) stayed more than ``lost_evidence_drop`` below its own
   running level for ``lost_evidence_frames`` consecutive frames (one odd frame, a
-  passing occlusion, is not a kidnapping), or the x-y spread grew past ``lost_xy_std``. A lost belief that
-  spreads out again is searching (``global``); one that stays narrow and agrees with
-  the images again for ``converged_frames`` frames is ``converged``.
+  passing occlusion, is not a kidnapping), or the x-y spread grew past ``lost_xy_std``.
+  A lost belief that spreads out again is searching (``global``); one that stays
+  narrow and agrees with the images again for ``converged_frames`` frames is
+  ``converged``.
 """
 
 from __future__ import annotations

@@ -364,6 +364,21 @@ def test_evaluate_cli_with_reference_methods(tiny, tmp_path, capsys):
     # closest context answers with a context pose: never worse than the uninformed centre
     assert results['closest-context']['mse'] <= results['uninformed']['mse']
     assert evaluate_main(['--data', str(tmp_path / 'nothing')]) == 2
+    # the table as a section of a Markdown file, beside what is there
+    md = tmp_path / 'RESULTS.md'
+    md.write_text('# Results\n\n<!-- begin other -->\nkept\n<!-- end other -->\n')
+    args = ['--data', str(tiny / 'val'), '--episodes', '20', '--protocols', 'one-step-global',
+            'sequential-global', '--results', str(md), '--section', 'new-model']
+    assert evaluate_main(args) == 0
+    text = md.read_text()
+    assert 'kept' in text and '<!-- begin new-model -->' in text
+    assert f'Made by `dmn_evaluate {" ".join(args)}`' in text
+    success = results['closest-context']
+    assert (f'| `closest-context` | {success["success"]:.1%} ± {success["success_stderr"]:.1%} '
+            f'| {success["success_strict"]:.1%} |') in text
+    assert '| model | one-step-global | one-step-global, strict | sequential-global |' in text
+    with pytest.raises(SystemExit):
+        evaluate_main(['--data', str(tiny / 'val'), '--results', str(md)])
 
 
 def test_evaluate_cli_with_a_trained_checkpoint_and_plots(tiny, tmp_path, capsys):

@@ -5,8 +5,9 @@
         --baselines closest-context uninformed --episodes 1000 --out results/rooms.json
 
 Prints a table (success rate of one-step and sequential global localization, MSE of
-tracking), writes it as JSON, and with ``--plots DIR`` the belief heat maps and the
-success rate against t and against K of the particle filter models.
+tracking), writes it as JSON, with ``--results RESULTS.md --section NAME`` as a section
+of a Markdown file (the command beside it), and with ``--plots DIR`` the belief heat
+maps and the success rate against t and against K of the particle filter models.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.core.device import resolve_device
 from dmn_localization.core.models import NON_LEARNED_MODELS
 from dmn_localization.data.dataset import Dataset, DatasetError
-from dmn_localization.learning.evaluation import (evaluate, fixed_episodes, format_table, Protocol,
-                                                  PROTOCOLS, run_model)
+from dmn_localization.learning.evaluation import (evaluate, fixed_episodes, format_table,
+                                                  markdown_table, Protocol, PROTOCOLS,
+                                                  run_model)
 from dmn_localization.learning.plots import plot_belief, plot_curves, success_curve
 from dmn_localization.learning.trainer import SUCCESS_THRESHOLD
 import torch
@@ -92,7 +94,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "paper's protocol; see the README)")
     p.add_argument('--out', type=Path, default=None, help='JSON file of the results')
     p.add_argument('--plots', type=Path, default=None, help='directory for the plots')
+    p.add_argument('--results', type=Path, default=None, metavar='MD',
+                   help='also write the table as section --section of this Markdown file '
+                   '(e.g. RESULTS.md; other sections stay as they are)')
+    p.add_argument('--section', default=None, metavar='NAME',
+                   help='name of the section (lower-case words with dashes)')
+    p.add_argument('--title', default=None, help='heading of the section')
     a = p.parse_args(argv)
+    if (a.results is None) != (a.section is None):
+        p.error('--results and --section go together')
     keep_freed_memory()  # batched episodes (EVAL_CHUNK): see core/allocator.py
     device = resolve_device(a.device)
     try:
@@ -121,6 +131,20 @@ def main(argv: Optional[List[str]] = None) -> int:
           + (f', worlds turned up to {a.frame_turn:g} degrees' if a.frame_turn else '')
           + (f', log-likelihoods x{a.likelihood_scale:g}' if a.likelihood_scale != 1 else ''))
     print(format_table(results))
+    if a.results is not None:
+        from dmn_localization.results_md import write_section
+
+        command = 'dmn_evaluate ' + ' '.join(sys.argv[1:] if argv is None else argv)
+        described = (f'`{dataset.root}` ({dataset.domain}, {len(dataset)} environments), '
+                     f'{a.episodes} episodes per cell, seed {a.seed}'
+                     + (f', worlds moved up to {a.frame_shift:g}' if a.frame_shift else '')
+                     + (f' and turned up to {a.frame_turn:g} degrees' if a.frame_turn
+                        else ''))
+        write_section(a.results, a.section, '\n'.join([
+            f'## {a.title or a.section}', '', f'Made by `{command}`: {described}. Success: '
+            'squared x-y error of the final estimate below 0.2 (normalized units); strict: '
+            'x-y distance below 0.2.', '', markdown_table(results)]))
+        print(f'written: section {a.section} of {a.results}')
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({'data': str(a.data), 'episodes': a.episodes,

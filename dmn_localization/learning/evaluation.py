@@ -162,3 +162,29 @@ def format_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
                          if PROTOCOLS[p].metric == 'success' else f'{r["mse"]:>22.4f}')
         rows.append(f'{name:<{width}}' + ''.join(f'{c:>22}' for c in cells))
     return '\n'.join(rows)
+
+
+def markdown_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
+    """Render results as a Markdown table: success (± stderr) and strict success, or MSE."""
+    protocols = list(results)
+    models = list(next(iter(results.values())))
+    head, rule = ['model'], ['---']
+    for p in protocols:
+        if PROTOCOLS[p].metric == 'success':
+            head += [p, f'{p}, strict']
+            rule += ['---', '---']
+        else:
+            head.append(f'{p} (MSE)')
+            rule.append('---')
+    rows = ['| ' + ' | '.join(head) + ' |', '| ' + ' | '.join(rule) + ' |']
+    for name in models:
+        cells = [f'`{name}`']
+        for p in protocols:
+            r = results[p][name]
+            if PROTOCOLS[p].metric == 'success':
+                cells += [f'{r["success"]:.1%} ± {r["success_stderr"]:.1%}',
+                          f'{r["success_strict"]:.1%}']
+            else:
+                cells.append(f'{r["mse"]:.4f}')
+        rows.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(rows)
