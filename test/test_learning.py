@@ -1700,6 +1700,22 @@ def test_model_card_names_options_frame_shift_and_what_the_frame_must_be(
     text = model_card.write_card('tiny-plain', plain / 'best.pt', tiny / 'val', 2).read_text()
     assert 'Model options' not in text and 'frame-' not in text and 'map frame' not in text
     assert 'test_moved' not in json.loads((tmp_path / 'tiny-plain.json').read_text())
+    assert 'Training episodes' not in text and 'cosine' not in text
+    # strict success beside the paper's reading, from the same evaluation
+    results = json.loads((tmp_path / 'tiny-plain.json').read_text())['test']['results']
+    one_step = results['one-step-global']['dmn-pf']
+    assert (f'| one-step-global | {one_step["success"]:.1%} ± {one_step["success_stderr"]:.1%} '
+            f'| {one_step["success_strict"]:.1%} | {one_step["mse"]:.4f} |') in text
+    # the training for global localization says what it was
+    trained = tmp_path / 'trained'
+    assert train_main(train_args(tiny, trained, 40, [
+        '--batch-size', '4', '--queries-per-map', '2', '--density-weight', '0.5',
+        '--lr-schedule', 'cosine', '--select-by', 'global_success'])) == 0
+    text = model_card.write_card('tiny-trained', trained / 'best.pt', tiny / 'val', 2).read_text()
+    assert ('- Training episodes: 2 episodes per encoded map; belief-density term of weight 0.5 '
+            'beside the pose loss; checkpoint chosen by one-step global success on '
+            'validation.') in text
+    assert 'learning rate 0.003 at its peak, lowered along a cosine over the budget' in text
 
 
 def test_results_table_survives_the_loss_of_its_run_directories(tiny, tmp_path):

@@ -72,9 +72,27 @@ def _training_options(options: Dict[str, Any], frame_shift: float,
     return lines
 
 
+def _episodes_text(meta: Dict[str, Any]) -> str:
+    """Card line for the training episodes and loss when they are not the paper's, or ''."""
+    parts = []
+    if meta.get('queries_per_map', 1) > 1:
+        parts.append(f'{meta["queries_per_map"]} episodes per encoded map')
+    if meta.get('sequence_steps', 1) > 1:
+        parts.append(f'episodes of {meta["sequence_steps"]} views with the odometry between '
+                     'them')
+    if meta.get('density_weight'):
+        parts.append(f'belief-density term of weight {meta["density_weight"]:g} beside the '
+                     'pose loss')
+    if meta.get('select_by', 'val_loss') != 'val_loss':
+        parts.append('checkpoint chosen by one-step global success on validation')
+    return ('- Training episodes: ' + '; '.join(parts) + '.\n') if parts else ''
+
+
 def _rate_text(meta: Dict[str, Any]) -> str:
     """Say the run's learning rate, and its schedule when it decayed or had a finishing stage."""
     text = f'learning rate {meta.get("lr")}'
+    if meta.get('lr_schedule', 'constant') == 'cosine':
+        return f'{text} at its peak, lowered along a cosine over the budget'
     if meta.get('finish_samples'):
         stage = ('from that stage' if meta.get('stage') else
                  'from before it: the stage found no lower validation loss')
@@ -101,10 +119,11 @@ def _frame_requirement(options: Dict[str, Any]) -> str:
 
 
 def _metrics_table(results: Dict[str, Dict[str, Dict[str, float]]], model: str) -> str:
-    """Return the Markdown rows of a card's test table: success and mean squared error."""
+    """Return the Markdown rows of a card's test table: success, strict success, MSE."""
     return '\n'.join(
         f'| {p} | {r[model]["success"]:.1%} ± {r[model]["success_stderr"]:.1%} | '
-        f'{r[model]["mse"]:.4f} |' for p, r in results.items())
+        f'{r[model]["success_strict"]:.1%} | {r[model]["mse"]:.4f} |'
+        for p, r in results.items())
 
 
 def _frame_change(shift: float, turn: float) -> Tuple[str, str]:
@@ -160,8 +179,8 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
                              **REGRESSION_SPEC, 'domain': dataset.domain},
     }
     (MODELS_DIR / f'{name}.json').write_text(json.dumps(data, indent=1) + '\n')
-    header = ('| protocol | success | mean squared x-y error (normalized) |\n'
-              '| --- | --- | --- |\n')
+    header = ('| protocol | success | strict success | mean squared x-y error (normalized) |\n'
+              '| --- | --- | --- | --- |\n')
     change, flags = _frame_change(shift, turn)
     moved_text = (f"""
 On the test worlds {change}, as in training:
@@ -188,6 +207,7 @@ On the test worlds {change}, as in training:
                          + ' (each sitting)\n')
     options_text = _training_options(options, meta.get('frame_shift', 0.0),
                                      meta.get('precision', 'fp32'), meta.get('frame_turn', 0.0))
+    options_text += _episodes_text(meta)
     card = f"""# {name}
 
 `{loaded.name}` ({data["parameters"]:,} parameters, encoder fingerprint
@@ -209,6 +229,9 @@ On the test worlds {change}, as in training:
 `dmn_evaluate --data {test_data} --checkpoint models/{name}.pt --episodes {episodes}`
 
 {header}{_metrics_table(results, loaded.name)}
+
+Success: squared x-y error of the final estimate below 0.2 in normalized units (the
+paper's reading); strict: x-y distance below 0.2.
 {moved_text}
 Regression check repeated by the test suite (`test/test_shipped_models.py`): sequential
 global localization on {REGRESSION_EPISODES} episodes of {REGRESSION_SPEC["envs"]} test-split
