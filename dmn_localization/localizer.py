@@ -78,6 +78,10 @@ class LocalizerSettings:
     recovery_alpha_fast: float = 0.1
     #: random particles of the recovery fall within the context views' box plus this, metres
     recovery_margin: float = 0.5
+    #: factor on the model's log-likelihoods in every update (1: as trained). A robot's
+    #: consecutive frames see nearly the same view, so their likelihoods are not the
+    #: independent evidence the model was trained on; below 1 tempers each update.
+    likelihood_scale: float = 1.0
     #: thresholds of initializing / global / converged / lost
     status_thresholds: status.StatusSettings = field(default_factory=status.StatusSettings)
 
@@ -355,7 +359,8 @@ class Localizer:
             xy = self.settings.motion_noise_xy / float(half)
             noise = (xy, xy, self.settings.motion_noise_yaw)
         settings = FilterSettings(self.settings.num_particles, self.settings.resample_threshold,
-                                  self.settings.soft_resample_alpha, noise)
+                                  self.settings.soft_resample_alpha, noise,
+                                  likelihood_scale=self.settings.likelihood_scale)
         query = self.model.prepare_query(preprocess_images(image[None], self.model.config,
                                                            self.device))
         self.belief, evidence = filter_step_with_evidence(

@@ -185,3 +185,19 @@ def test_a_standing_robot_keeps_its_particles_only_with_gating(loaded, gating):
     # moving on updates again
     loc.add_odometry(5.0, (2.5, 2.0, 0.0))
     assert loc.process_frame(5.0, frame).updated
+
+
+def test_the_likelihood_scale_tempers_each_update(loaded):
+    poses = np.array([[1.0, 1.0, 0.0], [6.0, 2.0, 1.5], [4.0, 6.0, -2.0]])
+    weights, particles = {}, {}
+    for scale in (1.0, 0.25):
+        loc = Localizer(loaded, settings=LocalizerSettings(num_particles=128, seed=3,
+                                                           likelihood_scale=scale))
+        loc.build_map(images(3), poses)
+        result = loc.process_frame(10.0, images(1, seed=5)[0])  # no odometry: no motion
+        weights[scale], particles[scale] = np.log(result.weights), result.particles
+    np.testing.assert_array_equal(particles[0.25], particles[1.0])  # the same draws
+    # from uniform weights, a quarter of the log-likelihood: a quarter of the log-weights'
+    # spread about their mean
+    centred = {k: v - v.mean() for k, v in weights.items()}
+    np.testing.assert_allclose(centred[0.25], 0.25 * centred[1.0], rtol=1e-3, atol=1e-5)

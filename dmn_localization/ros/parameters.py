@@ -120,6 +120,11 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         "Std of the noise added to each particle's turn per frame, radians.",
         value_range=(0.0, 3.2)),
     ParameterSpec(
+        'likelihood_scale', _RUNTIME.likelihood_scale,
+        "Factor on the model's log-likelihoods in every update (1: as trained). Consecutive "
+        'frames see nearly the same view, so their likelihoods are not independent '
+        'evidence; below 1 tempers each update.', value_range=(0.01, 10.0)),
+    ParameterSpec(
         'max_odom_gap', _RUNTIME.max_odom_gap_s,
         'Seconds between a frame and the nearest odometry beyond which the frame gets '
         'no motion update (observation only, with a warning).', value_range=(0.0, 10.0)),
@@ -232,7 +237,8 @@ def localizer_settings(values: Dict[str, Any]) -> LocalizerSettings:
         update_min_a=values['update_min_a'],
         recovery_alpha_slow=values['recovery_alpha_slow'],
         recovery_alpha_fast=values['recovery_alpha_fast'],
-        recovery_margin=values['recovery_margin'])
+        recovery_margin=values['recovery_margin'],
+        likelihood_scale=values['likelihood_scale'])
 
 
 def declare_parameters(node: Any) -> None:
