@@ -131,6 +131,15 @@ def test_offline_replay_writes_metrics_tum_and_plot_deterministically(bag_and_mo
     assert metrics['frames'] == 30 and metrics['ate_rmse_m'] > 0
     status = json.loads((runs[0] / 'metrics.json').read_text())['status']
     assert status['frames'] == 30 and status['kidnaps_s'] == []
+    # the node's likelihood_scale reaches the filter, and the run records it
+    untempered = tmp_path / 'untempered'
+    assert replay_main([str(bag), '--model', str(model), '--out', str(untempered),
+                        '--particles', '256', '--seed', '3', '--quiet',
+                        '--likelihood-scale', '1']) == 0
+    assert (untempered / 'estimate.tum').read_text() != a
+    assert '"likelihood_scale": 1.0' in (untempered / 'metrics.json').read_text()
+    assert replay_main([str(bag), '--model', str(model), '--out', str(untempered), '--quiet',
+                        '--likelihood-scale', '0']) == 2
 
 
 def test_missing_topic_and_missing_bag_are_errors(bag_and_model, tmp_path, capsys):

@@ -139,6 +139,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help='map extent in metres (default: the context views with 0.5 m around)')
     p.add_argument('--particles', type=int, default=2048)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--likelihood-scale', type=float,
+                   default=LocalizerSettings.likelihood_scale, metavar='F',
+                   help="factor on the model's log-likelihoods in every update (the node's "
+                   'likelihood_scale; offline replay only)')
     p.add_argument('--snapshots', type=float, nargs='*', default=[0.0, 5.0, 20.0],
                    help='seconds after the first frame to plot the particles')
     p.add_argument('--quiet', action='store_true')
@@ -166,8 +170,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise CheckpointError('no --model given and no shipped default model')
             loaded = load_checkpoint(model)
             title = f'{a.bag.name}: {loaded.name}'
-            localizer = Localizer(loaded, 'cpu', LocalizerSettings(num_particles=a.particles,
-                                                                   seed=a.seed))
+            if not 0 < a.likelihood_scale <= 10:
+                raise ValueError(f'--likelihood-scale must be in (0, 10], got '
+                                 f'{a.likelihood_scale}')
+            localizer = Localizer(loaded, 'cpu', LocalizerSettings(
+                num_particles=a.particles, seed=a.seed, likelihood_scale=a.likelihood_scale))
             result = replay(a.bag, localizer, names, a.map_from, a.map_bag, a.every_metres,
                             a.every_degrees, a.extent, snapshot_times=a.snapshots,
                             progress=not a.quiet)
@@ -185,6 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         'bag': str(a.bag), 'model': str(model) if model else None,
         'node': a.node if a.live else None, 'mode': 'live' if a.live else 'offline',
         'seed': None if a.live else a.seed, 'particles': None if a.live else a.particles,
+        'likelihood_scale': None if a.live else a.likelihood_scale,
         'map_from': a.map_from, 'lockstep': a.lockstep if a.live else None}, title, status)
     for key, value in {**metrics.to_dict(), **(status.to_dict() if status else {})}.items():
         print(f'  {key:<32} {value}')
