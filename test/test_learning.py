@@ -372,7 +372,7 @@ def test_evaluate_cli_with_reference_methods(tiny, tmp_path, capsys):
     assert evaluate_main(args) == 0
     text = md.read_text()
     assert 'kept' in text and '<!-- begin new-model -->' in text
-    assert f'Made by `dmn_evaluate {" ".join(args)}`' in text
+    assert f'Made by `dmn_evaluate {" ".join(args)}`' in text  # nothing to quote here
     success = results['closest-context']
     assert (f'| `closest-context` | {success["success"]:.1%} ± {success["success_stderr"]:.1%} '
             f'| {success["success_strict"]:.1%} |') in text

@@ -134,7 +134,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.results is not None:
         from dmn_localization.results_md import write_section
 
-        command = 'dmn_evaluate ' + ' '.join(sys.argv[1:] if argv is None else argv)
+        import shlex
+
+        command = 'dmn_evaluate ' + shlex.join(sys.argv[1:] if argv is None else argv)
         described = (f'`{dataset.root}` ({dataset.domain}, {len(dataset)} environments), '
                      f'{a.episodes} episodes per cell, seed {a.seed}'
                      + (f', worlds moved up to {a.frame_shift:g}' if a.frame_shift else '')
