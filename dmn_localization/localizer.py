@@ -74,8 +74,8 @@ class LocalizerSettings:
     #: kidnap recovery (augmented MCL, :mod:`dmn_localization.recovery`); 0, 0: off.
     #: Chosen with ``python -m dmn_localization.bench.kidnap_bench --seeds 20 --domains
     #: rooms``; its measurements are in RESULTS.md and the README, not repeated here
-    recovery_alpha_slow: float = 0.01
-    recovery_alpha_fast: float = 0.1
+    recovery_alpha_slow: float = 0.005
+    recovery_alpha_fast: float = 0.3
     #: random particles of the recovery fall within the context views' box plus this, metres
     recovery_margin: float = 0.5
     #: factor on the model's log-likelihoods in every update (1: as trained). A robot's
