@@ -1,12 +1,18 @@
 """
 Training with the paper's protocol: single-step tracking episodes, Nc=4, K=32, Adam.
 
+Options of :class:`TrainConfig` train for global localization instead (all off by
+default): several episodes per encoded map, episodes of several views, more particles
+with a share spread over the map, a belief-density term, a cosine rate schedule, and
+``best.pt`` chosen by one-step global success on validation.
+
 A run lives in one directory::
 
     config.json   the training configuration
     last.pt       full training state (weights, optimizer, RNG states, counters),
                   written at every validation and at least every ``checkpoint_minutes``
-    best.pt       model checkpoint with the lowest validation loss (loadable by the node)
+    best.pt       model checkpoint with the lowest validation loss, or the highest
+                  validation success (``select_by``); loadable by the node
     log.csv       training loss, validation loss and validation success against samples
     .lock         held (``flock``) by the process training in it: a second is refused
 
