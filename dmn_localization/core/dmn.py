@@ -63,7 +63,7 @@ from dmn_localization.core import geometry
 from dmn_localization.core.attention import EGO_CHANNELS, EgocentricSpatialAttention, QueryKey
 from dmn_localization.core.configs import DMNConfig
 from dmn_localization.core.encoders import (broadcast_channels, constant_input_weight, conv_part,
-                                            ImageEncoder, spatial_mean)
+                                            ImageEncoder, pool_grid, spatial_mean)
 from dmn_localization.core.pose_match import PoseMatch
 from dmn_localization.core.position_attention import PositionAttention
 import torch
@@ -163,7 +163,9 @@ class DMN(nn.Module):
         else:
             head = conv_part(self.head_conv, embeddings, 0, channels,
                              bias=False).flatten(start_dim=-3)
-        values = self.value_view(self._pool(embeddings)) if self.config.ego_value_dim else None
+        grid = self.config.ego_value_grid
+        values = (self.value_view(pool_grid(embeddings, grid)) if self.config.ego_value_dim
+                  else None)
         match = None if self.pose_match is None else self.pose_match.view_partials(embeddings)
         return DMNMap(embeddings, poses, self.attention.view_partials(embeddings), head, values,
                       match)
@@ -184,16 +186,10 @@ class DMN(nn.Module):
         features = self.query_encoder(images)
         channels = features.shape[-3]
         head = conv_part(self.head_conv, features, channels, 2 * channels, bias=True)
-        values = self.value_query(self._pool(features)) if self.config.ego_value_dim else None
+        grid = self.config.ego_value_grid
+        values = self.value_query(pool_grid(features, grid)) if self.config.ego_value_dim else None
         match = None if self.pose_match is None else self.pose_match.query_partial(features)
         return DMNQuery(features, self.attention.query_key(features), head, values, match)
-
-    def _pool(self, features: Tensor) -> Tensor:
-        """Average-pool ``(..., C, h, w)`` to the value grid and flatten: ``(..., C * cells)``."""
-        lead = features.shape[:-3]
-        pooled = nn.functional.adaptive_avg_pool2d(features.reshape(-1, *features.shape[-3:]),
-                                                   tuple(self.config.ego_value_grid))
-        return pooled.reshape(*lead, -1)
 
     def _values(self, map_: DMNMap, query: DMNQuery, weights: Tensor, ego: Tensor,
                 particles: Tensor) -> Tensor:

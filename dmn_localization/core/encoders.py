@@ -65,3 +65,11 @@ def conv_part(conv: nn.Conv2d, x: Tensor, start: int, stop: int, bias: bool) -> 
 def spatial_mean(x: Tensor) -> Tensor:
     """Average ``(..., C, h, w)`` over its two spatial dimensions: ``(..., C)``."""
     return torch.mean(x, dim=(-2, -1))
+
+
+def pool_grid(features: Tensor, grid: Sequence[int]) -> Tensor:
+    """Average-pool ``(..., C, h, w)`` to ``grid`` and flatten: ``(..., C * cells)``."""
+    lead = features.shape[:-3]
+    pooled = nn.functional.adaptive_avg_pool2d(features.reshape(-1, *features.shape[-3:]),
+                                               tuple(grid))
+    return pooled.reshape(*lead, -1)

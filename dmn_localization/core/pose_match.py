@@ -32,8 +32,9 @@ Shapes: ``B`` batch, ``K`` particles, ``N`` views, ``C`` feature channels, ``D``
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Tuple
 
+from dmn_localization.core.encoders import pool_grid
 import torch
 from torch import nn, Tensor
 
@@ -64,14 +65,6 @@ def pose_features(ego: Tensor) -> Tensor:
     return torch.cat([torch.stack(geometric, -1), torch.sin(phases), torch.cos(phases)], -1)
 
 
-def pool(features: Tensor, grid: Sequence[int]) -> Tensor:
-    """Average-pool ``(..., C, h, w)`` to ``grid`` and flatten: ``(..., C * cells)``."""
-    lead = features.shape[:-3]
-    pooled = nn.functional.adaptive_avg_pool2d(features.reshape(-1, *features.shape[-3:]),
-                                               tuple(grid))
-    return pooled.reshape(*lead, -1)
-
-
 class PoseMatch(nn.Module):
     """Match scores ``(B, K)`` and attended hidden units ``(B, K, D)`` (module doc)."""
 
@@ -87,11 +80,11 @@ class PoseMatch(nn.Module):
 
     def view_partials(self, view_features: Tensor) -> Tensor:
         """``V p(f_i)`` ``(B, N, D)`` of view features ``(B, N, C, h, w)``, once per map."""
-        return self.view(pool(view_features, self.grid))
+        return self.view(pool_grid(view_features, self.grid))
 
     def query_partial(self, query_features: Tensor) -> Tensor:
         """``Q p(q)`` ``(B, D)`` of query features ``(B, C, h, w)``, once per frame."""
-        return self.query(pool(query_features, self.grid))
+        return self.query(pool_grid(query_features, self.grid))
 
     def forward_fast(self, view_partials: Tensor, query_partial: Tensor,
                      ego: Tensor) -> Tuple[Tensor, Tensor]:
@@ -104,9 +97,9 @@ class PoseMatch(nn.Module):
                        ego: Tensor) -> Tuple[Tensor, Tensor]:
         """Compute :meth:`forward_fast` directly: the first layer on every concatenated input."""
         batch, num_particles, num_views = ego.shape[:3]
-        views = pool(view_features, self.grid)[:, None].expand(
+        views = pool_grid(view_features, self.grid)[:, None].expand(
             batch, num_particles, num_views, -1)
-        query = pool(query_features, self.grid)[:, None, None].expand(
+        query = pool_grid(query_features, self.grid)[:, None, None].expand(
             batch, num_particles, num_views, -1)
         inputs = torch.cat([views, query, pose_features(ego)], -1)
         weight = torch.cat([self.view.weight, self.query.weight, self.pose.weight], 1)
