@@ -62,7 +62,7 @@ def _model() -> str:
 
 
 def _images() -> str:
-    from dmn_localization.ros import image_conversion
+    from dmn_localization.messages import image_conversion
 
     return f'image conversion: {image_conversion.select_backend()}'
 

@@ -2,7 +2,7 @@
 
 import copy
 
-from dmn_localization.ros.image_conversion import array_to_imgmsg
+from dmn_localization.messages.image_conversion import array_to_imgmsg
 from dmn_localization_interfaces.srv import BuildMap
 from geometry_msgs.msg import Pose
 import numpy as np

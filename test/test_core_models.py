@@ -193,6 +193,19 @@ def test_unknown_model_name():
         config_for('dmn-transformer')
 
 
+@pytest.mark.parametrize('package', ['data', 'messages'])
+def test_data_and_message_conversions_import_no_ros_layer(package):
+    # data/ writes and reads bags with the conversions of messages/, never the node's layer
+    code = (f'import sys, pkgutil, importlib, dmn_localization.{package} as p\n'
+            'for m in pkgutil.iter_modules(p.__path__):\n'
+            f'    importlib.import_module("dmn_localization.{package}." + m.name)\n'
+            'bad = [m for m in sys.modules if m.startswith("dmn_localization.ros")\n'
+            '       or m.split(".")[0] == "rclpy"]\n'
+            'assert not bad, bad\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_core_imports_no_ros():
     code = ('import sys, pkgutil, importlib, dmn_localization.core as c\n'
             'for m in pkgutil.iter_modules(c.__path__):\n'

@@ -5,7 +5,7 @@ from dmn_localization.data.dataset import Dataset
 from dmn_localization.data.from_bag import BagTopicError, dataset_from_bag
 from dmn_localization.data.sim_bag import main as sim_bag_main, TOPICS
 from dmn_localization.data.worlds import generate_world
-from dmn_localization.ros.image_conversion import imgmsg_to_rgb8
+from dmn_localization.messages.image_conversion import imgmsg_to_rgb8
 import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader

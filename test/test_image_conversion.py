@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from dmn_localization.ros import image_conversion as ic
+from dmn_localization.messages import image_conversion as ic
 import numpy as np
 import pytest
 from sensor_msgs.msg import Image

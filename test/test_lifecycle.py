@@ -4,7 +4,7 @@ import time
 
 from dmn_localization.core.checkpoint import save_checkpoint
 from dmn_localization.core.models import build_model, config_for
-from dmn_localization.ros.image_conversion import array_to_imgmsg
+from dmn_localization.messages.image_conversion import array_to_imgmsg
 from dmn_localization_interfaces.srv import BuildMap
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from lifecycle_msgs.msg import State, Transition

@@ -168,7 +168,7 @@ def test_bad_fleets_are_refused(namespaces, mapper, topic, match):
 
 
 def test_the_transform_is_future_dated_by_transform_tolerance():
-    from dmn_localization.ros.conversions import later_stamp
+    from dmn_localization.messages.conversions import later_stamp
 
     assert later_stamp(10, 900_000_000, 0.25) == (11, 150_000_000)
     assert later_stamp(10, 0, 0.0) == (10, 0)

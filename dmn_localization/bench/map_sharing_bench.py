@@ -35,7 +35,7 @@ def message_sizes(model: Any, counts: List[int]) -> List[Dict[str, Any]]:
     from rclpy.serialization import serialize_message
 
     from dmn_localization.core.maps import ViewEmbeddingMap
-    from dmn_localization.ros.conversions import build_map_request
+    from dmn_localization.messages.conversions import build_map_request
     from dmn_localization.ros.map_conversion import map_to_msg
     from dmn_localization_interfaces.msg import ViewEmbeddingMap as MapMsg
     from geometry_msgs.msg import Pose
@@ -65,7 +65,7 @@ def first_pose_latency(checkpoint: Path, repeats: int, views: int) -> List[float
 
     from dmn_localization.core.checkpoint import load_checkpoint
     from dmn_localization.core.maps import ViewEmbeddingMap
-    from dmn_localization.ros.image_conversion import array_to_imgmsg
+    from dmn_localization.messages.image_conversion import array_to_imgmsg
     from dmn_localization.ros.map_conversion import map_to_msg
     from dmn_localization_interfaces.msg import ViewEmbeddingMap as MapMsg
     from geometry_msgs.msg import Pose, PoseWithCovarianceStamped

@@ -45,7 +45,7 @@ class Driver:
         from rclpy.qos import qos_profile_sensor_data, QoSProfile
 
         from diagnostic_msgs.msg import DiagnosticArray
-        from dmn_localization.ros.image_conversion import array_to_imgmsg
+        from dmn_localization.messages.image_conversion import array_to_imgmsg
         from dmn_localization_interfaces.srv import BuildMap
         from geometry_msgs.msg import PoseWithCovarianceStamped
         from nav_msgs.msg import Odometry
@@ -99,7 +99,7 @@ class Driver:
                 'not_received': self.published - processed - dropped}
 
     def make_map(self) -> None:
-        from dmn_localization.ros.conversions import build_map_request
+        from dmn_localization.messages.conversions import build_map_request
         from dmn_localization.ros.service_call import call_idempotent, spin_wait
 
         if not self.build_map.wait_for_service(timeout_sec=120.0):

@@ -17,8 +17,8 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 from dmn_localization.data.dataset import DatasetError, write_manifest, write_shard
 from dmn_localization.data.worlds import bounding_world
-from dmn_localization.ros.conversions import pose_to_xyyaw
-from dmn_localization.ros.image_conversion import ImageConversionError, imgmsg_to_rgb8
+from dmn_localization.messages.conversions import pose_to_xyyaw
+from dmn_localization.messages.image_conversion import ImageConversionError, imgmsg_to_rgb8
 import numpy as np
 
 POSE_TYPES = ('geometry_msgs/msg/PoseStamped', 'geometry_msgs/msg/PoseWithCovarianceStamped',

@@ -102,7 +102,7 @@ class _Messages:
                                                        pose=self.pose(*pose))
 
     def image(self, ns: int, frame: str, pixels: np.ndarray) -> Any:
-        from dmn_localization.ros.image_conversion import array_to_imgmsg
+        from dmn_localization.messages.image_conversion import array_to_imgmsg
 
         fields = array_to_imgmsg(pixels, 'rgb8', image_factory=SimpleNamespace)
         return self.t['sensor_msgs/msg/Image'](

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import math
 from typing import Any, List, Optional, Sequence, Tuple
 
-from dmn_localization.ros.image_conversion import ImageConversionError, imgmsg_to_rgb8
+from dmn_localization.messages.image_conversion import ImageConversionError, imgmsg_to_rgb8
 import numpy as np
 
 #: Largest accepted deviation of a pose quaternion's norm from 1.
@@ -39,7 +39,7 @@ def stamp_seconds(stamp: Any) -> float:
 def build_map_request(images: Sequence[np.ndarray], poses: np.ndarray,
                       frame_id: str = 'map', extent: Optional[Sequence[float]] = None) -> Any:
     """Return a ``BuildMap`` request of rgb8 images ``(H, W, 3)`` and poses ``(N, 3)``."""
-    from dmn_localization.ros.image_conversion import array_to_imgmsg
+    from dmn_localization.messages.image_conversion import array_to_imgmsg
     from dmn_localization_interfaces.srv import BuildMap
 
     request = BuildMap.Request()

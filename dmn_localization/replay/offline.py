@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from dmn_localization.data.from_bag import (BagTopicError, pose_of_message, POSE_TYPES,
                                             posed_images)
 from dmn_localization.localizer import FrameResult, Localizer
-from dmn_localization.ros.conversions import stamp_seconds
-from dmn_localization.ros.image_conversion import imgmsg_to_rgb8
+from dmn_localization.messages.conversions import stamp_seconds
+from dmn_localization.messages.image_conversion import imgmsg_to_rgb8
 import numpy as np
 
 

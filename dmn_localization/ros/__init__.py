@@ -1,1 +1,1 @@
-"""ROS 2 layer: the node and the conversions between messages and arrays."""
+"""ROS 2 layer: the node, its parameters, map messages and service calls."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from dmn_localization.core.maps import MapError, ViewEmbeddingMap
-from dmn_localization.ros.conversions import make_pose, pose_to_xyyaw
+from dmn_localization.messages.conversions import make_pose, pose_to_xyyaw
 import numpy as np
 import torch
 

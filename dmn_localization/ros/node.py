@@ -27,10 +27,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dmn_localization import status
 from dmn_localization.core.device import resolve_device
 from dmn_localization.localizer import Localizer, LocalizerError, map_to_odom
-from dmn_localization.ros import image_conversion
-from dmn_localization.ros.conversions import (InvalidRequestError, later_stamp, make_pose,
-                                              parse_build_map_request, pose_to_xyyaw,
-                                              stamp_seconds)
+from dmn_localization.messages import image_conversion
+from dmn_localization.messages.conversions import (InvalidRequestError, later_stamp,
+                                                   make_pose, parse_build_map_request,
+                                                   pose_to_xyyaw, stamp_seconds)
 from dmn_localization.ros.parameters import (declare_parameters, localizer_settings,
                                              NODE_NAME, read_parameters)
 from dmn_localization.ros.spin import spin_until_shutdown

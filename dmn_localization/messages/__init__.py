@@ -1,0 +1,1 @@
+"""Conversions between ROS message objects and arrays, with no ROS import (for data/, replay/)."""
