@@ -10,7 +10,8 @@
 #   3. fix the ROS wheels' CMake exports, which name the Python include directory of
 #      the machine that built them;
 #   4. build and install dmn_localization_interfaces (ament_cmake + rosidl) into .venv;
-#   5. install this package into .venv so that the ament index knows it;
+#   5. install this package into .venv so that the ament index knows it, its
+#      executables linked into lib/dmn_localization/ where colcon puts them;
 #   6. make `. .venv/bin/activate` set up the whole ROS environment.
 set -euo pipefail
 
@@ -128,6 +129,26 @@ for item in package.xml launch config models; do
   ln -sfn "$ROOT/$item" "$share/$item"
 done
 cp "$ROOT/resource/dmn_localization" "$index/dmn_localization"
+# `ros2 run` and launch_ros look for a package's executables in <prefix>/lib/<package>/,
+# where colcon installs them (setup.cfg); the editable install puts them in bin/: link them.
+libexec="$VENV/lib/dmn_localization"
+mkdir -p "$libexec"
+"$VENV/bin/python" - "$VENV/bin" "$libexec" <<'PYEOF'
+import importlib.metadata as md
+import os
+import sys
+
+bin_dir, libexec = sys.argv[1:]
+names = {e.name for e in md.distribution('dmn_localization').entry_points
+         if e.group == 'console_scripts'}
+for stale in set(os.listdir(libexec)) - names:
+    os.remove(os.path.join(libexec, stale))
+for name in sorted(names):
+    link = os.path.join(libexec, name)
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(os.path.join(bin_dir, name), link)
+PYEOF
 
 # --- 6. activation ------------------------------------------------------------------------------
 "$VENV/bin/python" "$ROOT/scripts/write_activate_hook.py" "$VENV/bin/activate" \

@@ -53,3 +53,19 @@ def test_package_xml_and_license_agree():
     assert 'Apache License' in (ROOT / 'LICENSE').read_text()
     assert '<license>Apache-2.0</license>' in (
         ROOT / 'dmn_localization_interfaces' / 'package.xml').read_text()
+
+
+def test_executables_are_where_ros2_launch_looks():
+    """launch_ros and `ros2 run` find executables in <prefix>/lib/<package>/ (as colcon installs)."""
+    import importlib.metadata as md
+
+    libexec = Path(get_package_prefix('dmn_localization')) / 'lib' / 'dmn_localization'
+    scripts = {e.name for e in md.distribution('dmn_localization').entry_points
+               if e.group == 'console_scripts'}
+    assert 'dmn_localization_node' in scripts
+    for name in scripts:
+        path = libexec / name
+        assert path.is_file() and os.access(path, os.X_OK), path
+    out = subprocess.run([str(libexec / 'dmn_map'), '--help'],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and 'usage: dmn_map' in out.stdout, out.stderr
