@@ -191,3 +191,13 @@ def test_missing_cv_bridge_falls_back_to_numpy():
     pixels = random_pixels('mono16')
     np.testing.assert_array_equal(
         ic.imgmsg_to_array(ic.array_to_imgmsg(pixels, 'mono16')), pixels)
+
+
+@pytest.mark.parametrize('height, width', [(0, 4), (4, 0), (0, 0)])
+def test_empty_image_is_refused_by_name(height, width):
+    msg = padded_message(random_pixels('rgb8', height=2, width=2), 'rgb8', pad=0)
+    msg.height, msg.width, msg.step, msg.data = height, width, width * 3, b''
+    with pytest.raises(ic.EmptyImageError, match=f'rgb8 image {width}x{height} has no pixels'):
+        ic.imgmsg_to_array(msg)
+    with pytest.raises(ic.EmptyImageError):
+        ic.imgmsg_to_rgb8(msg)

@@ -194,6 +194,10 @@ def test_bad_sensor_input_is_logged_and_the_node_keeps_localizing(start_process,
     unreadable.encoding = 'yuv422'
     robot.image_pub.publish(stamp_of(STAMP0 + 0.45, unreadable))
     assert logged("image ignored: unsupported image encoding 'yuv422'"), node.log()
+    empty = array_to_imgmsg(image, 'rgb8')
+    empty.width, empty.step, empty.data = 0, 0, b''
+    robot.image_pub.publish(stamp_of(STAMP0 + 0.47, empty))
+    assert logged('image ignored: rgb8 image 0x'), node.log()
     # an initial pose in another frame than global_frame_id is refused; the belief stays wide
     initial = stamp_of(STAMP0 + 0.5, PoseWithCovarianceStamped())
     initial.header.frame_id = 'odom'

@@ -50,6 +50,17 @@ class ImageDataSizeError(ImageConversionError):
     """The message's ``data``, ``step``, ``height`` and ``width`` do not agree."""
 
 
+class EmptyImageError(ImageDataSizeError):
+    """The message has no pixels: its width or height is 0."""
+
+
+def _check_not_empty(msg: Any) -> None:
+    if int(msg.width) <= 0 or int(msg.height) <= 0:
+        raise EmptyImageError(
+            f'{msg.encoding} image {int(msg.width)}x{int(msg.height)} has no pixels: '
+            f'width and height must be at least 1')
+
+
 def _encoding_info(encoding: str) -> Tuple[str, int]:
     try:
         return ENCODINGS[encoding]
@@ -80,6 +91,7 @@ def numpy_imgmsg_to_array(msg: Any) -> np.ndarray:
     native byte order. The result owns its memory.
     """
     channel_dtype, channels = _encoding_info(msg.encoding)
+    _check_not_empty(msg)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     dtype = np.dtype(channel_dtype).newbyteorder('>' if msg.is_bigendian else '<')
     row_bytes = width * channels * dtype.itemsize
@@ -230,10 +242,12 @@ def imgmsg_to_array(msg: Any) -> np.ndarray:
     """
     Decode an image message into ``(H, W, C)`` / ``(H, W)`` pixels in its own encoding.
 
-    Raises :class:`UnsupportedEncodingError` for encodings other than :data:`ENCODINGS`
-    and :class:`ImageDataSizeError` when ``data`` does not hold ``height x step`` bytes.
+    Raises :class:`UnsupportedEncodingError` for encodings other than :data:`ENCODINGS`,
+    :class:`EmptyImageError` for a width or height of 0 and :class:`ImageDataSizeError`
+    when ``data`` does not hold ``height x step`` bytes.
     """
     _encoding_info(msg.encoding)
+    _check_not_empty(msg)
     bridge = _active_bridge() if _is_rclpy_image(msg) else None
     if bridge is not None:
         # Check the size first so that both back ends raise the same named error.

@@ -474,6 +474,9 @@ class DmnLocalizationNode(LifecycleNode):
             return
         try:
             pixels = image_conversion.imgmsg_to_rgb8(msg)
+        except image_conversion.EmptyImageError as exc:  # throttled apart from other faults
+            self.get_logger().error(f'image ignored: {exc}', throttle_duration_sec=5.0)
+            return
         except image_conversion.ImageConversionError as exc:
             self.get_logger().error(f'image ignored: {exc}', throttle_duration_sec=5.0)
             return
