@@ -103,6 +103,9 @@ def test_build_map_round_trip_over_dds(start_process, client, tmp_path):
     def short_data(req):
         req.images[0].data = req.images[0].data[:-1]
 
+    def zero_width(req):
+        req.images[0].width, req.images[0].step, req.images[0].data = 0, 0, b''
+
     def inverted_extent(req):
         req.extent = [4.0, 0.0, 0.0, 4.0]
 
@@ -115,6 +118,7 @@ def test_build_map_round_trip_over_dds(start_process, client, tmp_path):
     refused(other_frame, "poses are in frame 'odom', the map frame is 'map'")
     refused(short_data, 'image 0: rgb8 image 64x48 with step 192: expected height x step = '
                         '9216 data bytes, received 9215')
+    refused(zero_width, 'image 0: rgb8 image 0x48 has no pixels')
     refused(inverted_extent, 'extent must be empty or [x_min, y_min, x_max, y_max]')
     refused(nothing, 'no context images in the request')
 
@@ -122,3 +126,18 @@ def test_build_map_round_trip_over_dds(start_process, client, tmp_path):
     assert '2 view(s)' in response.message
     assert node.alive(), node.log()
     assert node.stop() == 0, f'node did not exit cleanly:\n{node.log()}'
+
+
+def test_request_summary_names_each_kind_of_image_once():
+    from dmn_localization.messages.conversions import parse_build_map_request
+
+    request = BuildMap.Request()
+    request.header.frame_id = 'map'
+    rgb = array_to_imgmsg(np.zeros((48, 64, 3), np.uint8), 'rgb8')
+    request.images = [rgb] * 60
+    request.poses = [pose(0.1 * i, 0, 0) for i in range(60)]
+    assert parse_build_map_request(request, 100).summary() == '60 view(s) (rgb8 64x48)'
+    request.images = [rgb, rgb, array_to_imgmsg(np.zeros((32, 32), np.uint8), 'mono8')]
+    request.poses = request.poses[:3]
+    assert parse_build_map_request(request, 100).summary() == (
+        '3 view(s) (2 x rgb8 64x48, mono8 32x32)')

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dmn_localization.messages.image_conversion import ImageConversionError, imgmsg_to_rgb8
 import numpy as np
@@ -90,9 +90,17 @@ class ContextViews:
     extent: Optional[np.ndarray]
 
     def summary(self) -> str:
-        """Describe the views in one line, e.g. ``2 views (rgb8 64x48, mono8 32x32)``."""
-        sizes = ', '.join(f'{enc} {img.shape[1]}x{img.shape[0]}'
-                          for enc, img in zip(self.encodings, self.images))
+        """
+        Describe the views in one line, each kind of image once with its count.
+
+        E.g. ``60 view(s) (rgb8 128x128)`` or ``3 view(s) (2 x rgb8 64x48, mono8 32x32)``.
+        """
+        kinds: Dict[str, int] = {}
+        for enc, img in zip(self.encodings, self.images):
+            kind = f'{enc} {img.shape[1]}x{img.shape[0]}'
+            kinds[kind] = kinds.get(kind, 0) + 1
+        sizes = ', '.join(kind if len(kinds) == 1 or n == 1 else f'{n} x {kind}'
+                          for kind, n in kinds.items())
         return f'{len(self.images)} view(s) ({sizes})'
 
 
