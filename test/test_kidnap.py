@@ -4,9 +4,9 @@ from pathlib import Path
 
 from dmn_localization.bench.kidnap_scan import tells_the_kidnap_story
 from dmn_localization.data.sim_bag import main as sim_bag_main
-from dmn_localization.replay.live import live_replay, LiveTarget, state_at
+from dmn_localization.replay.live import live_replay, LiveTarget
 from dmn_localization.replay.metrics import kidnap_stamps
-from dmn_localization.replay.offline import BagTopics
+from dmn_localization.replay.offline import BagTopics, state_at
 import numpy as np
 import pytest
 

@@ -63,6 +63,19 @@ def test_metrics_of_a_constant_offset_and_of_late_convergence():
                                   EXTENT).paper_success_final
 
 
+def test_convergence_waits_for_the_localizer_to_report_it():
+    """A global belief whose mean happens to lie on the truth has not converged."""
+    t, truth = circle()
+    states = ['global'] * 25 + ['converged'] * 25
+    m = trajectory_metrics(t, truth, t, truth, EXTENT, states=states)
+    assert m.time_to_converge_s == pytest.approx(t[25])
+    assert m.share_within_0_5_m == 1.0  # the shares still read the error alone
+    never = trajectory_metrics(t, truth, t, truth, EXTENT, states=['global'] * 50)
+    assert never.time_to_converge_s is None
+    with pytest.raises(ValueError, match='49 states for 50 estimates'):
+        trajectory_metrics(t, truth, t, truth, EXTENT, states=['global'] * 49)
+
+
 def test_status_metrics_of_a_hand_made_kidnap():
     t, truth = circle()  # 50 frames, 0.2 s apart
     truth[25:, :2] += [3.0, 0.0]  # carried 3 m at t[25]
@@ -232,7 +245,8 @@ def test_kidnap_benchmark_pools_runs_by_frames():
 
 
 def test_state_changes_from_diagnostics_reports():
-    from dmn_localization.replay.live import state_at, state_changes
+    from dmn_localization.replay.live import state_changes
+    from dmn_localization.replay.offline import state_at
 
     reports = [(3.0, 'converged'), (1.0, 'global'), (2.0, 'global'), (3.0, 'converged'),
                (float('nan'), 'initializing'), (5.0, 'lost'), (6.0, 'global')]

@@ -59,9 +59,10 @@ def run_one(bag: Path, loaded: Any, rates: Tuple[float, float], seed: int) -> Di
     before = [i for i, t in enumerate(result.stamps)
               if not status.kidnaps_s or t - result.stamps[0] < status.kidnaps_s[0]]
     first = trajectory_metrics([result.stamps[i] for i in before], estimates[before],
-                               result.truth_stamps, np.array(result.truth), result.extent)
+                               result.truth_stamps, np.array(result.truth), result.extent,
+                               [result.states[i] for i in before])
     whole = trajectory_metrics(result.stamps, estimates, result.truth_stamps,
-                               np.array(result.truth), result.extent)
+                               np.array(result.truth), result.extent, result.states)
     return {'status': status.to_dict(), 'first_convergence_s': first.time_to_converge_s,
             'within_0_5_m': whole.share_within_0_5_m}
 

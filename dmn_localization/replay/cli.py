@@ -180,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                             progress=not a.quiet)
         metrics = trajectory_metrics(result.stamps, np.array(result.estimates),
                                      result.truth_stamps, np.array(result.truth),
-                                     result.extent)
+                                     result.extent, result.frame_states())
         status = status_metrics(result.stamps, np.array(result.estimates), result.states,
                                 result.truth_stamps, np.array(result.truth)) if (
                                     result.states) else None

@@ -158,16 +158,6 @@ def state_changes(reports: Sequence[Tuple[float, str]]) -> List[Tuple[float, str
     return changes
 
 
-def state_at(changes: Sequence[Tuple[float, str]], stamp: float) -> Optional[str]:
-    """Return the state reported for the frame at ``stamp`` (None before the first report)."""
-    state = None
-    for when, name in changes:
-        if when > stamp + 1e-9:
-            break
-        state = name
-    return state
-
-
 def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = None,
                 map_source: str = 'bag', map_bag: Optional[Path] = None,
                 every_metres: Optional[float] = None, every_degrees: Optional[float] = None,

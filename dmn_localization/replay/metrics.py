@@ -25,9 +25,11 @@ class TrajectoryMetrics:
     """
     Summary of a run; distances in metres, angles in degrees, times in seconds.
 
-    Converged: the estimate first stays within 0.5 m of the truth for
-    :data:`CONVERGENCE_HOLD_S` seconds; ``ate_rmse_after_convergence_m`` covers the
-    whole rest of the run, excursions included.
+    Converged: from the first frame on which the localizer reports itself converged and
+    the estimate stays within 0.5 m of the truth for :data:`CONVERGENCE_HOLD_S` seconds
+    (both must hold: a global belief whose mean happens to lie near the truth has not
+    converged); ``ate_rmse_after_convergence_m`` covers the whole rest of the run,
+    excursions included.
     """
 
     frames: int
@@ -83,17 +85,30 @@ def convergence_index(position_error: np.ndarray, stamps: np.ndarray, radius: fl
 
 def trajectory_metrics(stamps: Sequence[float], estimates: np.ndarray,
                        truth_stamps: Sequence[float], truth: np.ndarray,
-                       extent: Sequence[float]) -> TrajectoryMetrics:
-    """Compute :class:`TrajectoryMetrics`; ``extent`` normalizes for the paper's criterion."""
+                       extent: Sequence[float],
+                       states: Optional[Sequence[Optional[str]]] = None) -> TrajectoryMetrics:
+    """
+    Compute :class:`TrajectoryMetrics`; ``extent`` normalizes for the paper's criterion.
+
+    ``states``: the localizer's state for each estimate (:mod:`dmn_localization.status`);
+    convergence counts only frames reported converged. Without states (an estimator
+    that reports none) convergence is read from the error alone.
+    """
     stamps = np.asarray(stamps, float)
     estimates = np.asarray(estimates, float)
+    if states is not None and len(states) != len(stamps):
+        raise ValueError(f'{len(states)} states for {len(stamps)} estimates')
     err = errors(stamps, estimates, np.asarray(truth_stamps, float), np.asarray(truth, float))
     valid = np.isfinite(err[:, 0])
     if not valid.any():
         raise ValueError('no estimate lies within the time span of the ground truth')
     stamps, estimates, err = stamps[valid], estimates[valid], err[valid]
     pos, yaw = err[:, 0], err[:, 1]
-    index = convergence_index(pos, stamps)
+    held_error = pos
+    if states is not None:
+        converged = np.array([s == status.CONVERGED for s in states], bool)[valid]
+        held_error = np.where(converged, pos, np.inf)
+    index = convergence_index(held_error, stamps)
     gt = interpolate_poses(np.asarray(truth_stamps, float), np.asarray(truth, float), stamps)
     path = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(gt[:, :2], axis=0).T))])
     half = max(extent[2] - extent[0], extent[3] - extent[1]) / 2.0

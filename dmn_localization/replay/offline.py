@@ -49,6 +49,24 @@ class ReplayResult:
     extent: Optional[List[float]] = None
     snapshots: Dict[float, FrameResult] = field(default_factory=dict)
 
+    def frame_states(self) -> Optional[List[Optional[str]]]:
+        """Return the state at each estimate (recorded, or read from the changes), or None."""
+        if self.states:
+            return list(self.states)
+        if self.state_changes:
+            return [state_at(self.state_changes, stamp) for stamp in self.stamps]
+        return None
+
+
+def state_at(changes: Sequence[Tuple[float, str]], stamp: float) -> Optional[str]:
+    """Return the state reported for the frame at ``stamp`` (None before the first report)."""
+    state = None
+    for when, name in changes:
+        if when > stamp + 1e-9:
+            break
+        state = name
+    return state
+
 
 def mapping_views(bag: Path, topics: BagTopics) -> Tuple[List[np.ndarray], np.ndarray]:
     """Return the mapping part of a bag: images and their poses (paired by stamp)."""
