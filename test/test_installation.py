@@ -56,7 +56,7 @@ def test_package_xml_and_license_agree():
 
 
 def test_executables_are_where_ros2_launch_looks():
-    """launch_ros and `ros2 run` find executables in <prefix>/lib/<package>/ (as colcon installs)."""
+    """launch_ros and `ros2 run` look in <prefix>/lib/<package>/, where colcon installs."""
     import importlib.metadata as md
 
     libexec = Path(get_package_prefix('dmn_localization')) / 'lib' / 'dmn_localization'
