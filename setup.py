@@ -34,15 +34,15 @@ setup(
     entry_points={
         'console_scripts': [
             'dmn_localization_node = dmn_localization.ros.node:main',
-            'dmn_env_check = dmn_localization.env_check:main',
+            'dmn_env_check = dmn_localization.tools.env_check:main',
             'dmn_dataset = dmn_localization.data.cli:main',
             'dmn_sim_bag = dmn_localization.data.sim_bag:main',
             'dmn_train = dmn_localization.learning.train_cli:main',
             'dmn_evaluate = dmn_localization.learning.evaluate_cli:main',
             'dmn_results = dmn_localization.learning.results:main',
             'dmn_evaluate_bag = dmn_localization.replay.cli:main',
-            'dmn_map = dmn_localization.ros.map_tool:main',
-            'dmn_demo = dmn_localization.demo:main',
+            'dmn_map = dmn_localization.tools.map_tool:main',
+            'dmn_demo = dmn_localization.tools.demo:main',
         ],
     },
 )

@@ -2,7 +2,7 @@
 
 import math
 
-from dmn_localization.data.episodes import compose_motions, relative_motions
+from dmn_localization.core.geometry import compose_motions, relative_motions
 from dmn_localization.data.render import WorldRenderer
 from dmn_localization.data.trajectories import drive, noisy_odometry, OdometryNoise
 from dmn_localization.data.worlds import (generate_world, miniworld_to_ros, Rect, ros_to_miniworld,

@@ -1278,7 +1278,7 @@ def test_results_plan_trains_seed_0_of_everything_first(tmp_path):
 
 
 def test_results_sections_replace_only_themselves(tmp_path):
-    from dmn_localization.results_md import write_section
+    from dmn_localization.learning.results_md import write_section
 
     path = tmp_path / 'RESULTS.md'
     write_section(path, 'learning', 'table one')

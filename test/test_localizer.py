@@ -5,7 +5,8 @@ import math
 from dmn_localization.core.checkpoint import load_checkpoint, save_checkpoint
 from dmn_localization.core.maps import MapFingerprintError, ViewEmbeddingMap
 from dmn_localization.core.models import build_model, config_for
-from dmn_localization.localizer import Localizer, LocalizerError, LocalizerSettings, OdometryBuffer
+from dmn_localization.runtime.localizer import (Localizer, LocalizerError, LocalizerSettings,
+                                                OdometryBuffer)
 import numpy as np
 import pytest
 import torch
@@ -92,7 +93,7 @@ def test_bad_initial_poses(loaded):
 
 
 def test_map_to_odom_closes_the_tf_tree():
-    from dmn_localization.localizer import map_to_odom
+    from dmn_localization.runtime.localizer import map_to_odom
 
     rng = np.random.default_rng(3)
     for _ in range(20):

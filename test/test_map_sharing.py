@@ -6,9 +6,9 @@ from conftest import call_service
 from dmn_localization.core.checkpoint import load_checkpoint, save_checkpoint
 from dmn_localization.core.maps import ViewEmbeddingMap
 from dmn_localization.core.models import build_model, config_for
-from dmn_localization.localizer import Localizer, LocalizerSettings
 from dmn_localization.messages.image_conversion import array_to_imgmsg
 from dmn_localization.ros.map_conversion import map_to_msg, MapMessageError, msg_to_map
+from dmn_localization.runtime.localizer import Localizer, LocalizerSettings
 from dmn_localization_interfaces.msg import ViewEmbeddingMap as MapMsg
 from dmn_localization_interfaces.srv import BuildMap
 from geometry_msgs.msg import Pose, PoseWithCovarianceStamped

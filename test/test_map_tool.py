@@ -4,7 +4,7 @@ from dmn_localization.core.checkpoint import save_checkpoint
 from dmn_localization.core.maps import ViewEmbeddingMap
 from dmn_localization.core.models import build_model, config_for
 from dmn_localization.data.sim_bag import main as sim_bag_main
-from dmn_localization.ros.map_tool import main as map_main
+from dmn_localization.tools.map_tool import main as map_main
 import pytest
 import torch
 

@@ -3,7 +3,7 @@
 import math
 
 from dmn_localization.core import particle_filter as pf
-from dmn_localization.recovery import RecoveryRates, RecoverySettingsError
+from dmn_localization.runtime.recovery import RecoveryRates, RecoverySettingsError
 import pytest
 import torch
 

@@ -6,10 +6,11 @@ import math
 from dmn_localization.core.checkpoint import LoadedModel
 from dmn_localization.core.maps import ViewEmbeddingMap
 from dmn_localization.core.models import build_model, config_for, encoder_fingerprint
-from dmn_localization.localizer import Localizer, LocalizerSettings
 from dmn_localization.ros.map_conversion import map_to_msg, msg_to_map
-from dmn_localization.saved_pose import (default_path, load_pose, save_pose, saved_pose_of,
-                                         SavedPose, SavedPoseError, start_belief, StartPolicy)
+from dmn_localization.runtime.localizer import Localizer, LocalizerSettings
+from dmn_localization.runtime.saved_pose import (default_path, load_pose, save_pose,
+                                                 saved_pose_of, SavedPose, SavedPoseError,
+                                                 start_belief, StartPolicy)
 import numpy as np
 import pytest
 import torch

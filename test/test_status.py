@@ -1,7 +1,8 @@
 """The localization states on hand-made spreads and evidence sequences."""
 
-from dmn_localization.status import (CONVERGED, GLOBAL, INITIALIZING, LOST, StatusSettings,
-                                     StatusSettingsError, StatusTracker)
+from dmn_localization.runtime.status import (CONVERGED, GLOBAL, INITIALIZING, LOST,
+                                             StatusSettings, StatusSettingsError,
+                                             StatusTracker)
 import pytest
 
 WIDE, NARROW = (3.0, 1.5), (0.1, 0.05)

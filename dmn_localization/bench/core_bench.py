@@ -141,7 +141,7 @@ def paired_samples_per_second(steps: Dict[str, Callable[[], None]], device: torc
 def default_architecture() -> Tuple[InputConfig, str]:
     """Return the config of the node's default model and its name (``dmn-pf``'s without one)."""
     from dmn_localization.core.checkpoint import load_checkpoint
-    from dmn_localization.replay.cli import default_model
+    from dmn_localization.runtime.default_model import default_model
 
     path = default_model()
     if path is None:

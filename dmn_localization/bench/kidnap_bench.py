@@ -44,7 +44,7 @@ def _median(values: Sequence[Optional[float]]) -> Optional[float]:
 
 def run_one(bag: Path, loaded: Any, rates: Tuple[float, float], seed: int) -> Dict[str, Any]:
     """Replay ``bag`` with recovery ``rates``; return its trajectory and status metrics."""
-    from dmn_localization.localizer import Localizer, LocalizerSettings
+    from dmn_localization.runtime.localizer import Localizer, LocalizerSettings
     from dmn_localization.replay.metrics import status_metrics, trajectory_metrics
     from dmn_localization.replay.offline import BagTopics, replay
 
@@ -140,14 +140,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Write the bags, replay them with every recovery setting, print and save the table."""
     from dmn_localization.core.checkpoint import load_checkpoint
     from dmn_localization.data.sim_bag import main as sim_bag_main
-    from dmn_localization.replay.cli import REPO_MODELS
+    from dmn_localization.runtime.default_model import SOURCE_MODELS
 
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--domains', nargs='+', default=list(MODELS), choices=list(MODELS))
     p.add_argument('--seeds', type=int, default=10)
     p.add_argument('--duration', type=float, default=60.0)
     p.add_argument('--kidnap-at', type=float, default=30.0)
-    p.add_argument('--models', type=Path, default=REPO_MODELS)
+    p.add_argument('--models', type=Path, default=SOURCE_MODELS)
     p.add_argument('--out', type=Path, default=Path('runs/bench/kidnap.json'))
     p.add_argument('--results', type=Path, default=None,
                    help='write the table into this RESULTS.md (its kidnap section)')
@@ -190,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = markdown(report, command.strip())
     print(text)
     if a.results is not None:
-        from dmn_localization.results_md import write_section
+        from dmn_localization.learning.results_md import write_section
 
         write_section(a.results, 'kidnap', text)
         print(f'wrote the kidnap section of {a.results}')

@@ -43,7 +43,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Scan bag seeds; print the story of each and the seeds that pass."""
     from dmn_localization.core.checkpoint import load_checkpoint
     from dmn_localization.data.sim_bag import main as sim_bag_main
-    from dmn_localization.localizer import Localizer, LocalizerSettings
+    from dmn_localization.runtime.localizer import Localizer, LocalizerSettings
     from dmn_localization.replay.live import state_changes
     from dmn_localization.replay.metrics import kidnap_stamps
     from dmn_localization.replay.offline import BagTopics, replay

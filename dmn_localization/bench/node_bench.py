@@ -29,7 +29,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from dmn_localization.node_process import isolate_dds, NodeProcess
+from dmn_localization.tools.node_process import isolate_dds, NodeProcess
 import numpy as np
 
 CAMERA = (128, 128)

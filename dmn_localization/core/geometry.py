@@ -7,7 +7,8 @@ counter-clockwise). The learned models work in *normalized* coordinates: the map
 extent ``[x_min, y_min, x_max, y_max]`` is centred and scaled by one factor for both
 axes, so that its longer side spans ``[-1, 1]``. One factor keeps angles and rigid
 motions valid in normalized coordinates (a square extent maps exactly to
-``[-1, 1]^2``, as in the paper). Yaw is never scaled.
+``[-1, 1]^2``, as in the paper). Yaw is never scaled. Pose sequences in numpy
+(a trajectory's odometry and its dead reckoning) are at the end of the file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -130,3 +132,30 @@ def pose_features(poses: Tensor) -> Tensor:
     """Global-frame pose features ``(x, y, cos, sin)`` of poses ``(..., 3)``: ``(..., 4)``."""
     return torch.stack([poses[..., 0], poses[..., 1], torch.cos(poses[..., 2]),
                         torch.sin(poses[..., 2])], -1)
+
+
+# -- pose sequences in numpy (odometry of a trajectory, dead reckoning) ----------------
+def relative_motions(poses: np.ndarray) -> np.ndarray:
+    """
+    Return the odometry ``(..., T, 3)`` of a pose sequence ``(..., T, 3)``.
+
+    ``out[..., t]`` is pose ``t`` in the frame of pose ``t - 1``; ``out[..., 0]`` is zero.
+    """
+    prev, nxt = poses[..., :-1, :], poses[..., 1:, :]
+    dx, dy = nxt[..., 0] - prev[..., 0], nxt[..., 1] - prev[..., 1]
+    cos, sin = np.cos(prev[..., 2]), np.sin(prev[..., 2])
+    dyaw = np.remainder(nxt[..., 2] - prev[..., 2] + np.pi, 2 * np.pi) - np.pi
+    rel = np.stack([cos * dx + sin * dy, -sin * dx + cos * dy, dyaw], -1)
+    zero = np.zeros_like(poses[..., :1, :])
+    return np.concatenate([zero, rel], axis=-2).astype(poses.dtype)
+
+
+def compose_motions(start: np.ndarray, motions: np.ndarray) -> np.ndarray:
+    """Integrate odometry ``(T, 3)`` from ``start`` ``(3,)``: poses ``(T, 3)``."""
+    poses = np.empty((len(motions), 3), dtype=np.float64)
+    x, y, yaw = (float(v) for v in start)
+    for t, (dx, dy, dyaw) in enumerate(np.asarray(motions, dtype=np.float64)):
+        x, y = x + np.cos(yaw) * dx - np.sin(yaw) * dy, y + np.sin(yaw) * dx + np.cos(yaw) * dy
+        yaw = float(np.remainder(yaw + dyaw + np.pi, 2 * np.pi) - np.pi)
+        poses[t] = (x, y, yaw)
+    return poses

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from dmn_localization.core.geometry import relative_motions
 from dmn_localization.data.dataset import Dataset
 import numpy as np
 
@@ -43,32 +44,6 @@ class EpisodeBatch:
     def __len__(self) -> int:
         """Return the batch size B."""
         return int(self.context_images.shape[0])
-
-
-def relative_motions(poses: np.ndarray) -> np.ndarray:
-    """
-    Return the odometry ``(..., T, 3)`` of a pose sequence ``(..., T, 3)``.
-
-    ``out[..., t]`` is pose ``t`` in the frame of pose ``t - 1``; ``out[..., 0]`` is zero.
-    """
-    prev, nxt = poses[..., :-1, :], poses[..., 1:, :]
-    dx, dy = nxt[..., 0] - prev[..., 0], nxt[..., 1] - prev[..., 1]
-    cos, sin = np.cos(prev[..., 2]), np.sin(prev[..., 2])
-    dyaw = np.remainder(nxt[..., 2] - prev[..., 2] + np.pi, 2 * np.pi) - np.pi
-    rel = np.stack([cos * dx + sin * dy, -sin * dx + cos * dy, dyaw], -1)
-    zero = np.zeros_like(poses[..., :1, :])
-    return np.concatenate([zero, rel], axis=-2).astype(poses.dtype)
-
-
-def compose_motions(start: np.ndarray, motions: np.ndarray) -> np.ndarray:
-    """Integrate odometry ``(T, 3)`` from ``start`` ``(3,)``: poses ``(T, 3)``."""
-    poses = np.empty((len(motions), 3), dtype=np.float64)
-    x, y, yaw = (float(v) for v in start)
-    for t, (dx, dy, dyaw) in enumerate(np.asarray(motions, dtype=np.float64)):
-        x, y = x + np.cos(yaw) * dx - np.sin(yaw) * dy, y + np.sin(yaw) * dx + np.cos(yaw) * dy
-        yaw = float(np.remainder(yaw + dyaw + np.pi, 2 * np.pi) - np.pi)
-        poses[t] = (x, y, yaw)
-    return poses
 
 
 class EpisodeSampler:

@@ -33,7 +33,7 @@ import sys
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence
 
-from dmn_localization.data.episodes import compose_motions
+from dmn_localization.core.geometry import compose_motions
 from dmn_localization.data.trajectories import drive, DriveSettings, noisy_odometry, OdometryNoise
 from dmn_localization.data.worlds import DOMAINS, generate_world
 import numpy as np

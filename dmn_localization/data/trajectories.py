@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import math
 from typing import Optional
 
-from dmn_localization.data.episodes import compose_motions, EpisodeBatch, relative_motions
+from dmn_localization.core.geometry import compose_motions, relative_motions
+from dmn_localization.data.episodes import EpisodeBatch
 from dmn_localization.data.worlds import World
 import numpy as np
 

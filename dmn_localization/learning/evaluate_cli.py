@@ -132,7 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           + (f', log-likelihoods x{a.likelihood_scale:g}' if a.likelihood_scale != 1 else ''))
     print(format_table(results))
     if a.results is not None:
-        from dmn_localization.results_md import write_section
+        from dmn_localization.learning.results_md import write_section
 
         import shlex
 

@@ -192,7 +192,7 @@ On the test worlds {change}, as in training:
     init_text = (f' ({meta["init_samples"]:,} of them in the run whose checkpoint '
                  f'`{meta["init_from"]}` this run started from)' if meta.get('init_from')
                  else '')
-    from dmn_localization.ros.node import DEFAULT_MODEL
+    from dmn_localization.runtime.default_model import DEFAULT_MODEL
 
     role = (', the default model of `dmn_localization_node`'
             if f'{name}.pt' == DEFAULT_MODEL else

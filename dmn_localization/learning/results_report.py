@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from dmn_localization.core.models import NON_LEARNED_MODELS
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.learning.provenance import machine
+from dmn_localization.learning.results_md import write_section
 from dmn_localization.learning.results_plan import (DOMAINS, finished, LABELS,
                                                     learning_curve, PAPER_TABLE1,
                                                     PLATEAU_GAIN, PLATEAU_WINDOW,
@@ -23,7 +24,6 @@ from dmn_localization.learning.results_plan import (DOMAINS, finished, LABELS,
                                                     run_state, STRICT, VARIANTS)
 from dmn_localization.learning.run_record import at_rest
 from dmn_localization.learning.trainer import finish_text, MEMORY_FORMATS, schedule_text
-from dmn_localization.results_md import write_section
 import numpy as np
 import torch
 

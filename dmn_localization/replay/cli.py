@@ -23,25 +23,13 @@ from typing import Any, Dict, List, Optional
 
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.data.dataset import DatasetError
-from dmn_localization.localizer import Localizer, LocalizerSettings
 from dmn_localization.replay.live import LiveReplayError, LiveTarget
 from dmn_localization.replay.metrics import (errors, status_metrics, StatusMetrics,
                                              trajectory_metrics, TrajectoryMetrics, write_tum)
 from dmn_localization.replay.offline import BagTopics, replay, ReplayResult
+from dmn_localization.runtime.default_model import default_model
+from dmn_localization.runtime.localizer import Localizer, LocalizerSettings
 import numpy as np
-
-REPO_MODELS = Path(__file__).resolve().parents[2] / 'models'
-
-
-def default_model() -> Optional[Path]:
-    """Return the shipped default model (installed share, else the source tree), if any."""
-    from dmn_localization.ros.node import default_model_path, DEFAULT_MODEL
-
-    path = default_model_path()
-    if path:
-        return Path(path)
-    candidate = REPO_MODELS / DEFAULT_MODEL
-    return candidate if candidate.is_file() else None
 
 
 def plot_replay(result: ReplayResult, path: Path, title: str) -> Path:

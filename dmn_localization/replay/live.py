@@ -18,11 +18,11 @@ import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from dmn_localization.data.from_bag import pose_of_message
-from dmn_localization.localizer import default_extent, LocalizerSettings
 from dmn_localization.messages.conversions import build_map_request, pose_to_xyyaw, stamp_seconds
 from dmn_localization.replay.offline import (BagTopics, map_views, ReplayResult,
                                              run_connections)
 from dmn_localization.ros.service_call import call_idempotent
+from dmn_localization.runtime.localizer import default_extent, LocalizerSettings
 import numpy as np
 
 

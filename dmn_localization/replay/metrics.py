@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from dmn_localization import status
 from dmn_localization.data.from_bag import interpolate_poses
+from dmn_localization.runtime import status
 import numpy as np
 
 #: The paper's success threshold on the squared x-y error in normalized units.
@@ -90,7 +90,7 @@ def trajectory_metrics(stamps: Sequence[float], estimates: np.ndarray,
     """
     Compute :class:`TrajectoryMetrics`; ``extent`` normalizes for the paper's criterion.
 
-    ``states``: the localizer's state for each estimate (:mod:`dmn_localization.status`);
+    ``states``: the localizer's state for each estimate (:mod:`dmn_localization.runtime.status`);
     convergence counts only frames reported converged. Without states (an estimator
     that reports none) convergence is read from the error alone.
     """

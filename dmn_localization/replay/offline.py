@@ -4,7 +4,7 @@ Offline replay of a ROS 2 bag through the localization runtime, as fast as it go
 The bag is read with ``rosbags`` (sqlite3 or MCAP). The map comes from the bag's mapping
 part (image and pose topics with equal stamps), from another bag's, or from frames of a
 posed run picked every N metres or degrees. Then odometry and camera frames are fed to
-:class:`~dmn_localization.localizer.Localizer` in stamp order, the same code the node
+:class:`~dmn_localization.runtime.localizer.Localizer` in stamp order, the same code the node
 runs; the run is deterministic for a seed.
 """
 
@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dmn_localization.data.from_bag import (BagTopicError, pose_of_message, POSE_TYPES,
                                             posed_images)
-from dmn_localization.localizer import FrameResult, Localizer
 from dmn_localization.messages.conversions import stamp_seconds
 from dmn_localization.messages.image_conversion import imgmsg_to_rgb8
+from dmn_localization.runtime.localizer import FrameResult, Localizer
 import numpy as np
 
 

@@ -6,8 +6,8 @@ Topics: subscribes ``image`` (sensor_msgs/Image, sensor-data QoS), ``odom``
 (PoseWithCovarianceStamped) and ``particle_cloud`` (PoseArray). Services:
 ``~/build_map`` (dmn_localization_interfaces/BuildMap), ``~/global_localization``
 (std_srvs/Empty). ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) carries the state
-(:mod:`dmn_localization.status`) at 1 Hz and on every change. The node only converts
-messages and calls :class:`dmn_localization.localizer.Localizer`; the newest camera
+(:mod:`dmn_localization.runtime.status`) at 1 Hz and on every change. The node only converts
+messages and calls :class:`dmn_localization.runtime.localizer.Localizer`; the newest camera
 frame is processed by a worker thread, frames arriving meanwhile replace it and are
 counted as dropped, odometry keeps arriving on the executor. It is a lifecycle node
 (``~/change_state``); ``autostart`` configures and activates it at start.
@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from dmn_localization import status
 from dmn_localization.core.device import resolve_device
-from dmn_localization.localizer import Localizer, LocalizerError, map_to_odom
 from dmn_localization.messages import image_conversion
 from dmn_localization.messages.conversions import (InvalidRequestError, later_stamp,
                                                    make_pose, parse_build_map_request,
@@ -34,8 +31,12 @@ from dmn_localization.messages.conversions import (InvalidRequestError, later_st
 from dmn_localization.ros.parameters import (declare_parameters, localizer_settings,
                                              NODE_NAME, read_parameters)
 from dmn_localization.ros.spin import spin_until_shutdown
-from dmn_localization.saved_pose import (default_path as default_saved_pose_path, save_pose,
-                                         saved_pose_of, start_belief, StartPolicy)
+from dmn_localization.runtime import status
+from dmn_localization.runtime.default_model import DEFAULT_MODEL, installed_model_path
+from dmn_localization.runtime.localizer import Localizer, LocalizerError, map_to_odom
+from dmn_localization.runtime.saved_pose import (default_path as default_saved_pose_path,
+                                                 save_pose, saved_pose_of, start_belief,
+                                                 StartPolicy)
 from dmn_localization_interfaces.msg import ViewEmbeddingMap as ViewEmbeddingMapMsg
 from dmn_localization_interfaces.srv import BuildMap
 from geometry_msgs.msg import Pose, PoseArray, PoseWithCovarianceStamped
@@ -66,21 +67,6 @@ STATE_MESSAGES = {
 
 #: Longest wait of a frame for the odometry that brackets it, seconds.
 ODOM_WAIT_S = 0.05
-
-#: File name of the default model in share/dmn_localization/models.
-DEFAULT_MODEL = 'dmn-pf-rooms.pt'
-
-
-def default_model_path() -> str:
-    """Return the shipped default model's path ('' when the package has none)."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        path = os.path.join(get_package_share_directory('dmn_localization'), 'models',
-                            DEFAULT_MODEL)
-    except Exception:  # noqa: B902 - package not in the ament index
-        return ''
-    return path if os.path.isfile(path) else ''
 
 
 class ConfigurationError(ValueError):
@@ -137,7 +123,7 @@ class DmnLocalizationNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._configure_error = None
         self.device = str(resolve_device(self.params['device']))
-        self._load_model(self.params['model_path'] or default_model_path())
+        self._load_model(self.params['model_path'] or installed_model_path())
         self._first_map = True
         self._create_interfaces()
         self._stop = False

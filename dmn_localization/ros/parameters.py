@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
-from dmn_localization.localizer import LocalizerSettings
-from dmn_localization.status import StatusSettings
+from dmn_localization.runtime.localizer import LocalizerSettings
+from dmn_localization.runtime.status import StatusSettings
 
 Number = Union[int, float]
 
@@ -214,8 +214,8 @@ def localizer_settings(values: Dict[str, Any]) -> LocalizerSettings:
     Raises ``ValueError`` naming the parameter when one is out of its range or two do not
     fit together (e.g. ``lost_xy_std`` not above ``converged_xy_std``).
     """
-    from dmn_localization.recovery import RecoveryRates, RecoverySettingsError
-    from dmn_localization.status import StatusSettingsError
+    from dmn_localization.runtime.recovery import RecoveryRates, RecoverySettingsError
+    from dmn_localization.runtime.status import StatusSettingsError
 
     for spec in PARAMETERS:
         problem = spec.validate(values[spec.name])

@@ -115,8 +115,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             the_map = save_from_topic(a.topic, a.out, a.timeout)
         elif a.command == 'build':
             from dmn_localization.core.checkpoint import load_checkpoint
-            from dmn_localization.localizer import Localizer
-            from dmn_localization.replay.cli import default_model
+            from dmn_localization.runtime.localizer import Localizer
+            from dmn_localization.runtime.default_model import default_model
             from dmn_localization.replay.offline import BagTopics, mapping_views
 
             model = a.model or default_model()

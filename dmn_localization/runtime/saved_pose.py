@@ -25,8 +25,8 @@ from pathlib import Path
 import time
 from typing import Any, Dict, Optional, Sequence, Union
 
-from dmn_localization import status
 from dmn_localization.core.atomic_write import write_text_atomic
+from dmn_localization.runtime import status
 import numpy as np
 
 FORMAT = 'dmn_localization/saved_pose'

@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 import math
 from typing import Deque, List, Optional, Sequence, Tuple
 
-from dmn_localization import status
 from dmn_localization.core import geometry, particle_filter as pf
 from dmn_localization.core.checkpoint import LoadedModel
 from dmn_localization.core.inference import (filter_step_with_evidence, FilterSettings,
                                              maybe_resample)
 from dmn_localization.core.maps import ViewEmbeddingMap
 from dmn_localization.core.preprocessing import preprocess_images
-from dmn_localization.data.episodes import relative_motions
-from dmn_localization.recovery import RecoveryRates
+from dmn_localization.runtime import status
+from dmn_localization.runtime.recovery import RecoveryRates
 import numpy as np
 import torch
 
@@ -71,7 +70,7 @@ class LocalizerSettings:
     #: repeated image; these are small so that a moving robot updates on almost every frame.
     update_min_d: float = 0.05
     update_min_a: float = 0.05
-    #: kidnap recovery (augmented MCL, :mod:`dmn_localization.recovery`); 0, 0: off.
+    #: kidnap recovery (augmented MCL, :mod:`dmn_localization.runtime.recovery`); 0, 0: off.
     #: Chosen with ``python -m dmn_localization.bench.kidnap_bench --seeds 20 --domains
     #: rooms``; its measurements are in RESULTS.md and the README, not repeated here
     recovery_alpha_slow: float = 0.005
@@ -109,7 +108,7 @@ class FrameResult:
     odom_pose: Optional[np.ndarray] = None  # (3,) the robot in the odometry frame, if known
     #: log of the frame's likelihood averaged over the belief (see ``filter_step_with_evidence``)
     evidence: float = 0.0
-    #: the localizer's state after this frame (:mod:`dmn_localization.status`)
+    #: the localizer's state after this frame (:mod:`dmn_localization.runtime.status`)
     state: str = status.INITIALIZING
     #: False when update gating skipped the frame (the belief is as it was)
     updated: bool = True
@@ -199,7 +198,7 @@ class Localizer:
 
     @property
     def state(self) -> str:
-        """Return the current localization state, one of ``dmn_localization.status.STATES``."""
+        """Return the current localization state, one of :data:`.status.STATES`."""
         return self.status.state
 
     @property
@@ -326,7 +325,7 @@ class Localizer:
         b = self.odometry.pose_at(stamp, gap)
         if a is None or b is None:
             return None
-        return relative_motions(np.stack([a, b]))[1]
+        return geometry.relative_motions(np.stack([a, b]))[1]
 
     def _gated(self, motion_m: Optional[np.ndarray]) -> bool:
         """Return True when odometry says the robot barely moved since the last update."""

@@ -52,9 +52,9 @@ def _torch() -> str:
 
 def _model() -> str:
     from dmn_localization.core.checkpoint import load_checkpoint
-    from dmn_localization.ros.node import default_model_path, DEFAULT_MODEL
+    from dmn_localization.runtime.default_model import DEFAULT_MODEL, installed_model_path
 
-    path = default_model_path()
+    path = installed_model_path()
     if not path:
         raise RuntimeError(f'the package ships no default model ({DEFAULT_MODEL})')
     loaded = load_checkpoint(path)
@@ -83,9 +83,9 @@ def main() -> int:
             failed += 1
             print(f'  FAIL  {name}: {type(exc).__name__}: {exc}')
     print('environment check: ' + ('all passed' if not failed else f'{failed} failed'))
-    print('Try: dmn_sim_bag --domain rooms --seed 5 --out bags/rooms_5 && '
-          'dmn_evaluate_bag bags/rooms_5 --out replay/rooms_5 (see README.md). '
-          'The end-to-end demo over DDS arrives with a later issue.')
+    print('Next: dmn_demo (the node live over DDS on a simulated robot), or offline: '
+          'dmn_sim_bag --domain rooms --seed 5 --out bags/rooms_5 && '
+          'dmn_evaluate_bag bags/rooms_5 --out replay/rooms_5 (see README.md).')
     return 1 if failed else 0
 
 

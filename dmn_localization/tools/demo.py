@@ -20,7 +20,7 @@ import sys
 import time
 from typing import List, Optional
 
-from dmn_localization.node_process import NodeProcess
+from dmn_localization.tools.node_process import NodeProcess
 import numpy as np
 
 
@@ -42,7 +42,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(argv)
 
     from dmn_localization.data.sim_bag import SimBagSpec, write_sim_bag
-    from dmn_localization.replay.cli import default_model, write_outputs
+    from dmn_localization.replay.cli import write_outputs
+    from dmn_localization.runtime.default_model import default_model
     from dmn_localization.replay.live import live_replay, LiveReplayError, LiveTarget
     from dmn_localization.replay.metrics import CONVERGENCE_HOLD_S, trajectory_metrics
     from dmn_localization.replay.offline import BagTopics

@@ -1,0 +1,1 @@
+"""What runs for every frame without ROS: the localizer, odometry, status, recovery, saved pose."""
