@@ -619,9 +619,9 @@ def test_the_makefiles_moved_protocol_plans_what_the_readme_says(variable, tmp_p
     planned = re.search(r'of ([\d,]+) planned samples', said)
     assert planned, said
     samples = int(planned.group(1).replace(',', ''))
-    # the README's moved-table section states the plan's size and the seeds' exceptions,
-    # which the plan follows
-    readme = ' '.join((root / 'README.md').read_text().split())
+    # the training guide's tables section states the plan's size and the seeds'
+    # exceptions, which the plan follows
+    readme = ' '.join((root / 'docs' / 'training.md').read_text().split())
     assert f'{len(runs)} runs, {samples / 1e6:.1f} million samples planned' in readme
     given = [protocol[i + 1] for i, arg in enumerate(protocol) if arg == '--seeds']
     assert given
