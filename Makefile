@@ -38,8 +38,8 @@ data/%/manifest.json:
 		--split $(word 2,$(subst -, ,$*)) --out data/$*
 
 ## results: train every learned model of the paper with one budget on worlds moved and
-## turned, evaluate, write RESULTS.md (README, "The table at 4.3M samples", the table the
-## issue's bar is judged on): 4M samples + 300k at a third of the rate, PF-DMN with the
+## turned, evaluate, write RESULTS.md (docs/training.md, "The three tables"): 4M samples
+## + 300k at a third of the rate, PF-DMN with the
 ## attention prior, fixed rates (20 runs of about 2.4 hours of one core; resumable: rerun
 ## until done; RESULTS_JOBS runs at a time; finished runs are recorded in results-4m/:
 ## commit it with RESULTS.md)
@@ -55,20 +55,18 @@ results: data
 	$(RUN) dmn_results --data data --runs runs/results-4m --records results-4m \
 		--jobs $(RESULTS_JOBS) $(MOVED_4M_PROTOCOL) --out RESULTS.md
 
-## results-4m: the name of `make results` while the 4.3M table was trained beside the 3.3M
-## one (until 2026-12-06; docs/experiments.md names it)
+## results-4m: another name of `make results`
 results-4m: results
 
-## results-3m: the same table at 3M samples + 300k (README, "The table on worlds moved and
-## turned"), which missed the bar by less than a standard error: writes RESULTS-3m.md,
-## records in results/ (20 runs of about 2 hours of one core, all recorded: it trains
+## results-3m: the same table at 3M samples + 300k: writes RESULTS-3m.md, records in
+## results/ (20 runs of about 2 hours of one core, all recorded: it trains
 ## nothing new)
 MOVED_PROTOCOL := --budget-samples 3000000 $(MOVED_OPTIONS)
 results-3m: data
 	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) \
 		$(MOVED_PROTOCOL) --out RESULTS-3m.md
 
-## results-in-place: the first table (README, "The paper's table"): worlds in place,
+## results-in-place: the table in place (docs/training.md, "The paper's table"),
 ## 1M samples a run after a learning-rate search, writes RESULTS-in-place.md (28 runs of
 ## about an hour of one core, all recorded in results/: it trains nothing new)
 results-in-place: data

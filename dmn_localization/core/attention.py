@@ -25,7 +25,7 @@ Heading prior (``prior`` > 0; off in the paper's reading): a learned vector ``b`
 attention already prefers the views that face the particle's way (``cos`` of the
 relative heading). Without it, the attention of some training seeds settles on views
 facing elsewhere, or its logits grow until it ignores the pose, and those runs stay
-stuck; with it, the same seeds learn (docs/experiments.md, "Stuck seeds").
+stuck; with it, the same seeds learn (docs/findings.md, "Stuck seeds").
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class FilterSettings:
     #: the fast observation model (False: the direct reference computation)
     fast: bool = True
     #: factor on the observation log-likelihoods (a temperature's inverse; 1: the model's
-    #: own). Above 1 sharpens every update; measured in docs/experiments.md, not a default
+    #: own). Above 1 sharpens every update; measured in docs/findings.md, not a default
     likelihood_scale: float = 1.0
 
 

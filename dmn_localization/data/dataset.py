@@ -34,7 +34,7 @@ import numpy as np
 
 GENERATOR_VERSION = 2
 SPLITS = ('train', 'val', 'test')
-#: (domain, split) -> (environments, views per environment); see the README.
+#: (domain, split) -> (environments, views per environment); see docs/training.md.
 DEFAULT_SIZES: Dict[Tuple[str, str], Tuple[int, int]] = {
     ('rooms', 'train'): (20000, 10), ('rooms', 'val'): (500, 10),
     ('rooms', 'test'): (1000, 10),

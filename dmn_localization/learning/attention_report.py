@@ -16,7 +16,7 @@ checkpoint:
   particle's (0.25 for four views if the attention ignores the headings);
 * ``max weight``: the mean largest weight (1: a one-hot attention).
 
-It is the measurement behind "Stuck seeds" in docs/experiments.md: the runs that stay
+It is the measurement behind "Stuck seeds" in docs/findings.md: the runs that stay
 stuck show features that grew or shrank and an attention that saturated or looks away.
 """
 

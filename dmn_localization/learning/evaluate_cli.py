@@ -91,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    'up to DEG degrees (180: any heading; as dmn_train --frame-turn; 0: as is)')
     p.add_argument('--likelihood-scale', type=float, default=1.0, metavar='F',
                    help="multiply the particle filter models' log-likelihoods by F (1: the "
-                   "paper's protocol; see the README)")
+                   "paper's protocol; see docs/training.md)")
     p.add_argument('--out', type=Path, default=None, help='JSON file of the results')
     p.add_argument('--plots', type=Path, default=None, help='directory for the plots')
     p.add_argument('--results', type=Path, default=None, metavar='MD',

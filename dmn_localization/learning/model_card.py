@@ -200,11 +200,11 @@ On the test worlds {change}, as in training:
     command_line = f'- Command: `{train_command}`\n' if train_command else ''
     if meta.get('code_revisions'):
         command_line += ('- Code: ' + ', '.join(f'`{r}`' for r in meta['code_revisions'])
-                         + ' (`git describe` of each sitting of the run up to this '
+                         + ' (`git describe` of each training process of the run up to this '
                          'checkpoint)\n')
     if meta.get('machines'):
         command_line += ('- Trained on: ' + '; '.join(f'`{m}`' for m in meta['machines'])
-                         + ' (each sitting)\n')
+                         + ' (each training process)\n')
     options_text = _training_options(options, meta.get('frame_shift', 0.0),
                                      meta.get('precision', 'fp32'), meta.get('frame_turn', 0.0))
     options_text += _episodes_text(meta)

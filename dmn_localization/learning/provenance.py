@@ -1,10 +1,10 @@
 """
 What trained a run: the git revision of the package's code, and the machine.
 
-A run records the revision of every sitting that trained it (a run resumes across
-sessions, and the code may change between them), its best checkpoint carries the list,
+A run records the revision of every process that trained it (a run stops and resumes,
+and the code may change in between), its best checkpoint carries the list,
 and a model card prints it: weights should come only from committed code, and a
-revision ending in ``-dirty`` says they did not. The machine of every sitting is kept
+revision ending in ``-dirty`` says they did not. The machine of every process is kept
 the same way (:func:`machine`): a run's wall time depends on it, and a CPU whose kernels
 round differently would take a run down another path (as the memory layout does).
 """
@@ -83,7 +83,7 @@ def machine() -> str:
 
 def add_revision(revisions: Optional[Sequence[str]], revision: str) -> List[str]:
     """
-    Return the revisions of a run after a sitting with ``revision``.
+    Return the revisions of a run after a training process with ``revision``.
 
     ``revisions`` is None for a run saved before they were recorded (the list then starts
     with :data:`UNRECORDED`); a revision equal to the last is not repeated.

@@ -30,8 +30,8 @@ PAPER_TABLE1 = {
     'uninformed': (0.017, 0.033, 0.029, 0.037),
 }
 #: Rows the paper does not have: name -> (model, config fields other than their
-#: defaults). The heading variant is DMN as the experiments (docs/experiments.md) found it learns
-#: Mazes: its value branch reads the particle's heading in the map frame.
+#: defaults). The heading variant is DMN as it learns Mazes from scratch (docs/findings.md):
+#: its value branch reads the particle's heading in the map frame.
 VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     'dmn-pf-heading': ('dmn-pf', {'match_score': False, 'ego_value_dim': 32,
                                   'global_heading': True}),
@@ -60,14 +60,14 @@ SEARCH_SAMPLES = 200_000
 #: lead below 1 % is noise. 0: the lowest score wins at the first horizon.
 TIE_MARGIN = 0.01
 #: Training samples of every run: about an hour of one CPU core for PF-DMN or the latent
-#: image map (the issue allows about 2 hours a run); the 26 runs of the plan spread over
-#: several sittings, which is why runs resume.
+#: image map; a plan of many runs takes longer than a machine may stay up, which is why
+#: runs resume.
 DEFAULT_BUDGET = 1_000_000
 #: Entries trained with 3 seeds (the paper's practice for its PF-DMN and the strongest
 #: baseline), on every domain or, as ``'entry/domain'``, on one; every other with seed 0.
 #: The latent image PF is the strongest PF baseline on both domains; on Mazes the latent
 #: vector regression's seed 0 is the strongest baseline of all (70.0 % sequential against
-#: the image PF's 69.2 %, RESULTS.md at e8ad323), so it trains 3 seeds there too.
+#: the image PF's 69.2 % in RESULTS-in-place.md), so it trains 3 seeds there too.
 THREE_SEEDS = ('dmn-pf', 'image-pf', 'dmn-pf-heading', 'vector-regression/mazes')
 #: A run is at a plateau when its best validation loss fell by less than
 #: :data:`PLATEAU_GAIN` (relative) over its last :data:`PLATEAU_WINDOW` samples, or when
@@ -288,7 +288,7 @@ class ResultsPlan:
         """
         Return every ``(entry, domain, seed)``: seed 0 of all first, then the others.
 
-        The further seeds of the paper's models (the spread the issue asks for) come
+        The further seeds of the paper's models (the spread across seeds) come
         before those of :data:`VARIANTS`, the rows the paper does not have.
         """
         most = max(len(self.seeds_of(m, d)) for m in self.models for d in self.domains)

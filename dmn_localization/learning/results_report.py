@@ -161,8 +161,8 @@ def _frame_cues(plan: ResultsPlan) -> str:
     """Say which cues of the frame the latent map baselines can read in this plan."""
     text = ('- The latent map baselines read global coordinates, and in `dmn_dataset` '
             "worlds in place the walls run along the frame's axes and the normalized extent "
-            'is the outer wall: cues the egocentric PF-DMN cannot use (docs/experiments.md: '
-            '"What the baselines know that DMN does not").')
+            'is the outer wall: cues the egocentric PF-DMN cannot use (docs/findings.md: '
+            '"The baselines read the frame\'s axes").')
     if plan.frame_shift or plan.frame_turn:
         how = ' and '.join(verb for verb, changed in (('moved', plan.frame_shift),
                                                       ('turned', plan.frame_turn)) if changed)
@@ -219,7 +219,7 @@ def _frame_change(plan: ResultsPlan) -> str:
                        "(`--frame-turn`: the frame's axes do not say which way the walls run)")
     if not changes:
         return ('in place: the extent is the outer wall and the walls run along the axes, '
-                'which models reading global coordinates can learn (see docs/experiments.md).')
+                'which models reading global coordinates can learn (see docs/findings.md).')
     return ' and '.join(changes) + ', in training and test.'
 
 
@@ -485,8 +485,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               'Success when the squared x-y error is below 0.04 instead of 0.2, with the '
               "paper's numbers again beside ours: under this reading our Rooms floors "
               "(uninformed, closest context) are near the paper's (see below), so it may be "
-              "the closer comparison for the paper's Rooms column. The issue's bar is judged "
-              'in the table above.', '',
+              "the closer comparison for the paper's Rooms column.", '',
               '| map | algorithm | Rooms sequential | Mazes sequential | Rooms one-step | '
               'Mazes one-step |', '| --- | --- | --- | --- | --- | --- |']
     lines += _table_rows(plan, results, STRICT)
@@ -514,7 +513,7 @@ def write_results(plan: ResultsPlan, results: Dict, out: Path, command: str,
               '- Memory layout of the weights in training (`dmn_results --memory-format`; '
               'the same arithmetic up to rounding: it changes the speed, and like a seed '
               'the path a run takes): ' + layouts,
-              '- Machines the runs trained on (each sitting; CPUs that round differently '
+              '- Machines the runs trained on (each training process; CPUs that round differently '
               'take a run down another path, and wall times depend on them): ' + machines,
               f'- This command: {machine()}, torch {torch.__version__}; '
               + (f'its wall time: {wall_time_s / 3600:.1f} h (each run in the runs table).'

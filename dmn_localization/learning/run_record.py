@@ -3,7 +3,7 @@ What survives of a training run without its directory: a small JSON record.
 
 A run's directory (``last.pt``, ``best.pt``, ``log.csv``, ``test-eval.json``) holds
 megabytes of weights and optimizer state and lives under ``runs/``, which is not
-committed: a new machine starts without it, and a results table of many sessions would
+committed: a new machine starts without it, and a results table that takes days would
 lose every finished run with it. :func:`write_record` keeps the part the table is made
 of, a few kilobytes a run, in a directory that is committed with RESULTS.md
 (``dmn_results --records``, default ``results/``): the training identity and counters,

@@ -625,7 +625,7 @@ def _train(config: TrainConfig, progress: bool, stop: StopRequest) -> Dict[str, 
             config = replace(config, memory_format=began)
     if config.memory_format == 'channels_last':
         model = model.to(memory_format=torch.channels_last)
-    # the code of every sitting that trained this run (None: a run from before recording)
+    # the code of every process that trained this run (None: a checkpoint without the record)
     revisions = add_revision([] if state is None else state.get('code_revisions'),
                              code_revision())
     machines = add_revision([] if state is None else state.get('machines'), machine())

@@ -72,7 +72,7 @@ class LocalizerSettings:
     update_min_a: float = 0.05
     #: kidnap recovery (augmented MCL, :mod:`dmn_localization.runtime.recovery`); 0, 0: off.
     #: Chosen with ``python -m dmn_localization.bench.kidnap_bench --seeds 20 --domains
-    #: rooms``; its measurements are in RESULTS.md and the README, not repeated here
+    #: rooms``; its measurements are in RESULTS.md and docs/benchmarks.md
     recovery_alpha_slow: float = 0.005
     recovery_alpha_fast: float = 0.3
     #: random particles of the recovery fall within the context views' box plus this, metres
