@@ -159,3 +159,20 @@ def compose_motions(start: np.ndarray, motions: np.ndarray) -> np.ndarray:
         yaw = float(np.remainder(yaw + dyaw + np.pi, 2 * np.pi) - np.pi)
         poses[t] = (x, y, yaw)
     return poses
+
+
+def compose_poses(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return ``a * b`` for planar poses ``(..., 3)`` in numpy: ``b`` given in ``a``'s frame."""
+    cos, sin = np.cos(a[..., 2]), np.sin(a[..., 2])
+    x = a[..., 0] + cos * b[..., 0] - sin * b[..., 1]
+    y = a[..., 1] + sin * b[..., 0] + cos * b[..., 1]
+    yaw = np.remainder(a[..., 2] + b[..., 2] + np.pi, 2 * np.pi) - np.pi
+    return np.stack([x, y, yaw], -1)
+
+
+def invert_poses(a: np.ndarray) -> np.ndarray:
+    """Return the inverse of planar poses ``(..., 3)`` in numpy."""
+    cos, sin = np.cos(a[..., 2]), np.sin(a[..., 2])
+    x = -cos * a[..., 0] - sin * a[..., 1]
+    y = sin * a[..., 0] - cos * a[..., 1]
+    return np.stack([x, y, np.remainder(-a[..., 2] + np.pi, 2 * np.pi) - np.pi], -1)

@@ -18,6 +18,7 @@ from typing import List, Optional
 
 from dmn_localization.data.dataset import (DatasetError, DEFAULT_IMAGE_SIZE, DEFAULT_SIZES,
                                            generate, GenerationSpec, SPLITS)
+from dmn_localization.data.from_bag import add_posed_view_arguments
 from dmn_localization.data.worlds import DOMAINS
 
 
@@ -55,7 +56,8 @@ def _from_bag(args: argparse.Namespace) -> int:
 
     manifest = dataset_from_bag(args.bag, args.out, args.image_topic, args.pose_topic,
                                 args.every_metres, args.every_degrees,
-                                tuple(args.image_size), args.views_per_env)
+                                tuple(args.image_size), args.views_per_env,
+                                args.max_pose_gap, args.map_frame, args.base_frame)
     print(manifest)
     return 0
 
@@ -104,13 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bag = sub.add_parser('from-bag', help='posed camera images of a recorded ROS 2 bag')
     bag.add_argument('bag', type=Path)
-    bag.add_argument('--image-topic', required=True)
-    bag.add_argument('--pose-topic', required=True,
-                     help='PoseStamped, PoseWithCovarianceStamped or Odometry in the map frame')
-    bag.add_argument('--every-metres', type=float, default=None,
-                     help='keep a view after the camera moved this far')
-    bag.add_argument('--every-degrees', type=float, default=None,
-                     help='... or turned this much')
+    add_posed_view_arguments(bag)
     bag.add_argument('--views-per-env', type=int, default=None,
                      help='split the run into environments of this many views')
     bag.add_argument('--image-size', type=int, nargs=2, default=DEFAULT_IMAGE_SIZE,

@@ -4,17 +4,21 @@ Turn posed camera images of any recorded ROS 2 bag into a dataset.
 Poses come from a ground-truth, SLAM or mocap topic (``geometry_msgs/PoseStamped``,
 ``geometry_msgs/PoseWithCovarianceStamped`` or ``nav_msgs/Odometry``) and are
 interpolated at each image's stamp (linear in x, y, shortest-arc in yaw); images
-outside the pose topic's time span are skipped. Optionally a view is kept only after
+outside the pose topic's time span, or between two poses more than ``max_pose_gap_s``
+apart, are skipped. The same reading makes datasets (``dmn_dataset from-bag``) and maps
+(``dmn_map build``, the mapping part of ``dmn_evaluate_bag``). Optionally a view is kept only after
 the camera moved ``every_metres`` or turned ``every_degrees`` since the last kept one.
 Bags are read with ``rosbags`` (sqlite3 or MCAP).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from dmn_localization.core.geometry import compose_poses, invert_poses
 from dmn_localization.data.dataset import DatasetError, write_manifest, write_shard
 from dmn_localization.data.worlds import bounding_world
 from dmn_localization.messages.conversions import pose_to_xyyaw
@@ -23,6 +27,11 @@ import numpy as np
 
 POSE_TYPES = ('geometry_msgs/msg/PoseStamped', 'geometry_msgs/msg/PoseWithCovarianceStamped',
               'nav_msgs/msg/Odometry')
+#: A pose topic of this type is read as transforms (``/tf``; ``/tf_static`` joins it).
+TF_TYPE = 'tf2_msgs/msg/TFMessage'
+#: Longest time between the two poses an image's pose is interpolated from, seconds (an
+#: image stamped exactly at a pose always takes it).
+DEFAULT_MAX_POSE_GAP_S = 0.5
 
 
 class BagTopicError(DatasetError):
@@ -38,47 +47,184 @@ def pose_of_message(msg: Any) -> Tuple[float, float, float]:
     return pose_to_xyyaw(msg.pose.pose if hasattr(msg.pose, 'pose') else msg.pose)
 
 
-def read_topics(bag: Path, image_topic: str,
-                pose_topic: str) -> Tuple[List[Tuple[int, Any]], np.ndarray, np.ndarray]:
-    """Return ``[(stamp, image msg)]``, pose stamps ``(P,)`` and poses ``(P, 3)`` of a bag."""
+class TransformTree:
+    """
+    The planar transforms of a bag's ``/tf`` and ``/tf_static``, looked up along chains.
+
+    Each edge ``parent -> child`` holds the child's pose in the parent's frame over time
+    (a static edge holds one); :meth:`lookup` composes the edges between two frames at
+    given stamps, each interpolated as :func:`interpolate_poses` does.
+    """
+
+    def __init__(self) -> None:
+        self.series: Dict[Tuple[str, str], List[Tuple[int, Tuple[float, float, float]]]] = {}
+        self.static: Dict[Tuple[str, str], Tuple[float, float, float]] = {}
+
+    def add(self, message: Any, static: bool) -> None:
+        """Add the transforms of a ``tf2_msgs/TFMessage``."""
+        for stamped in message.transforms:
+            t, q = stamped.transform.translation, stamped.transform.rotation
+            yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+            key = (stamped.header.frame_id.lstrip('/'), stamped.child_frame_id.lstrip('/'))
+            if static:
+                self.static[key] = (float(t.x), float(t.y), yaw)
+            else:
+                self.series.setdefault(key, []).append((_stamp_ns(stamped), (t.x, t.y, yaw)))
+
+    def _path(self, target: str, source: str) -> List[Tuple[Tuple[str, str], bool]]:
+        """Return the edges from ``target`` to ``source``, each with True when walked forward."""
+        neighbours: Dict[str, List[Tuple[str, Tuple[str, str], bool]]] = {}
+        for parent, child in set(self.series) | set(self.static):
+            neighbours.setdefault(parent, []).append((child, (parent, child), True))
+            neighbours.setdefault(child, []).append((parent, (parent, child), False))
+        previous: Dict[str, Tuple[str, Tuple[str, str], bool]] = {}
+        queue, seen = [target], {target}
+        while queue:
+            frame = queue.pop(0)
+            for other, edge, forward in neighbours.get(frame, []):
+                if other not in seen:
+                    seen.add(other)
+                    previous[other] = (frame, edge, forward)
+                    queue.append(other)
+        if source not in seen:
+            frames = sorted({f for edge in set(self.series) | set(self.static) for f in edge})
+            raise BagTopicError(f'no chain of transforms from {target!r} to {source!r}; '
+                                f'frames in the bag: {", ".join(frames) or "none"}')
+        path = []
+        while source != target:
+            frame, edge, forward = previous[source]
+            path.append((edge, forward))
+            source = frame
+        return path[::-1]
+
+    def lookup(self, target: str, source: str, query: np.ndarray,
+               max_gap: Optional[float] = None) -> np.ndarray:
+        """Return the pose of frame ``source`` in ``target`` at stamps ``(Q,)``: ``(Q, 3)``."""
+        out = np.zeros((len(query), 3))
+        for edge, forward in self._path(target, source):
+            if edge in self.static:
+                step = np.broadcast_to(np.asarray(self.static[edge]), out.shape)
+            else:
+                series = sorted(self.series[edge])
+                step = interpolate_poses(np.array([s for s, _ in series], dtype=float),
+                                         np.array([p for _, p in series], dtype=float),
+                                         query, max_gap)
+            out = compose_poses(out, step if forward else invert_poses(step))
+        return out
+
+
+def read_image_poses(bag: Path, image_topic: str, pose_topic: str,
+                     max_gap: Optional[float] = None, map_frame: str = 'map',
+                     base_frame: Optional[str] = None,
+                     ) -> Tuple[List[Tuple[int, Any]], np.ndarray]:
+    """
+    Return ``[(stamp ns, image msg)]`` of a bag and the pose of each ``(N, 3)`` (NaN: none).
+
+    ``pose_topic`` holds PoseStamped, PoseWithCovarianceStamped or Odometry messages in
+    the map frame, interpolated at the image stamps; or it is a ``tf2_msgs/TFMessage``
+    topic (``/tf``, with ``/tf_static`` when the bag has it), and the pose is that of
+    ``base_frame`` (default: each image's ``frame_id``) in ``map_frame``, composed along
+    the chain of transforms between them. ``max_gap`` is in nanoseconds.
+    """
     from rosbags.highlevel import AnyReader
 
     bag = Path(bag)
     if not bag.exists():
         raise FileNotFoundError(f'{bag}: no such bag')
     images, stamps, poses = [], [], []
+    tree = TransformTree()
     with AnyReader([bag]) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
-        for topic, wanted in ((image_topic, ('sensor_msgs/msg/Image',)), (pose_topic, POSE_TYPES)):
+        for topic, wanted in ((image_topic, ('sensor_msgs/msg/Image',)),
+                              (pose_topic, POSE_TYPES + (TF_TYPE,))):
             if topic not in topics:
                 raise BagTopicError(
                     f'{bag}: no topic {topic}; it has: {", ".join(sorted(topics))}')
             if topics[topic] not in wanted:
                 raise BagTopicError(f'{bag}: {topic} is {topics[topic]}, expected '
                                     f'{" or ".join(wanted)}')
-        conns = [c for c in reader.connections if c.topic in (image_topic, pose_topic)]
+        use_tf = topics[pose_topic] == TF_TYPE
+        statics = [t for t, kind in topics.items()
+                   if use_tf and kind == TF_TYPE and t.endswith('tf_static')]
+        wanted_topics = {image_topic, pose_topic, *statics}
+        conns = [c for c in reader.connections if c.topic in wanted_topics]
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
             if conn.topic == image_topic:
                 images.append((_stamp_ns(msg), msg))
+            elif use_tf:
+                tree.add(msg, static=conn.topic in statics and conn.topic != pose_topic)
             else:
                 stamps.append(_stamp_ns(msg))
                 poses.append(pose_of_message(msg))
+    query = np.asarray([s for s, _ in images], dtype=float)
+    if use_tf:
+        at = np.full((len(images), 3), np.nan)
+        frames = [base_frame or msg.header.frame_id.lstrip('/') for _, msg in images]
+        for frame in sorted(set(frames)):
+            rows = [i for i, f in enumerate(frames) if f == frame]
+            at[rows] = tree.lookup(map_frame.lstrip('/'), frame, query[rows], max_gap)
+        return images, at
     if not poses:
         raise BagTopicError(f'{bag}: no messages on {pose_topic}')
     order = np.argsort(stamps, kind='stable')
-    return images, np.asarray(stamps)[order], np.asarray(poses)[order]
+    return images, interpolate_poses(np.asarray(stamps)[order], np.asarray(poses)[order],
+                                     query, max_gap)
 
 
-def interpolate_poses(stamps: np.ndarray, poses: np.ndarray,
-                      query: np.ndarray) -> np.ndarray:
-    """Interpolate poses ``(P, 3)`` at ``query`` stamps; NaN rows outside the time span."""
+def add_posed_view_arguments(parser: argparse.ArgumentParser,
+                             image_topic: Optional[str] = None,
+                             pose_topic: Optional[str] = None) -> None:
+    """
+    Add the options that choose a bag's posed views (topics, pose gap, thinning).
+
+    A topic without a default is required. ``dmn_dataset from-bag`` and ``dmn_map build``
+    share them, so a survey bag reads the same way for a dataset and for a map.
+    """
+    parser.add_argument('--image-topic', default=image_topic, required=image_topic is None,
+                        help='camera topic (sensor_msgs/Image)'
+                        + (f'; default {image_topic}' if image_topic else ''))
+    pose_default = f'; default {pose_topic}' if pose_topic else ''
+    parser.add_argument('--pose-topic', default=pose_topic, required=pose_topic is None,
+                        help='PoseStamped, PoseWithCovarianceStamped or Odometry in the map '
+                        'frame, at stamps of its own; or /tf: the camera frame in '
+                        '--map-frame through the transforms' + pose_default)
+    parser.add_argument('--map-frame', default='map', help='with --pose-topic /tf')
+    parser.add_argument('--base-frame', default=None,
+                        help='with --pose-topic /tf: the frame whose pose a view takes '
+                        "(default: the image's frame_id)")
+    parser.add_argument('--max-pose-gap', type=float, default=DEFAULT_MAX_POSE_GAP_S,
+                        metavar='SECONDS',
+                        help='skip an image whose two nearest poses are further apart than '
+                        f'this (default {DEFAULT_MAX_POSE_GAP_S:g})')
+    parser.add_argument('--every-metres', type=float, default=None,
+                        help='keep a view after the camera moved this far')
+    parser.add_argument('--every-degrees', type=float, default=None,
+                        help='... or turned this much')
+
+
+def interpolate_poses(stamps: np.ndarray, poses: np.ndarray, query: np.ndarray,
+                      max_gap: Optional[float] = None) -> np.ndarray:
+    """
+    Interpolate poses ``(P, 3)`` at ``query`` stamps ``(Q,)``; return ``(Q, 3)``.
+
+    Rows outside the time span are NaN, and so, when ``max_gap`` is given (in the unit of
+    the stamps), are rows between two poses further apart than that, unless a pose has
+    the row's stamp exactly.
+    """
+    stamps = np.asarray(stamps, dtype=float)
+    query = np.asarray(query, dtype=float)
     yaw = np.unwrap(poses[:, 2])
     out = np.column_stack([np.interp(query, stamps, poses[:, 0]),
                            np.interp(query, stamps, poses[:, 1]),
                            np.interp(query, stamps, yaw)])
     out[:, 2] = np.remainder(out[:, 2] + np.pi, 2 * np.pi) - np.pi
     out[(query < stamps[0]) | (query > stamps[-1])] = np.nan
+    if max_gap is not None and len(stamps) > 0:
+        after = np.clip(np.searchsorted(stamps, query), 0, len(stamps) - 1)
+        before = np.clip(after - 1, 0, len(stamps) - 1)
+        exact = stamps[after] == query
+        out[~exact & (stamps[after] - stamps[before] > max_gap)] = np.nan
     return out
 
 
@@ -100,10 +246,19 @@ def select_views(poses: np.ndarray, every_metres: Optional[float],
 
 def posed_images(bag: Path, image_topic: str, pose_topic: str,
                  every_metres: Optional[float] = None,
-                 every_degrees: Optional[float] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(rgb image (H, W, 3), pose (3,))`` of the selected posed images of a bag."""
-    images, stamps, poses = read_topics(bag, image_topic, pose_topic)
-    at = interpolate_poses(stamps, poses, np.asarray([s for s, _ in images], dtype=float))
+                 every_degrees: Optional[float] = None,
+                 max_pose_gap_s: Optional[float] = DEFAULT_MAX_POSE_GAP_S,
+                 map_frame: str = 'map', base_frame: Optional[str] = None,
+                 ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """
+    Yield ``(rgb image (H, W, 3), pose (3,))`` of the selected posed images of a bag.
+
+    Poses come from :func:`read_image_poses` (None for ``max_pose_gap_s``: no limit on
+    the gap); views are thinned by ``every_metres`` / ``every_degrees``.
+    """
+    max_gap = None if max_pose_gap_s is None else max_pose_gap_s * 1e9
+    images, at = read_image_poses(bag, image_topic, pose_topic, max_gap, map_frame,
+                                  base_frame)
     valid = [i for i in range(len(images)) if not np.isnan(at[i, 0])]
     for k in select_views(at[valid], every_metres, every_degrees):
         index = valid[k]
@@ -116,7 +271,9 @@ def posed_images(bag: Path, image_topic: str, pose_topic: str,
 def dataset_from_bag(bag: Path, out: Path, image_topic: str, pose_topic: str,
                      every_metres: Optional[float] = None, every_degrees: Optional[float] = None,
                      image_size: Tuple[int, int] = (32, 32),
-                     views_per_env: Optional[int] = None) -> Path:
+                     views_per_env: Optional[int] = None,
+                     max_pose_gap_s: Optional[float] = DEFAULT_MAX_POSE_GAP_S,
+                     map_frame: str = 'map', base_frame: Optional[str] = None) -> Path:
     """
     Write the posed images of ``bag`` as a dataset at ``out``; return the manifest path.
 
@@ -126,7 +283,8 @@ def dataset_from_bag(bag: Path, out: Path, image_topic: str, pose_topic: str,
     import cv2
 
     pixels, poses = [], []
-    for image, pose in posed_images(bag, image_topic, pose_topic, every_metres, every_degrees):
+    for image, pose in posed_images(bag, image_topic, pose_topic, every_metres, every_degrees,
+                                    max_pose_gap_s, map_frame, base_frame):
         if image.shape[:2] != tuple(image_size):
             image = cv2.resize(image, (image_size[1], image_size[0]), interpolation=cv2.INTER_AREA)
         pixels.append(image)

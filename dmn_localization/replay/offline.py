@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from dmn_localization.data.from_bag import (BagTopicError, pose_of_message, POSE_TYPES,
-                                            posed_images)
+from dmn_localization.data.from_bag import (BagTopicError, DEFAULT_MAX_POSE_GAP_S,
+                                            pose_of_message, POSE_TYPES, posed_images)
 from dmn_localization.messages.conversions import stamp_seconds
 from dmn_localization.messages.image_conversion import imgmsg_to_rgb8
 from dmn_localization.runtime.localizer import FrameResult, Localizer
@@ -68,32 +68,27 @@ def state_at(changes: Sequence[Tuple[float, str]], stamp: float) -> Optional[str
     return state
 
 
-def mapping_views(bag: Path, topics: BagTopics) -> Tuple[List[np.ndarray], np.ndarray]:
-    """Return the mapping part of a bag: images and their poses (paired by stamp)."""
-    from rosbags.highlevel import AnyReader
+def mapping_views(bag: Path, topics: BagTopics, every_metres: Optional[float] = None,
+                  every_degrees: Optional[float] = None,
+                  max_pose_gap_s: Optional[float] = DEFAULT_MAX_POSE_GAP_S,
+                  map_frame: str = 'map', base_frame: Optional[str] = None,
+                  ) -> Tuple[List[np.ndarray], np.ndarray]:
+    """
+    Return the mapping part of a bag: images and their poses ``(N, 3)``.
 
-    images: Dict[int, np.ndarray] = {}
-    poses: Dict[int, Tuple[float, float, float]] = {}
-    with AnyReader([Path(bag)]) as reader:
-        present = {c.topic for c in reader.connections}
-        for topic in (topics.mapping_image, topics.mapping_pose):
-            if topic not in present:
-                raise BagTopicError(f'{bag}: no topic {topic} (the mapping part); it has: '
-                                    f'{", ".join(sorted(present))}')
-        conns = [c for c in reader.connections
-                 if c.topic in (topics.mapping_image, topics.mapping_pose)]
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
-            key = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-            if conn.topic == topics.mapping_image:
-                images[key] = imgmsg_to_rgb8(msg)
-            else:
-                poses[key] = pose_of_message(msg)
-    keys = sorted(set(images) & set(poses))
-    if not keys:
-        raise BagTopicError(f'{bag}: no image on {topics.mapping_image} has a pose with the '
-                            f'same stamp on {topics.mapping_pose}')
-    return [images[k] for k in keys], np.array([poses[k] for k in keys])
+    The poses (PoseStamped, PoseWithCovarianceStamped or Odometry in the map frame, or
+    transforms on /tf) are read as :func:`~dmn_localization.data.from_bag.posed_images`
+    reads them, so a pose source with stamps of its own (SLAM, motion capture) works; the
+    views may be thinned by distance and angle.
+    """
+    picked = list(posed_images(bag, topics.mapping_image, topics.mapping_pose, every_metres,
+                               every_degrees, max_pose_gap_s, map_frame, base_frame))
+    if not picked:
+        gap = '' if max_pose_gap_s is None else (
+            f' (at most {max_pose_gap_s:g} s between two poses)')
+        raise BagTopicError(f'{bag}: no image on {topics.mapping_image} lies within the poses '
+                            f'of {topics.mapping_pose}{gap}')
+    return [p[0] for p in picked], np.array([p[1] for p in picked])
 
 
 def map_views(bag: Path, topics: BagTopics, map_source: str = 'bag',

@@ -2,9 +2,12 @@
 ``dmn_map``: save, build, merge and serve view-embedding map files (like nav2's map tools).
 
     dmn_map save --topic /robot1/view_embedding_map --out office.map
-    dmn_map build --bag run.mcap [--model M] --out office.map
+    dmn_map build --bag run.mcap [--image-topic T --pose-topic P] [--model M] --out office.map
     dmn_map merge a.map b.map --out both.map
     dmn_map publish office.map [--topic view_embedding_map] [--dtype float16]
+
+``build`` reads the bag's posed views as ``dmn_dataset from-bag`` does: poses at stamps
+of their own are interpolated at the image stamps, and views may be thinned.
 
 Files are :meth:`ViewEmbeddingMap.save` files: a format name and version, a SHA-256
 checksum of the tensors, the encoder fingerprint; a corrupted, truncated or foreign
@@ -18,8 +21,13 @@ from pathlib import Path
 import sys
 from typing import List, Optional
 
+from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.maps import MapError, ViewEmbeddingMap
 from dmn_localization.data.dataset import DatasetError
+from dmn_localization.data.from_bag import add_posed_view_arguments
+from dmn_localization.replay.offline import BagTopics, mapping_views
+from dmn_localization.runtime.default_model import default_model
+from dmn_localization.runtime.localizer import Localizer
 
 LATCHED_DEPTH = 1
 
@@ -99,6 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument('--out', type=Path, required=True)
     b = sub.add_parser('build', help="build a map from a bag's mapping part")
     b.add_argument('--bag', type=Path, required=True)
+    add_posed_view_arguments(b, BagTopics.mapping_image, BagTopics.mapping_pose)
     b.add_argument('--model', type=Path, default=None, help='default: the shipped model')
     b.add_argument('--extent', type=float, nargs=4, default=None)
     b.add_argument('--out', type=Path, required=True)
@@ -114,15 +123,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.command == 'save':
             the_map = save_from_topic(a.topic, a.out, a.timeout)
         elif a.command == 'build':
-            from dmn_localization.core.checkpoint import load_checkpoint
-            from dmn_localization.runtime.localizer import Localizer
-            from dmn_localization.runtime.default_model import default_model
-            from dmn_localization.replay.offline import BagTopics, mapping_views
-
             model = a.model or default_model()
             if model is None:
                 raise MapError('no --model given and no shipped default model')
-            images, poses = mapping_views(a.bag, BagTopics())
+            topics = BagTopics(mapping_image=a.image_topic, mapping_pose=a.pose_topic)
+            images, poses = mapping_views(a.bag, topics, a.every_metres, a.every_degrees,
+                                          a.max_pose_gap, a.map_frame, a.base_frame)
             the_map = Localizer(load_checkpoint(model)).build_map(images, poses, a.extent)
             the_map.save(a.out)
         elif a.command == 'merge':
