@@ -99,8 +99,10 @@ def run_live(args: argparse.Namespace, topics: BagTopics) -> ReplayResult:
 
     if args.model is not None:
         raise ValueError('--model does not apply to --live: the running node uses its own')
-    target = LiveTarget(node=args.node, rate=args.rate, connect_timeout=args.connect_timeout,
-                        lockstep=args.lockstep)
+    target = LiveTarget(node=args.node, image_topic=args.node_image_topic,
+                        odom_topic=args.node_odom_topic, pose_topic=args.node_pose_topic,
+                        cloud_topic=args.node_cloud_topic, rate=args.rate,
+                        connect_timeout=args.connect_timeout, lockstep=args.lockstep)
     return live_replay(args.bag, topics, target,
                        args.map_from, args.map_bag, args.every_metres, args.every_degrees,
                        args.extent, snapshot_times=args.snapshots, progress=not args.quiet)
@@ -145,6 +147,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help='fully qualified name of the node (its ~/build_map is called)')
     live.add_argument('--connect-timeout', type=float, default=LiveTarget.connect_timeout,
                       help='seconds to wait for the node')
+    for kind, what in (('image', 'camera frames'), ('odom', 'odometry'),
+                       ('pose', 'poses the node publishes'),
+                       ('cloud', 'particle clouds the node publishes')):
+        live.add_argument(f'--node-{kind}-topic', default=None,
+                          help=f'topic of the {what} (default: read from the running node, '
+                          'its namespace and remappings applied)')
     a = p.parse_args(argv)
     names = BagTopics(a.image_topic, a.odom_topic, a.truth_topic, a.mapping_image_topic,
                       a.mapping_pose_topic)

@@ -3,7 +3,9 @@ Live replay: play a bag over DDS to a running ``dmn_localization_node`` and reco
 
 The node is measured as deployed: this player calls its ``~/build_map`` service with
 the map's context views (see :func:`~dmn_localization.replay.offline.map_views`), then
-publishes the bag's camera frames and odometry on the node's input topics at the bag's
+publishes the bag's camera frames and odometry on the node's input topics (the ones the
+running node subscribes to, read from the ROS graph, so its namespace and remappings
+apply; or given) at the bag's
 timing (scaled by ``rate``), and records the poses and particle clouds the node
 publishes. Messages go out exactly as recorded: the bag's CDR bytes are deserialized
 into rclpy messages, so stamps and frame ids are the bag's.
@@ -11,11 +13,11 @@ into rclpy messages, so stamps and frame ids are the bag's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 import threading
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from dmn_localization.data.from_bag import pose_of_message
 from dmn_localization.messages.conversions import build_map_request, pose_to_xyyaw, stamp_seconds
@@ -33,17 +35,19 @@ class LiveReplayError(RuntimeError):
 @dataclass
 class LiveTarget:
     """
-    The running node: its fully qualified name and its topics (as the node sees them).
+    The running node: its fully qualified name and its topics.
 
-    Topic names are relative to the player's namespace, like the node's own (``image``,
-    ``odom``, ``pose``, ``particle_cloud``), so the same remappings apply to both.
+    A topic left None is read from the ROS graph: the node's one subscription of
+    ``sensor_msgs/Image`` (camera) and of ``nav_msgs/Odometry``, its publication of
+    ``PoseWithCovarianceStamped`` (pose) and of ``PoseArray`` (particles), with the
+    node's namespace and remappings. A topic given is used as it is.
     """
 
     node: str = '/dmn_localization'
-    image_topic: str = 'image'
-    odom_topic: str = 'odom'
-    pose_topic: str = 'pose'
-    cloud_topic: str = 'particle_cloud'
+    image_topic: Optional[str] = None
+    odom_topic: Optional[str] = None
+    pose_topic: Optional[str] = None
+    cloud_topic: Optional[str] = None
     #: bag seconds per wall-clock second (2.0 plays twice as fast)
     rate: float = 1.0
     #: seconds to wait for the node's service and its subscriptions
@@ -76,13 +80,8 @@ class _Player:
     def __init__(self, target: LiveTarget) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import qos_profile_sensor_data, QoSProfile
 
-        from diagnostic_msgs.msg import DiagnosticArray
         from dmn_localization_interfaces.srv import BuildMap
-        from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
-        from nav_msgs.msg import Odometry
-        from sensor_msgs.msg import Image
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -90,6 +89,18 @@ class _Player:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.build_map = self.node.create_client(BuildMap, f'{target.node}/build_map')
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+
+    def start(self, target: LiveTarget) -> None:
+        """Publish to and record the topics of ``target`` (resolved), and start spinning."""
+        from rclpy.qos import qos_profile_sensor_data, QoSProfile
+
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+        from nav_msgs.msg import Odometry
+        from sensor_msgs.msg import Image
+
         self.image_pub = self.node.create_publisher(Image, target.image_topic,
                                                     qos_profile_sensor_data)
         self.odom_pub = self.node.create_publisher(Odometry, target.odom_topic,
@@ -107,9 +118,44 @@ class _Player:
         self._status_name = f'{target.node}: localization'
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
                                       QoSProfile(depth=100))
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def resolve(self, target: LiveTarget) -> LiveTarget:
+        """Return ``target`` with every topic left None read from the node's graph entry."""
+        wanted = {'image_topic': ('sub', 'sensor_msgs/msg/Image'),
+                  'odom_topic': ('sub', 'nav_msgs/msg/Odometry'),
+                  'pose_topic': ('pub', 'geometry_msgs/msg/PoseWithCovarianceStamped'),
+                  'cloud_topic': ('pub', 'geometry_msgs/msg/PoseArray')}
+        missing = [field for field in wanted if getattr(target, field) is None]
+        if not missing:
+            return target
+        namespace, _, name = target.node.rpartition('/')
+        found: Dict[str, List[str]] = {}
+        deadline = time.monotonic() + target.connect_timeout
+        while True:
+            try:
+                graph = {
+                    'sub': self.node.get_subscriber_names_and_types_by_node(
+                        name, namespace or '/'),
+                    'pub': self.node.get_publisher_names_and_types_by_node(
+                        name, namespace or '/')}
+            except Exception:  # noqa: B902 - rclpy's NodeNameNonExistentError: not seen yet
+                graph = {'sub': [], 'pub': []}
+            found = {field: sorted(topic for topic, types in graph[kind] if kind_type in types)
+                     for field, (kind, kind_type) in wanted.items()}
+            if all(found[field] for field in missing) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        for field in missing:
+            kind, kind_type = wanted[field]
+            if len(found[field]) != 1:
+                verb = 'subscribes to' if kind == 'sub' else 'publishes'
+                raise LiveReplayError(
+                    f'{target.node} {verb} {len(found[field])} {kind_type} topics '
+                    f'({", ".join(found[field]) or "none"}); give it with '
+                    f'--node-{field.replace("_topic", "")}-topic')
+        return replace(target, **{field: found[field][0] for field in missing})
 
     def _spin(self) -> None:
         while not self._stop.is_set():
@@ -143,7 +189,8 @@ class _Player:
         import rclpy
 
         self._stop.set()
-        self._thread.join(timeout=5.0)
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
@@ -185,6 +232,8 @@ def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = Non
             raise LiveReplayError(f'no service {target.node}/build_map within '
                                   f'{target.connect_timeout:.0f} s: is the node running '
                                   '(same ROS_DOMAIN_ID)?')
+        target = player.resolve(target)
+        player.start(target)
         request = build_map_request(images, poses, frame_id, extent)
         response = call_idempotent(player.build_map, request,
                                    lambda future, seconds: player.wait(future.done, seconds),
