@@ -60,7 +60,7 @@ def test_training_lowers_the_loss_and_writes_checkpoints(tiny, tmp_path):
     from dmn_localization.data.dataset import Dataset
     from dmn_localization.data.episodes import EpisodeSampler
     from dmn_localization.learning.batches import to_tensors
-    from dmn_localization.learning.trainer import validate
+    from dmn_localization.learning.episode_loss import validate
 
     out = tmp_path / 'run'
     # validated on its own training environments: a smoke test of fitting, not of transfer.
@@ -88,7 +88,7 @@ def test_training_lowers_the_loss_and_writes_checkpoints(tiny, tmp_path):
 
 
 def test_a_run_directory_in_use_is_refused_and_free_again_after(tiny, tmp_path, capsys):
-    from dmn_localization.learning.trainer import run_lock, RunInUseError
+    from dmn_localization.learning.run_control import run_lock, RunInUseError
 
     run = tmp_path / 'run'
     with run_lock(run):  # as another process training in it would hold it
@@ -258,7 +258,7 @@ def test_memory_format_changes_only_rounding_and_a_run_keeps_its_own(tiny, tmp_p
     from dmn_localization.data.dataset import Dataset
     from dmn_localization.data.episodes import EpisodeSampler
     from dmn_localization.learning.batches import to_tensors
-    from dmn_localization.learning.trainer import EpisodeLoss
+    from dmn_localization.learning.episode_loss import EpisodeLoss
 
     batch = to_tensors(EpisodeSampler(Dataset(tiny / 'train'), 4, 1).sample(
         8, np.random.default_rng(0)), config_for('dmn-pf'), 'cpu')
@@ -834,16 +834,16 @@ def assert_saved_and_released(runs):
 def test_a_second_signal_stops_at_once_unless_it_is_a_copy_of_the_first(monkeypatch):
     import signal
 
-    from dmn_localization.learning import trainer
+    from dmn_localization.learning import run_control
 
     now = [100.0]
-    monkeypatch.setattr(trainer.time, 'monotonic', lambda: now[0])
-    request = trainer.StopRequest()
+    monkeypatch.setattr(run_control.time, 'monotonic', lambda: now[0])
+    request = run_control.StopRequest()
     request(signal.SIGTERM, None)  # stop at the step
-    now[0] += trainer.SAME_STOP_S / 2
+    now[0] += run_control.SAME_STOP_S / 2
     request(signal.SIGINT, None)  # the same stop, delivered twice: no exception
     assert request.signum == signal.SIGTERM
-    now[0] += trainer.SAME_STOP_S
+    now[0] += run_control.SAME_STOP_S
     with pytest.raises(KeyboardInterrupt):  # asked again: stop now
         request(signal.SIGTERM, None)
 
@@ -1229,7 +1229,7 @@ def test_results_skip_a_run_another_process_trains(tmp_path, capsys):
 
     from dmn_localization.learning.results import train_all
     from dmn_localization.learning.results_plan import ResultsPlan, run_dir
-    from dmn_localization.learning.trainer import run_lock
+    from dmn_localization.learning.run_control import run_lock
 
     plan = ResultsPlan(Path('no-data'), tmp_path, models=('vector-pf',), domains=('rooms',),
                        seeds={'vector-pf': (0, 1)})
@@ -1296,7 +1296,7 @@ def test_results_sections_replace_only_themselves(tmp_path):
 def test_the_contrastive_term_scores_the_true_pose_among_the_particles():
     from dmn_localization.core.models import build_model, config_for
     from dmn_localization.learning.batches import TensorEpisodes
-    from dmn_localization.learning.trainer import EpisodeLoss
+    from dmn_localization.learning.episode_loss import EpisodeLoss
 
     torch.manual_seed(0)
     batch, steps = 3, 1
@@ -1850,7 +1850,8 @@ def test_learning_rate_decays_on_plateau_and_resumes_exactly(tiny, tmp_path, cap
 def test_a_finishing_stage_goes_back_to_the_best_weights_at_a_lower_rate(tmp_path):
     from dmn_localization.core.checkpoint import save_checkpoint
     from dmn_localization.core.models import build_model, config_for
-    from dmn_localization.learning.trainer import _begin_finish, TrainConfig, TrainingError
+    from dmn_localization.learning.train_config import TrainConfig, TrainingError
+    from dmn_localization.learning.trainer import _begin_finish, Counters
 
     torch.manual_seed(0)
     best = build_model(config_for('vector-regression'))
@@ -1858,22 +1859,21 @@ def test_a_finishing_stage_goes_back_to_the_best_weights_at_a_lower_rate(tmp_pat
     torch.manual_seed(1)
     model = build_model(config_for('vector-regression'))  # the weights at the budget's end
     assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), best.parameters()))
-    counters = {'samples': 640, 'stopped_early': True, 'bad_validations': 5, 'stage': 0,
-                'finish_start': 0}
+    counters = Counters(samples=640, stopped_early=True, bad_validations=5)
     config = TrainConfig('vector-regression', '', '', str(tmp_path), lr=3e-4,
                          finish_samples=300, finish_lr_factor=0.5)
     optimizer = _begin_finish(model, tmp_path, config, counters, 1)
     for key, tensor in best.state_dict().items():
         assert torch.equal(model.state_dict()[key], tensor), key
-    assert counters == {'samples': 640, 'stopped_early': False, 'bad_validations': 0,
-                        'stage': 1, 'finish_start': 640, 'finish_lr_factor': 0.5}
+    assert counters == Counters(samples=640, stopped_early=False, bad_validations=0,
+                                stage=1, finish_start=640, finish_lr_factor=0.5)
     assert optimizer.param_groups[0]['lr'] == pytest.approx(1.5e-4)
     assert not optimizer.state  # a fresh Adam: no moments
     assert {id(p) for p in optimizer.param_groups[0]['params']} == {
         id(p) for p in model.parameters()}
     (tmp_path / 'best.pt').unlink()
     with pytest.raises(TrainingError, match='no best.pt'):
-        _begin_finish(model, tmp_path, config, dict(counters, stage=0), 1)
+        _begin_finish(model, tmp_path, config, Counters(), 1)
 
 
 def test_a_finishing_stage_follows_the_budget_and_resumes_exactly(tiny, tmp_path, capsys):

@@ -9,9 +9,10 @@ from dmn_localization.core.models import build_model, config_for
 from dmn_localization.core.pose_match import pose_features
 from dmn_localization.data.dataset import generate, GenerationSpec
 from dmn_localization.learning.batches import repeat_context, TensorEpisodes
+from dmn_localization.learning.episode_loss import EpisodeLoss
 from dmn_localization.learning.train_cli import main as train_main
-from dmn_localization.learning.trainer import (EpisodeLoss, improved, scheduled_lr,
-                                               TrainConfig)
+from dmn_localization.learning.train_config import scheduled_lr, TrainConfig
+from dmn_localization.learning.trainer import Counters, improved
 import pytest
 import torch
 
@@ -132,7 +133,7 @@ def test_cosine_schedule_and_selection_by_global_success():
     assert scheduled_lr(config, 1000) == pytest.approx(1e-4)
     assert scheduled_lr(config, 5000) == pytest.approx(1e-4)  # past the budget: the floor
     assert scheduled_lr(TrainConfig('dmn-pf', '', '', '', lr=2e-4), 700) == 2e-4
-    best = {'best_val_loss': 0.20, 'best_global_success': 0.40}
+    best = Counters(best_val_loss=0.20, best_global_success=0.40)
     worse_loss_more_success = {'val_loss': 0.25, 'val_global_success': 0.45}
     assert improved(worse_loss_more_success, best, 'global_success')
     assert not improved(worse_loss_more_success, best, 'val_loss')

@@ -30,8 +30,9 @@ from dmn_localization.core.device import resolve_device
 from dmn_localization.core.inference import filter_step, FilterSettings
 from dmn_localization.core.models import build_model, config_for, parameter_table
 from dmn_localization.learning.batches import TensorEpisodes
+from dmn_localization.learning.episode_loss import EpisodeLoss
 from dmn_localization.learning.evaluation import EVAL_CHUNK as EVAL_BATCH
-from dmn_localization.learning.trainer import EpisodeLoss, TrainConfig
+from dmn_localization.learning.train_config import TrainConfig
 import torch
 
 TARGET_STEP_MS = 25.0

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.data.dataset import Dataset
 from dmn_localization.learning.evaluation import fixed_episodes, PROTOCOLS, run_model
-from dmn_localization.learning.trainer import SUCCESS_THRESHOLD
+from dmn_localization.learning.train_config import SUCCESS_THRESHOLD
 import numpy as np
 import torch
 from torch import nn, Tensor

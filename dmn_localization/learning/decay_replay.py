@@ -7,7 +7,7 @@ Replay ``dmn_train``'s learning-rate decay on plateau over recorded validation c
 For every run recorded in ``--records`` (:mod:`.run_record`) it prints the samples at
 which a run with ``--lr-decay-factor`` below 1 and this patience would have dropped its
 rate, had its validation curve been the recorded one (the trainer's own scheduler,
-:func:`.trainer.plateau_scheduler`, is fed the curve). The first drop is exact: up to it
+:func:`.train_config.plateau_scheduler`, is fed the curve). The first drop is exact: up to it
 the decaying run is the recorded run. After it the curve would differ, so later drops
 only say that the recorded curve stayed flat. It answers a question a plan must settle
 before it trains: at this budget, would a decay on plateau fire at all?
@@ -21,8 +21,8 @@ import sys
 from typing import List, Optional, Sequence, Tuple
 
 from dmn_localization.learning.run_record import Curve, read_record, RecordError
-from dmn_localization.learning.trainer import (check_lr_decay, plateau_scheduler, TrainConfig,
-                                               TrainingError)
+from dmn_localization.learning.train_config import (check_lr_decay, plateau_scheduler, TrainConfig,
+                                                    TrainingError)
 import torch
 
 

@@ -27,7 +27,7 @@ from dmn_localization.learning.evaluation import (evaluate, fixed_episodes, form
                                                   markdown_table, Protocol, PROTOCOLS,
                                                   run_model)
 from dmn_localization.learning.plots import plot_belief, plot_curves, success_curve
-from dmn_localization.learning.trainer import SUCCESS_THRESHOLD
+from dmn_localization.learning.train_config import SUCCESS_THRESHOLD
 import torch
 
 

@@ -20,7 +20,7 @@ from dmn_localization.data.dataset import Dataset
 from dmn_localization.data.episodes import EpisodeSampler
 from dmn_localization.learning.batches import (TensorEpisodes, to_tensors, tracking_belief,
                                                with_frame_change)
-from dmn_localization.learning.trainer import STRICT_SUCCESS_THRESHOLD, SUCCESS_THRESHOLD
+from dmn_localization.learning.train_config import STRICT_SUCCESS_THRESHOLD, SUCCESS_THRESHOLD
 import numpy as np
 import torch
 from torch import nn

@@ -28,7 +28,7 @@ from dmn_localization.core.configs import InputConfig
 from dmn_localization.core.models import count_parameters
 from dmn_localization.data.dataset import Dataset, generate, GenerationSpec
 from dmn_localization.learning.evaluation import evaluate, fixed_episodes, PROTOCOLS, run_model
-from dmn_localization.learning.trainer import finish_text, schedule_text
+from dmn_localization.learning.train_config import finish_text, schedule_text
 import torch
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / 'models'

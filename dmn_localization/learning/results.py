@@ -35,12 +35,13 @@ from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENT
                                                     run_state, Search, SEARCH_SAMPLES,
                                                     STRICT, TIE_MARGIN, VARIANTS)
 from dmn_localization.learning.results_report import progress_lines, write_results
+from dmn_localization.learning.run_control import RunInUseError, TrainingInterrupted
 from dmn_localization.learning.run_pool import PoolStopped, RunPool
 from dmn_localization.learning.run_record import read_record, write_record
 from dmn_localization.learning.train_cli import parse_model_options
-from dmn_localization.learning.trainer import (check_finish, check_lr_decay, MEMORY_FORMATS,
-                                               RunInUseError, train, TrainConfig,
-                                               TrainingError, TrainingInterrupted)
+from dmn_localization.learning.train_config import (check_finish, check_lr_decay, MEMORY_FORMATS,
+                                                    TrainConfig, TrainingError)
+from dmn_localization.learning.trainer import train
 import torch
 
 

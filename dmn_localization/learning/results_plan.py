@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dmn_localization.core.models import LEARNED_MODELS
 from dmn_localization.learning.run_record import at_rest, Curve, read_curve, read_record
-from dmn_localization.learning.trainer import load_state, TrainConfig
+from dmn_localization.learning.train_config import TrainConfig
+from dmn_localization.learning.trainer import load_state
 
 #: The paper's Table 1: model -> (rooms sequential, mazes sequential, rooms one-step,
 #: mazes one-step) success rates.

@@ -23,7 +23,7 @@ from dmn_localization.learning.results_plan import (DOMAINS, finished, LABELS,
                                                     recent_gain, ResultsPlan, run_dir,
                                                     run_state, STRICT, VARIANTS)
 from dmn_localization.learning.run_record import at_rest
-from dmn_localization.learning.trainer import finish_text, MEMORY_FORMATS, schedule_text
+from dmn_localization.learning.train_config import finish_text, MEMORY_FORMATS, schedule_text
 import numpy as np
 import torch
 

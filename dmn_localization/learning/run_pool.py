@@ -4,7 +4,7 @@ Worker processes that train runs side by side and stop together on one signal.
 ``dmn_results --jobs N`` trains N runs at a time, each in a process of its own. A stop
 must reach every one of them exactly once: a run signalled twice stops at once, back to
 its last checkpoint, instead of saving the step it is in
-(:func:`.trainer.stop_on_signals`). So signals reach the workers through the parent
+(:func:`.run_control.stop_on_signals`). So signals reach the workers through the parent
 alone:
 
 - each worker leaves the parent's process group, so a terminal's Ctrl-C or
@@ -12,7 +12,7 @@ alone:
 - the parent, on SIGINT or SIGTERM, forwards one SIGTERM to every worker, cancels the
   runs not yet handed out and tells the workers to take no further run; each worker
   saves its run at the step it is in. A second signal is forwarded as well: the runs
-  then stop at once; unless it is a copy of the first (:class:`.trainer.StopRequest`:
+  then stop at once; unless it is a copy of the first (:class:`.run_control.StopRequest`:
   ``kill -- -PGID`` of ``make results`` signals it twice);
 - a worker whose parent dies without forwarding (SIGKILL) gets SIGTERM from the kernel
   (Linux's parent-death signal) and stops the same way. The kernel sends it as each
@@ -40,8 +40,8 @@ import signal
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
-from dmn_localization.learning.trainer import (signal_exit_code, StopRequest,
-                                               TrainingInterrupted)
+from dmn_localization.learning.run_control import (signal_exit_code, StopRequest,
+                                                   TrainingInterrupted)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 ORPHAN_WAIT_S = 2.0  # how long a worker signalled outside a stop waits for its parent to end
@@ -227,7 +227,7 @@ class RunPool:
         Yield the results of the calls that end within ``timeout`` seconds.
 
         Calls a stop cancelled, kept from starting or ended outside training yield
-        nothing; a run it stopped in training (:class:`.trainer.TrainingInterrupted`)
+        nothing; a run it stopped in training (:class:`.run_control.TrainingInterrupted`)
         adds its message to :attr:`stopped_runs`. Any other error is raised.
         """
         done, self._pending = wait(self._pending, timeout=timeout,

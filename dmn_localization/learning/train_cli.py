@@ -20,9 +20,10 @@ from dmn_localization.core.allocator import keep_freed_memory
 from dmn_localization.core.checkpoint import CheckpointError, load_checkpoint
 from dmn_localization.core.models import config_for, LEARNED_MODELS
 from dmn_localization.data.dataset import DatasetError
-from dmn_localization.learning.trainer import (LR_SCHEDULES, MEMORY_FORMATS, PRECISIONS,
-                                               SELECTIONS, train, TrainConfig, TrainingError,
-                                               TrainingInterrupted)
+from dmn_localization.learning.run_control import TrainingInterrupted
+from dmn_localization.learning.train_config import (LR_SCHEDULES, MEMORY_FORMATS, PRECISIONS,
+                                                    SELECTIONS, TrainConfig, TrainingError)
+from dmn_localization.learning.trainer import train
 
 
 def build_parser() -> argparse.ArgumentParser:
