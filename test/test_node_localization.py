@@ -198,6 +198,28 @@ def test_bad_sensor_input_is_logged_and_the_node_keeps_localizing(start_process,
     empty.width, empty.step, empty.data = 0, 0, b''
     robot.image_pub.publish(stamp_of(STAMP0 + 0.47, empty))
     assert logged('image ignored: rgb8 image 0x'), node.log()
+    # camera_info: an uncalibrated one is refused, a narrow camera is reported, a wide one
+    # is cropped to the model's view, and frames keep getting poses
+    from sensor_msgs.msg import CameraInfo
+
+    info_pub = robot.node.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
+
+    def camera_says(fov, text):
+        info = CameraInfo()
+        info.width, info.height = 48, 48
+        f = 0.0 if fov is None else 24.0 / math.tan(math.radians(fov) / 2)
+        info.k = [f, 0.0, 24.0, 0.0, f, 24.0, 0.0, 0.0, 1.0]
+        for _ in range(20):
+            info_pub.publish(info)
+            if robot.spin_until(lambda: text in node.log(), timeout=0.5):
+                return True
+        return False
+
+    assert camera_says(None, 'camera ignored (camera_info): focal lengths'), node.log()
+    assert camera_says(50.0, 'degrees horizontally, the model 70: the image cannot be '
+                             'cropped to it'), node.log()
+    assert camera_says(100.0, "cropped to the model's view"), node.log()
+    assert frame_gets_a_pose(STAMP0 + 0.48)
     # an initial pose in another frame than global_frame_id is refused; the belief stays wide
     initial = stamp_of(STAMP0 + 0.5, PoseWithCovarianceStamped())
     initial.header.frame_id = 'odom'

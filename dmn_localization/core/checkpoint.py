@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from dmn_localization.core.atomic_write import write_atomic
+from dmn_localization.core.camera import CameraSpec, SIM_CAMERA
 from dmn_localization.core.models import (build_model, encoder_fingerprint, LEARNED_MODELS,
                                           UnknownModelError)
 import torch
@@ -42,6 +43,12 @@ class LoadedModel:
     def name(self) -> str:
         """Model name, e.g. ``dmn-pf``."""
         return self.model.config.name
+
+    @property
+    def camera(self) -> CameraSpec:
+        """Return the camera the model was trained with (metadata ``camera``; else the sim's)."""
+        data = self.metadata.get('camera')
+        return SIM_CAMERA if not data else CameraSpec.from_dict(data)
 
 
 def samples_behind(metadata: Dict[str, Any]) -> Optional[int]:

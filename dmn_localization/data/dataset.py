@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from dmn_localization.core.atomic_write import write_atomic, write_text_atomic
+from dmn_localization.core.camera import SIM_CAMERA
 from dmn_localization.data.worlds import DOMAINS, generate_world, World
 import numpy as np
 
@@ -274,6 +275,18 @@ class Dataset:
     def image_size(self) -> Tuple[int, int]:
         """Return ``(height, width)`` of the images."""
         return tuple(self.manifest['image_size'])
+
+    @property
+    def camera(self) -> Optional[Dict[str, Any]]:
+        """
+        Return the camera of the images (:class:`~dmn_localization.core.camera.CameraSpec`).
+
+        The manifest's ``camera`` when it has one; the simulator's camera for the rendered
+        domains; None when unknown (a robot's bag read without one).
+        """
+        if self.manifest.get('camera'):
+            return dict(self.manifest['camera'])
+        return SIM_CAMERA.to_dict() if self.domain in DOMAINS else None
 
     @property
     def views_per_env(self) -> int:

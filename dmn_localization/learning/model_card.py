@@ -171,7 +171,8 @@ def write_card(name: str, checkpoint: Path, test_data: Path, episodes: int,
         'parameters': count_parameters(loaded.model),
         'training': {**meta, 'command': train_command},
         'input': {'image_size': list(config.image_size), 'pixel_mean': config.pixel_mean,
-                  'pixel_std': config.pixel_std, 'training_extent_m': list(loaded.extent)},
+                  'pixel_std': config.pixel_std, 'training_extent_m': list(loaded.extent),
+                  'camera': loaded.camera.to_dict()},
         'test': {'data': str(test_data), 'episodes': episodes, 'results': results},
         **({'test_moved': {'frame_shift': shift, 'frame_turn': turn, 'results': moved}}
            if moved else {}),
@@ -239,7 +240,10 @@ environments it renders (seed {REGRESSION_SPEC["seed"]}): {regression:.1%}.
 
 ## Input
 
-RGB images resized to {config.image_size[0]}x{config.image_size[1]}, pixels scaled to
+The view of a camera with {loaded.camera.describe()}: the node crops
+a wider camera's images to it (`camera_info`, or the parameters `camera_fov_x_deg` and
+`camera_fov_y_deg`) and says so when a camera is narrower. RGB images resized to
+{config.image_size[0]}x{config.image_size[1]}, pixels scaled to
 `(value / 255 - {config.pixel_mean}) / {config.pixel_std}`; poses normalized over the map
 extent (training environments: {dataset.domain}, median extent
 {[round(v, 2) for v in loaded.extent]} m).{_frame_requirement(options)}

@@ -120,6 +120,8 @@ class Run:
     started: float = 0.0
     last_save: float = 0.0
     bar: Any = None
+    #: the camera of the training images, recorded in ``best.pt`` (None: unknown)
+    camera: Optional[Dict[str, Any]] = None
 
     @property
     def per_step(self) -> int:
@@ -303,7 +305,8 @@ def _set_up(config: TrainConfig, device: torch.device, world_size: int, rank: in
         # the code and machine of every process that trained this run
         revisions=add_revision([] if state is None else state.get('code_revisions'),
                                code_revision()),
-        machines=add_revision([] if state is None else state.get('machines'), machine()))
+        machines=add_revision([] if state is None else state.get('machines'), machine()),
+        camera=train_set.camera)
     if state is not None:
         _resume(run, state)
     elif config.init_from:
@@ -429,7 +432,7 @@ def _best_metadata(run: Run, metrics: Dict[str, float]) -> Dict[str, Any]:
             'queries_per_map': c.queries_per_map, 'sequence_steps': c.sequence_steps,
             'density_weight': c.density_weight, 'lr_schedule': c.lr_schedule,
             'select_by': c.select_by, 'code_revisions': run.revisions,
-            'machines': run.machines}
+            'machines': run.machines, 'camera': run.camera}
 
 
 def _validate(run: Run, on_grid: bool) -> None:

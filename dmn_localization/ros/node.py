@@ -23,6 +23,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from dmn_localization.core.camera import CameraError, Intrinsics
 from dmn_localization.core.device import resolve_device
 from dmn_localization.messages import image_conversion
 from dmn_localization.messages.conversions import (InvalidRequestError, later_stamp,
@@ -51,7 +52,7 @@ from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile, Rel
 from rclpy.service import Service
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Empty
 
 #: /diagnostics level of each localization state.
@@ -106,6 +107,10 @@ class DmnLocalizationNode(LifecycleNode):
         self._first_map = True
         self._configure_error: Optional[str] = None
         self.tf_broadcaster: Any = None
+        #: the camera the images are cropped from: from camera_info, else the field-of-view
+        #: parameters (None: the images are the model's view); and how it was last said
+        self._camera: Optional[Intrinsics] = None
+        self._camera_note = "the images are taken as the model's view"
         if self.get_parameter('autostart').value:
             self.trigger_configure()
             if self._configure_error is not None:
@@ -185,6 +190,8 @@ class DmnLocalizationNode(LifecycleNode):
         self.localizer = None
         self._last = None
         self._unpublished_map = None
+        self._camera = None
+        self._camera_note = "the images are taken as the model's view"
 
     def _stop_worker(self) -> None:
         with self._pending_lock:
@@ -215,6 +222,8 @@ class DmnLocalizationNode(LifecycleNode):
                                      callback_group=MutuallyExclusiveCallbackGroup()),
             self.create_subscription(PoseWithCovarianceStamped, 'initialpose',
                                      self._on_initial_pose, QoSProfile(depth=1)),
+            self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
+                                     qos_profile_sensor_data),
             self.create_service(BuildMap, '~/build_map', self._on_build_map),
             self.create_service(Empty, '~/global_localization', self._on_global_localization),
             self.create_timer(1.0, self.publish_diagnostics),
@@ -257,6 +266,49 @@ class DmnLocalizationNode(LifecycleNode):
         self.get_logger().info(
             f'model {loaded.name} (fingerprint {loaded.fingerprint}) from {path} on '
             f'{self.device}, {settings.num_particles} particles; image conversion {backend}')
+        self.get_logger().info(
+            f'the model expects the view of a camera with {loaded.camera.describe()}; '
+            'images are cropped to it from camera_info, or from camera_fov_x_deg and '
+            'camera_fov_y_deg')
+        fov = (self.params['camera_fov_x_deg'], self.params['camera_fov_y_deg'])
+        if all(fov):
+            # a virtual image of the cameras's aspect; crops rescale it to each image
+            aspect = math.tan(math.radians(fov[0]) / 2) / math.tan(math.radians(fov[1]) / 2)
+            self._use_camera(Intrinsics.from_fov(1000, max(1, round(1000 / aspect)), *fov),
+                             'camera_fov_x_deg and camera_fov_y_deg')
+        elif any(fov):
+            self.get_logger().warning('camera_fov_x_deg and camera_fov_y_deg are used only '
+                                      "together: the images are taken as the model's view")
+
+    def _use_camera(self, camera: Intrinsics, source: str) -> None:
+        """Crop images from ``camera`` from now on, and say what cannot be matched."""
+        if self.localizer is None or camera == self._camera:
+            return
+        try:
+            with self._filter_lock:
+                problems = self.localizer.set_camera(camera)
+        except CameraError as exc:
+            self.get_logger().error(f'camera ignored ({source}): {exc}',
+                                    throttle_duration_sec=5.0)
+            return
+        self._camera = camera
+        view = (f'{camera.width}x{camera.height} camera of {camera.fov_x_deg:.1f} x '
+                f'{camera.fov_y_deg:.1f} degrees ({source})')
+        if problems:
+            self._camera_note = f'{view}: ' + '; '.join(problems)
+            self.get_logger().warning(
+                f'{self._camera_note}. The model sees a magnified view and localizes worse; '
+                "a camera at least as wide as the model's, or a model adapted to this "
+                'camera (dmn_train --init-from), is needed')
+        else:
+            self._camera_note = f"{view}, cropped to the model's view"
+            self.get_logger().info(f'images of the {self._camera_note}')
+        self.publish_diagnostics()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        k = msg.k
+        self._use_camera(Intrinsics(int(msg.width), int(msg.height), float(k[0]), float(k[4]),
+                                    float(k[2]), float(k[5])), 'camera_info')
 
     # -- start and saved pose ---------------------------------------------------------------
     def _start_policy(self) -> StartPolicy:
@@ -542,7 +594,7 @@ class DmnLocalizationNode(LifecycleNode):
                   'frames_dropped': self.frames_dropped,
                   'updates_skipped': (self.localizer.updates_skipped
                                       if self.localizer is not None else 0),
-                  'device': self.device,
+                  'device': self.device, 'camera': self._camera_note,
                   'map_fingerprint': (self.localizer.map.fingerprint if self.localizer is not
                                       None and self.localizer.map is not None else '')}
         report = self._last

@@ -125,6 +125,16 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'frames see nearly the same view, so their likelihoods are not independent '
         'evidence; below 1 tempers each update.', value_range=(0.01, 10.0)),
     ParameterSpec(
+        'camera_fov_x_deg', 0.0,
+        "Horizontal field of view of the robot's camera, degrees, used while no camera_info "
+        "arrives; images are cropped about their centre to the model's field of view. 0 "
+        "(and camera_fov_y_deg 0): the images show the model's view as they are.",
+        value_range=(0.0, 179.0)),
+    ParameterSpec(
+        'camera_fov_y_deg', 0.0,
+        "Vertical field of view of the robot's camera, degrees (see camera_fov_x_deg).",
+        value_range=(0.0, 179.0)),
+    ParameterSpec(
         'max_odom_gap', _RUNTIME.max_odom_gap_s,
         'Seconds between a frame and the nearest odometry beyond which the frame gets '
         'no motion update (observation only, with a warning).', value_range=(0.0, 10.0)),

@@ -18,6 +18,7 @@ import math
 from typing import Deque, List, Optional, Sequence, Tuple
 
 from dmn_localization.core import geometry, particle_filter as pf
+from dmn_localization.core.camera import crop_box, crop_to_model, Intrinsics
 from dmn_localization.core.checkpoint import LoadedModel
 from dmn_localization.core.inference import (filter_step_with_evidence, FilterSettings,
                                              maybe_resample)
@@ -195,6 +196,22 @@ class Localizer:
         #: recovery injects particles only once the belief has converged (then kidnaps
         #: can happen); cleared by every re-initialization
         self._converged_once = False
+        #: the robot's camera (None: its images are the model's view already) and what of
+        #: the model's view it cannot show (:func:`~dmn_localization.core.camera.crop_box`)
+        self.camera: Optional[Intrinsics] = None
+        self.camera_problems: List[str] = []
+
+    def set_camera(self, intrinsics: Optional[Intrinsics]) -> List[str]:
+        """
+        Crop every image (frames and map views) to the model's camera from now on.
+
+        Returns what cannot be matched (empty when the crop shows the model's view);
+        raises :class:`~dmn_localization.core.camera.CameraError` for unusable intrinsics.
+        """
+        self.camera_problems = [] if intrinsics is None else crop_box(
+            intrinsics, self.loaded.camera)[1]
+        self.camera = intrinsics
+        return self.camera_problems
 
     @property
     def state(self) -> str:
@@ -227,8 +244,9 @@ class Localizer:
         size = tuple(self.model.config.image_size)
         import cv2
 
+        cropped = [crop_to_model(img, self.camera, self.loaded.camera) for img in images]
         resized = np.stack([img if img.shape[:2] == size else cv2.resize(
-            img, (size[1], size[0]), interpolation=cv2.INTER_AREA) for img in images])
+            img, (size[1], size[0]), interpolation=cv2.INTER_AREA) for img in cropped])
         if extent is None:
             extent = default_extent(poses, self.settings.map_margin)
         return ViewEmbeddingMap.build(self.model, resized, poses, extent, frame_id)
@@ -362,6 +380,7 @@ class Localizer:
         settings = FilterSettings(self.settings.num_particles, self.settings.resample_threshold,
                                   self.settings.soft_resample_alpha, noise,
                                   likelihood_scale=self.settings.likelihood_scale)
+        image = crop_to_model(image, self.camera, self.loaded.camera)
         query = self.model.prepare_query(preprocess_images(image[None], self.model.config,
                                                            self.device))
         self.belief, evidence = filter_step_with_evidence(

@@ -1,0 +1,97 @@
+"""The camera contract: crops to the model's field of view, refusals, the localizer's use."""
+
+import math
+
+from dmn_localization.core.camera import (CameraError, CameraSpec, crop_box, crop_to_model,
+                                          Intrinsics, SIM_CAMERA)
+import numpy as np
+import pytest
+
+
+def test_a_wider_camera_is_cropped_to_the_models_view():
+    # 640x480, 100 x 80 degrees: the model's 70 degrees span tan(35)/tan(50) of the width
+    wide = Intrinsics.from_fov(640, 480, 100.0, 80.0)
+    (x0, y0, x1, y1), problems = crop_box(wide, SIM_CAMERA)
+    assert problems == []
+    width = 640 * math.tan(math.radians(35)) / math.tan(math.radians(50))
+    height = 480 * math.tan(math.radians(35)) / math.tan(math.radians(40))
+    assert x1 - x0 == pytest.approx(width, abs=1.5)
+    assert y1 - y0 == pytest.approx(height, abs=1.5)
+    assert (x0 + x1) / 2 == pytest.approx(320, abs=1)
+    assert (y0 + y1) / 2 == pytest.approx(240, abs=1)
+    # the crop has the model's field of view: square for the square sim camera
+    cropped = Intrinsics(x1 - x0, y1 - y0, wide.fx, wide.fy, wide.cx - x0, wide.cy - y0)
+    assert cropped.fov_x_deg == pytest.approx(70.0, abs=0.3)
+    assert cropped.fov_y_deg == pytest.approx(70.0, abs=0.3)
+
+
+def test_an_off_centre_principal_point_moves_the_crop():
+    camera = Intrinsics(640, 480, 200.0, 200.0, 300.0, 250.0)
+    (x0, y0, x1, y1), problems = crop_box(camera, SIM_CAMERA)
+    assert problems == []
+    assert (x0 + x1) / 2 == pytest.approx(300, abs=1)
+    assert (y0 + y1) / 2 == pytest.approx(250, abs=1)
+
+
+def test_a_narrower_camera_is_reported_and_keeps_its_whole_image():
+    narrow = Intrinsics.from_fov(640, 480, 60.0, 45.0)
+    box, problems = crop_box(narrow, SIM_CAMERA)
+    assert box == (0, 0, 640, 480)
+    assert len(problems) == 2
+    assert 'sees 60.0 degrees horizontally, the model 70' in problems[0]
+    assert 'sees 45.0 degrees vertically' in problems[1]
+
+
+def test_the_sim_camera_needs_no_crop_and_unusable_intrinsics_are_refused():
+    same = Intrinsics.from_fov(128, 128, 70.0, 70.0)
+    assert crop_box(same, SIM_CAMERA) == ((0, 0, 128, 128), [])
+    with pytest.raises(CameraError, match='K all zero'):
+        crop_box(Intrinsics(640, 480, 0.0, 0.0, 0.0, 0.0), SIM_CAMERA)
+    with pytest.raises(CameraError, match='0x480'):
+        crop_box(Intrinsics(0, 480, 100.0, 100.0, 0.0, 240.0), SIM_CAMERA)
+
+
+def test_crop_scales_intrinsics_to_the_image_and_none_keeps_the_image():
+    image = np.arange(480 * 640 * 3, dtype=np.uint32).reshape(480, 640, 3)
+    wide = Intrinsics.from_fov(1280, 960, 100.0, 80.0)  # calibrated at twice the size
+    cropped = crop_to_model(image, wide, SIM_CAMERA)
+    (x0, y0, x1, y1), _ = crop_box(Intrinsics.from_fov(640, 480, 100.0, 80.0), SIM_CAMERA)
+    np.testing.assert_array_equal(cropped, image[y0:y1, x0:x1])
+    assert crop_to_model(image, None, SIM_CAMERA) is image
+
+
+def test_camera_spec_round_trips_and_says_itself():
+    spec = CameraSpec(90.0, 60.0, 1.5, 0.0)
+    assert CameraSpec.from_dict(spec.to_dict()) == spec
+    assert spec.describe() == '90 x 60 degree field of view, 1.5 m high, pitched +0 degrees'
+    assert SIM_CAMERA.aspect == pytest.approx(1.0)
+
+
+def test_the_localizer_crops_frames_and_map_views_to_the_models_camera():
+    """A wide camera's image, cropped by the localizer, localizes as its crop does."""
+    import torch
+
+    from dmn_localization.core.checkpoint import LoadedModel
+    from dmn_localization.core.models import build_model, config_for, encoder_fingerprint
+    from dmn_localization.runtime.localizer import Localizer, LocalizerSettings
+
+    torch.manual_seed(0)
+    model = build_model(config_for('dmn-pf'))
+    loaded = LoadedModel(model, [0, 0, 6, 6], encoder_fingerprint(model))
+    assert loaded.camera == SIM_CAMERA  # no record: the sim camera
+    rng = np.random.default_rng(0)
+    wide = Intrinsics.from_fov(160, 120, 100.0, 80.0)
+    (x0, y0, x1, y1), _ = crop_box(wide, SIM_CAMERA)
+    views = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(4)]
+    frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    poses = np.array([[1.0, 1.0, 0.0], [5.0, 1.0, 1.5], [5.0, 5.0, 3.0], [1.0, 5.0, -1.5]])
+    results = []
+    for camera in (wide, None):
+        localizer = Localizer(loaded, 'cpu', LocalizerSettings(num_particles=64, seed=3))
+        assert localizer.set_camera(camera) == []
+        crop = (lambda img: img) if camera else (lambda img: img[y0:y1, x0:x1])
+        localizer.build_map([crop(v) for v in views], poses)
+        results.append(localizer.process_frame(1.0, crop(frame)))
+    np.testing.assert_allclose(results[0].pose, results[1].pose, atol=1e-6)
+    narrow = Localizer(loaded, 'cpu', LocalizerSettings(num_particles=64))
+    assert len(narrow.set_camera(Intrinsics.from_fov(160, 120, 60.0, 45.0))) == 2
