@@ -95,3 +95,36 @@ def test_the_localizer_crops_frames_and_map_views_to_the_models_camera():
     np.testing.assert_allclose(results[0].pose, results[1].pose, atol=1e-6)
     narrow = Localizer(loaded, 'cpu', LocalizerSettings(num_particles=64))
     assert len(narrow.set_camera(Intrinsics.from_fov(160, 120, 60.0, 45.0))) == 2
+
+
+def test_a_sim_bag_of_a_wider_camera_carries_its_camera_info_and_replays_cropped(tmp_path):
+    """dmn_sim_bag renders another camera; offline replay crops its images by camera_info."""
+    import json
+
+    import torch
+
+    from dmn_localization.core.checkpoint import save_checkpoint
+    from dmn_localization.core.models import build_model, config_for
+    from dmn_localization.data.sim_bag import main as sim_bag_main
+    from dmn_localization.replay.cli import main as replay_main
+    from dmn_localization.replay.offline import bag_camera
+
+    bag = tmp_path / 'wide'
+    assert sim_bag_main(['--duration', '1', '--contexts', '4', '--camera-size', '48', '64',
+                         '--camera-fov-y', '90', '--camera-height', '1.2', '--out',
+                         str(bag)]) == 0
+    camera = bag_camera(bag, '/camera/camera_info')
+    assert (camera.width, camera.height) == (64, 48)
+    assert camera.fov_y_deg == pytest.approx(90.0, abs=1e-6)
+    assert camera.fov_x_deg == pytest.approx(
+        math.degrees(2 * math.atan(math.tan(math.radians(45)) * 64 / 48)), abs=1e-6)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / 'dmn.pt', build_model(config_for('dmn-pf')), [0, 0, 8, 8])
+    runs = {}
+    for name, topic in (('cropped', '/camera/camera_info'), ('as-is', '/none')):
+        assert replay_main([str(bag), '--model', str(tmp_path / 'dmn.pt'), '--quiet',
+                            '--camera-info-topic', topic, '--out', str(tmp_path / name)]) == 0
+        runs[name] = (tmp_path / name / 'estimate.tum').read_text()
+    assert runs['cropped'] != runs['as-is']  # the model saw other pixels
+    assert json.loads((tmp_path / 'cropped' / 'metrics.json').read_text())['metrics'][
+        'frames'] == 5

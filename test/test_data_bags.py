@@ -14,7 +14,7 @@ EXPECTED_TYPES = {
     '/mapping/image': 'sensor_msgs/msg/Image', '/mapping/pose': 'geometry_msgs/msg/PoseStamped',
     '/camera/image_raw': 'sensor_msgs/msg/Image', '/odom': 'nav_msgs/msg/Odometry',
     '/ground_truth/pose': 'geometry_msgs/msg/PoseStamped', '/tf': 'tf2_msgs/msg/TFMessage',
-    '/tf_static': 'tf2_msgs/msg/TFMessage',
+    '/tf_static': 'tf2_msgs/msg/TFMessage', '/camera/camera_info': 'sensor_msgs/msg/CameraInfo',
 }
 
 
@@ -42,7 +42,8 @@ def test_bag_reads_back_with_types_counts_and_stamps(sim_bag):
     assert types == EXPECTED_TYPES
     counts = {t: len(m) for t, m in messages.items()}
     assert counts == {'/mapping/image': 5, '/mapping/pose': 5, '/camera/image_raw': 20,
-                      '/odom': 80, '/ground_truth/pose': 80, '/tf': 80, '/tf_static': 1}
+                      '/odom': 80, '/ground_truth/pose': 80, '/tf': 80, '/tf_static': 1,
+                      '/camera/camera_info': 20}
     for topic, items in messages.items():
         stamps = [s for s, _ in items]
         assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), topic

@@ -3,9 +3,12 @@ Off-screen rendering of :class:`~dmn_localization.data.worlds.World` with MiniWo
 
 Rendering is headless through EGL (Mesa) by default, so it needs no screen and no
 Xvfb; set ``DMN_RENDER_BACKEND=x11`` to render through an X display instead. Images
-are RGB uint8 ``(H, W, 3)`` from the camera of a small robot: 0.8 m above the floor,
-tilted 10 degrees down, 70 degree vertical field of view (MiniWorld's default camera,
-1.5 m high and level, sees only wall in much of a 5 m room).
+are RGB uint8 ``(H, W, 3)`` from the camera of a small robot,
+:data:`~dmn_localization.core.camera.SIM_CAMERA`: 0.8 m above the floor, tilted 10
+degrees down, 70 degree vertical field of view (MiniWorld's default camera, 1.5 m high
+and level, sees only wall in much of a 5 m room). Another camera (height, pitch,
+vertical field of view; the horizontal one follows from the image's aspect) renders
+the bags of other robots (``dmn_sim_bag --camera-...``).
 """
 
 from __future__ import annotations
@@ -14,14 +17,11 @@ import math
 import os
 from typing import Any, Optional, Tuple
 
+from dmn_localization.core.camera import CameraSpec, SIM_CAMERA
 from dmn_localization.data.worlds import PANEL_DEPTH, PANEL_HEIGHT, ros_to_miniworld, World
 import numpy as np
 
 _ENV_CLASS: Any = None
-
-CAMERA_HEIGHT = 0.8
-CAMERA_PITCH_DEG = -10.0
-CAMERA_FOV_Y_DEG = 70.0
 
 
 class RenderError(RuntimeError):
@@ -57,17 +57,19 @@ def _scene_env_class() -> Any:
     class SceneEnv(MiniWorldEnv):
         """A MiniWorld environment whose world comes from a :class:`World`."""
 
-        def __init__(self, world: World, width: int, height: int) -> None:
+        def __init__(self, world: World, width: int, height: int,
+                     camera: CameraSpec = SIM_CAMERA) -> None:
             self.world = world
+            self.camera = camera
             super().__init__(obs_width=width, obs_height=height, window_width=64,
                              window_height=64, max_episode_steps=1)
             self.set_camera()
 
         def set_camera(self) -> None:
             """Give the agent the robot camera (reset() restores MiniWorld's defaults)."""
-            self.agent.cam_height = CAMERA_HEIGHT
-            self.agent.cam_pitch = CAMERA_PITCH_DEG
-            self.agent.cam_fov_y = CAMERA_FOV_Y_DEG
+            self.agent.cam_height = self.camera.height_m
+            self.agent.cam_pitch = self.camera.pitch_deg
+            self.agent.cam_fov_y = self.camera.fov_y_deg
             self.agent.cam_fwd_disp = 0.0
 
         def _gen_world(self) -> None:
@@ -98,13 +100,14 @@ class WorldRenderer:
     """Render camera images of worlds: ``load(world)``, then ``render(poses)``."""
 
     def __init__(self, image_size: Tuple[int, int] = (32, 32),
-                 world: Optional[World] = None) -> None:
+                 world: Optional[World] = None, camera: CameraSpec = SIM_CAMERA) -> None:
         from dmn_localization.data.worlds import generate_room
 
         self.image_size = (int(image_size[0]), int(image_size[1]))
         cls = _scene_env_class()
         try:
-            self.env = cls(world or generate_room(0), self.image_size[1], self.image_size[0])
+            self.env = cls(world or generate_room(0), self.image_size[1], self.image_size[0],
+                           camera)
         except Exception as exc:  # noqa: B902
             raise RenderError(f'MiniWorld cannot render here: {exc}') from exc
         self.world = self.env.world

@@ -33,6 +33,7 @@ import sys
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence
 
+from dmn_localization.core.camera import CameraSpec, SIM_CAMERA
 from dmn_localization.core.geometry import compose_motions
 from dmn_localization.data.trajectories import drive, DriveSettings, noisy_odometry, OdometryNoise
 from dmn_localization.data.worlds import DOMAINS, generate_world
@@ -41,7 +42,7 @@ import numpy as np
 TOPICS = {
     'mapping_image': '/mapping/image', 'mapping_pose': '/mapping/pose',
     'image': '/camera/image_raw', 'odom': '/odom', 'ground_truth': '/ground_truth/pose',
-    'tf': '/tf', 'tf_static': '/tf_static',
+    'tf': '/tf', 'tf_static': '/tf_static', 'camera_info': '/camera/camera_info',
 }
 FRAMES = {'map': 'map', 'odom': 'odom', 'base': 'base_link', 'camera': 'camera'}
 #: Stamp of the first message: a fixed time, so the same arguments give the same bag.
@@ -67,6 +68,23 @@ class SimBagSpec:
     #: seconds into the run at which the robot is carried elsewhere (ground truth jumps at
     #: least :data:`KIDNAP_MIN_DISTANCE_M`; odometry does not move)
     kidnap_at: Sequence[float] = ()
+    #: height (m), pitch and vertical field of view (degrees) of the robot's camera, for
+    #: the mapping views and the run; the horizontal field of view follows from the
+    #: image's aspect. None: the simulator's camera of the datasets.
+    camera_height: Optional[float] = None
+    camera_pitch: Optional[float] = None
+    camera_fov_y: Optional[float] = None
+
+    def camera(self) -> CameraSpec:
+        """Return the camera of the bag's images."""
+        height, width = self.camera_size
+        fov_y = SIM_CAMERA.fov_y_deg if self.camera_fov_y is None else self.camera_fov_y
+        fov_x = math.degrees(2 * math.atan(math.tan(math.radians(fov_y) / 2) * width / height))
+        return CameraSpec(fov_x, fov_y,
+                          SIM_CAMERA.height_m if self.camera_height is None
+                          else self.camera_height,
+                          SIM_CAMERA.pitch_deg if self.camera_pitch is None
+                          else self.camera_pitch)
 
     def num_contexts(self) -> int:
         """Return the number of mapping views (a per-domain default when unset)."""
@@ -125,6 +143,20 @@ class _Messages:
                 pose=self.pose(*pose), covariance=cov),
             twist=self.t['geometry_msgs/msg/TwistWithCovariance'](
                 twist=twist_msg, covariance=cov.copy()))
+
+    def camera_info(self, size: Sequence[int], camera: CameraSpec) -> Any:
+        """Return a ``sensor_msgs/CameraInfo`` of a centred pinhole camera (header unset)."""
+        height, width = int(size[0]), int(size[1])
+        fx = width / (2 * math.tan(math.radians(camera.fov_x_deg) / 2))
+        fy = height / (2 * math.tan(math.radians(camera.fov_y_deg) / 2))
+        k = np.array([fx, 0.0, width / 2, 0.0, fy, height / 2, 0.0, 0.0, 1.0])
+        p = np.array([fx, 0.0, width / 2, 0.0, 0.0, fy, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0])
+        roi = self.t['sensor_msgs/msg/RegionOfInterest'](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+        return self.t['sensor_msgs/msg/CameraInfo'](
+            header=self.header(0, FRAMES['camera']), height=height, width=width,
+            distortion_model='plumb_bob', d=np.zeros(5), k=k, r=np.eye(3).ravel(), p=p,
+            binning_x=0, binning_y=0, roi=roi)
 
     def tf(self, ns: int, parent: str, child: str, pose: Sequence[float]) -> Any:
         q = _quaternion(float(pose[2]))
@@ -190,9 +222,11 @@ def write_sim_bag(spec: SimBagSpec, out: Path, overwrite: bool = False,
     odom_pose = compose_motions(np.zeros(3), odom_motion)  # odom frame: the start pose
     odom_std = spec.noise.std(odom_motion)
     contexts = world.sample_free_poses(spec.num_contexts(), rng)
-    renderer = WorldRenderer(spec.camera_size, world)
+    camera = spec.camera()
+    renderer = WorldRenderer(spec.camera_size, world, camera)
     frames = np.arange(0, steps, spec.odom_per_frame)
     msgs = _Messages()
+    info = msgs.camera_info(spec.camera_size, camera)
     storage = StoragePlugin.MCAP if spec.storage == 'mcap' else StoragePlugin.SQLITE3
     counts: Dict[str, int] = dict.fromkeys(TOPICS, 0)
     bar = None
@@ -210,7 +244,8 @@ def write_sim_bag(spec: SimBagSpec, out: Path, overwrite: bool = False,
                 ('odom', TOPICS['odom'], 'nav_msgs/msg/Odometry'),
                 ('ground_truth', TOPICS['ground_truth'], 'geometry_msgs/msg/PoseStamped'),
                 ('tf', TOPICS['tf'], 'tf2_msgs/msg/TFMessage'),
-                ('tf_static', TOPICS['tf_static'], 'tf2_msgs/msg/TFMessage')]}
+                ('tf_static', TOPICS['tf_static'], 'tf2_msgs/msg/TFMessage'),
+                ('camera_info', TOPICS['camera_info'], 'sensor_msgs/msg/CameraInfo')]}
 
         def put(key: str, ns: int, message: Any) -> None:
             writer.write(conns[key], ns, msgs.store.serialize_cdr(message, message.__msgtype__))
@@ -233,6 +268,8 @@ def write_sim_bag(spec: SimBagSpec, out: Path, overwrite: bool = False,
             put('ground_truth', ns, msgs.pose_stamped(ns, FRAMES['map'], truth[k]))
             if k % spec.odom_per_frame == 0:
                 put('image', ns, msgs.image(ns, FRAMES['camera'], renderer.render(truth[k])[0]))
+                info.header = msgs.header(ns, FRAMES['camera'])
+                put('camera_info', ns, info)
                 if bar is not None:
                     bar.update()
     if bar is not None:
@@ -264,6 +301,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--kidnap-at', type=float, nargs='+', default=(), metavar='SECONDS',
                         help='carry the robot elsewhere at these seconds of the run (ground '
                         f'truth jumps at least {KIDNAP_MIN_DISTANCE_M:g} m, odometry does not)')
+    parser.add_argument('--camera-height', type=float, default=None,
+                        help=f'camera height, m (default {SIM_CAMERA.height_m:g})')
+    parser.add_argument('--camera-pitch', type=float, default=None,
+                        help=f'camera pitch, degrees, down < 0 (default '
+                        f'{SIM_CAMERA.pitch_deg:g})')
+    parser.add_argument('--camera-fov-y', type=float, default=None,
+                        help='vertical field of view, degrees (default '
+                        f'{SIM_CAMERA.fov_y_deg:g}; the horizontal one follows from '
+                        '--camera-size)')
     parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
     parser.add_argument('--out', type=Path, required=True, help='bag directory to write')
     parser.add_argument('--overwrite', action='store_true')
@@ -273,7 +319,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         'rot_from_rot', 'rot_from_trans', 'trans_from_trans', 'trans_from_rot')))
     spec = SimBagSpec(args.domain, args.seed, args.duration, args.rate, 4,
                       tuple(args.camera_size), args.contexts, noise, args.storage,
-                      tuple(args.kidnap_at))
+                      tuple(args.kidnap_at), args.camera_height, args.camera_pitch,
+                      args.camera_fov_y)
     try:
         summary = write_sim_bag(spec, args.out, args.overwrite)
     except (FileExistsError, ValueError) as exc:

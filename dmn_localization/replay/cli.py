@@ -120,6 +120,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--truth-topic', default=topics.truth)
     p.add_argument('--mapping-image-topic', default=topics.mapping_image)
     p.add_argument('--mapping-pose-topic', default=topics.mapping_pose)
+    p.add_argument('--camera-info-topic', default=topics.camera_info,
+                   help="the camera's CameraInfo: images are cropped to the model's view "
+                   '(offline; ignored when the bag lacks it)')
     p.add_argument('--map-from', choices=('bag', 'other', 'run'), default='bag')
     p.add_argument('--map-bag', type=Path, default=None, help='with --map-from other')
     p.add_argument('--every-metres', type=float, default=None, help='with --map-from run')
@@ -155,7 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                           'its namespace and remappings applied)')
     a = p.parse_args(argv)
     names = BagTopics(a.image_topic, a.odom_topic, a.truth_topic, a.mapping_image_topic,
-                      a.mapping_pose_topic)
+                      a.mapping_pose_topic, a.camera_info_topic)
     try:
         if a.live:
             model, title = None, f'{a.bag.name}: {a.node} (live)'
