@@ -128,3 +128,41 @@ def test_a_sim_bag_of_a_wider_camera_carries_its_camera_info_and_replays_cropped
     assert runs['cropped'] != runs['as-is']  # the model saw other pixels
     assert json.loads((tmp_path / 'cropped' / 'metrics.json').read_text())['metrics'][
         'frames'] == 5
+
+
+def test_adapt_to_a_robot_bag_to_dataset_to_fine_tuned_model_to_replay(tmp_path):
+    """The path a robot's bags take to a model of its camera, on tiny data."""
+    import json
+
+    from dmn_localization.core.checkpoint import load_checkpoint
+    from dmn_localization.data.cli import main as dataset_main
+    from dmn_localization.data.sim_bag import main as sim_bag_main
+    from dmn_localization.learning.train_cli import main as train_main
+    from dmn_localization.replay.cli import main as replay_main
+    from dmn_localization.runtime.default_model import default_model
+
+    wide = ['--camera-size', '48', '64', '--camera-fov-y', '90', '--contexts', '4']
+    for name, seed in (('robot-a', '11'), ('robot-b', '12')):
+        assert sim_bag_main(['--duration', '4', '--seed', seed, '--out', str(tmp_path / name)]
+                            + wide) == 0
+    data = tmp_path / 'robot-data'
+    assert dataset_main(['from-bag', str(tmp_path / 'robot-a'), '--image-topic',
+                         '/camera/image_raw', '--pose-topic', '/ground_truth/pose',
+                         '--views-per-env', '10', '--out', str(data)]) == 0
+    manifest = json.loads((data / 'manifest.json').read_text())
+    assert manifest['camera']['fov_y_deg'] == pytest.approx(90.0, abs=1e-6)
+    shipped = default_model()
+    assert shipped is not None
+    run = tmp_path / 'adapted'
+    assert train_main(['--model', 'dmn-pf', '--train', str(data), '--val', str(data),
+                       '--out', str(run), '--init-from', str(shipped), '--budget-samples', '32',
+                       '--batch-size', '8', '--val-every-samples', '32', '--val-episodes', '4',
+                       '--val-global-episodes', '4', '--particles', '32', '--quiet']) == 0
+    adapted = load_checkpoint(run / 'best.pt')
+    assert adapted.camera.fov_y_deg == pytest.approx(90.0, abs=1e-6)  # the robot's camera
+    assert load_checkpoint(shipped).camera == SIM_CAMERA
+    for model, out in ((shipped, 'shipped'), (run / 'best.pt', 'adapted')):
+        assert replay_main([str(tmp_path / 'robot-b'), '--model', str(model), '--quiet',
+                            '--out', str(tmp_path / out)]) == 0
+        metrics = json.loads((tmp_path / out / 'metrics.json').read_text())['metrics']
+        assert metrics['frames'] == 20

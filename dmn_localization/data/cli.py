@@ -57,7 +57,8 @@ def _from_bag(args: argparse.Namespace) -> int:
     manifest = dataset_from_bag(args.bag, args.out, args.image_topic, args.pose_topic,
                                 args.every_metres, args.every_degrees,
                                 tuple(args.image_size), args.views_per_env,
-                                args.max_pose_gap, args.map_frame, args.base_frame)
+                                args.max_pose_gap, args.map_frame, args.base_frame,
+                                args.camera_info_topic or None)
     print(manifest)
     return 0
 
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     bag = sub.add_parser('from-bag', help='posed camera images of a recorded ROS 2 bag')
     bag.add_argument('bag', type=Path)
     add_posed_view_arguments(bag)
+    bag.add_argument('--camera-info-topic', default='/camera/camera_info',
+                     help="the camera's CameraInfo: the dataset records its field of view "
+                     '(empty: none)')
     bag.add_argument('--views-per-env', type=int, default=None,
                      help='split the run into environments of this many views')
     bag.add_argument('--image-size', type=int, nargs=2, default=DEFAULT_IMAGE_SIZE,

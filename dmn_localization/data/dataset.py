@@ -162,8 +162,13 @@ def write_shard(root: Path, index: int, images: np.ndarray, poses: np.ndarray,
 
 
 def write_manifest(root: Path, parameters: Dict[str, Any], shards: List[Dict[str, Any]],
-                   image_size: Sequence[int], views_per_env: int) -> Path:
-    """Write ``manifest.json``; ``shards`` holds index, first_env, envs and sha256 each."""
+                   image_size: Sequence[int], views_per_env: int,
+                   camera: Optional[Dict[str, Any]] = None) -> Path:
+    """
+    Write ``manifest.json``; ``shards`` holds index, first_env, envs and sha256 each.
+
+    ``camera``: the images' camera (``CameraSpec.to_dict()``), when known.
+    """
     envs = sum(s['envs'] for s in shards)
     manifest = {
         'parameters': parameters,
@@ -172,6 +177,7 @@ def write_manifest(root: Path, parameters: Dict[str, Any], shards: List[Dict[str
         'format': {'images': '(E, V, H, W, 3) uint8 RGB',
                    'poses': '(E, V, 3) float32 x, y, yaw in metres and radians, ROS map frame'},
         'shards': shards,
+        **({'camera': camera} if camera else {}),
     }
     path = Path(root) / 'manifest.json'
     save_json(path, manifest)

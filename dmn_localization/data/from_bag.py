@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from dmn_localization.core.camera import CameraSpec, Intrinsics
 from dmn_localization.core.geometry import compose_poses, invert_poses
 from dmn_localization.data.dataset import DatasetError, write_manifest, write_shard
 from dmn_localization.data.worlds import bounding_world
@@ -40,6 +41,21 @@ class BagTopicError(DatasetError):
 
 def _stamp_ns(msg: Any) -> int:
     return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+
+
+def bag_camera(bag: Path, topic: str) -> Optional[Intrinsics]:
+    """Return the intrinsics of the first ``CameraInfo`` on ``topic``; None without one."""
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([Path(bag)]) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:  # (no connections would read every topic)
+            return None
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            return Intrinsics(int(msg.width), int(msg.height), float(msg.k[0]),
+                              float(msg.k[4]), float(msg.k[2]), float(msg.k[5]))
+    return None
 
 
 def pose_of_message(msg: Any) -> Tuple[float, float, float]:
@@ -273,12 +289,15 @@ def dataset_from_bag(bag: Path, out: Path, image_topic: str, pose_topic: str,
                      image_size: Tuple[int, int] = (32, 32),
                      views_per_env: Optional[int] = None,
                      max_pose_gap_s: Optional[float] = DEFAULT_MAX_POSE_GAP_S,
-                     map_frame: str = 'map', base_frame: Optional[str] = None) -> Path:
+                     map_frame: str = 'map', base_frame: Optional[str] = None,
+                     camera_info_topic: Optional[str] = '/camera/camera_info') -> Path:
     """
     Write the posed images of ``bag`` as a dataset at ``out``; return the manifest path.
 
     All views form one environment, or consecutive environments of ``views_per_env``
-    views (a remainder shorter than that is dropped).
+    views (a remainder shorter than that is dropped). When the bag has
+    ``camera_info_topic``, the manifest records the camera's fields of view, and a model
+    trained on the dataset records them as the camera it expects.
     """
     import cv2
 
@@ -307,5 +326,8 @@ def dataset_from_bag(bag: Path, out: Path, image_topic: str, pose_topic: str,
                   'generator_version': None, 'source': 'rosbag', 'bag': Path(bag).name,
                   'image_topic': image_topic, 'pose_topic': pose_topic,
                   'every_metres': every_metres, 'every_degrees': every_degrees}
+    intrinsics = bag_camera(bag, camera_info_topic) if camera_info_topic else None
+    camera = None if intrinsics is None else CameraSpec(
+        intrinsics.fov_x_deg, intrinsics.fov_y_deg).to_dict()
     return write_manifest(out, parameters, [{'index': 0, 'first_env': 0, 'envs': envs,
-                                             'sha256': sums}], image_size, per_env)
+                                             'sha256': sums}], image_size, per_env, camera)

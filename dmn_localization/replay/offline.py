@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from dmn_localization.core.camera import Intrinsics
-from dmn_localization.data.from_bag import (BagTopicError, DEFAULT_MAX_POSE_GAP_S,
-                                            pose_of_message, POSE_TYPES, posed_images)
+from dmn_localization.data.from_bag import (bag_camera, BagTopicError,
+                                            DEFAULT_MAX_POSE_GAP_S, pose_of_message,
+                                            POSE_TYPES, posed_images)
 from dmn_localization.messages.conversions import stamp_seconds
 from dmn_localization.messages.image_conversion import imgmsg_to_rgb8
 from dmn_localization.runtime.localizer import FrameResult, Localizer
@@ -35,21 +35,6 @@ class BagTopics:
     #: the camera's intrinsics (sensor_msgs/CameraInfo): when the bag has the topic, its
     #: first message crops every image to the model's view, as the node does
     camera_info: str = '/camera/camera_info'
-
-
-def bag_camera(bag: Path, topic: str) -> Optional[Intrinsics]:
-    """Return the intrinsics of the first ``CameraInfo`` on ``topic``; None without one."""
-    from rosbags.highlevel import AnyReader
-
-    with AnyReader([Path(bag)]) as reader:
-        conns = [c for c in reader.connections if c.topic == topic]
-        if not conns:  # (no connections would read every topic)
-            return None
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
-            return Intrinsics(int(msg.width), int(msg.height), float(msg.k[0]),
-                              float(msg.k[4]), float(msg.k[2]), float(msg.k[5]))
-    return None
 
 
 @dataclass
