@@ -225,3 +225,22 @@ def test_options_that_cannot_run_are_refused(tiny, tmp_path, capsys, extra, mess
     assert train_main(train_args(tiny, tmp_path / 'run', 96, extra)) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / 'run' / 'last.pt').exists()
+
+
+def test_final_weights_are_exported_as_a_checkpoint_beside_best(tiny, tmp_path, capsys):
+    from dmn_localization.core.checkpoint import load_checkpoint
+    from dmn_localization.learning.final_weights import main as final_main
+    from dmn_localization.learning.trainer import load_state
+
+    run = tmp_path / 'run'
+    assert train_main(train_args(tiny, run, 192)) == 0
+    assert final_main([str(run)]) == 0
+    final = load_checkpoint(run / 'final.pt')
+    state = load_state(run)
+    for key, tensor in state['model'].items():
+        assert torch.equal(final.model.state_dict()[key], tensor), key
+    assert final.metadata['samples'] == state['counters']['samples'] == 192
+    assert final.metadata['final_weights'] is True
+    assert final.metadata['val_loss'] > 0  # the validation at the run's end
+    assert final_main([str(tmp_path / 'nothing')]) == 2
+    assert 'no last.pt' in capsys.readouterr().err

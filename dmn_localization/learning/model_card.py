@@ -83,7 +83,10 @@ def _episodes_text(meta: Dict[str, Any]) -> str:
     if meta.get('density_weight'):
         parts.append(f'belief-density term of weight {meta["density_weight"]:g} beside the '
                      'pose loss')
-    if meta.get('select_by', 'val_loss') != 'val_loss':
+    if meta.get('final_weights'):
+        parts.append("the run's final weights (`python -m "
+                     'dmn_localization.learning.final_weights`), not its best.pt')
+    elif meta.get('select_by', 'val_loss') != 'val_loss':
         parts.append('checkpoint chosen by one-step global success on validation')
     return ('- Training episodes: ' + '; '.join(parts) + '.\n') if parts else ''
 
@@ -219,7 +222,8 @@ On the test worlds {change}, as in training:
 - Data: `{meta.get("train_data")}` (`dmn_dataset generate --domain {dataset.domain} --split
   train`, default size, seed 0), validation on the val split.
 - Budget: {samples_behind(meta) or 0:,} training samples seen
-  when this checkpoint was the best on validation{init_text}; batch
+  {"at the end of the run" if meta.get("final_weights") else
+     "when this checkpoint was the best on validation"}{init_text}; batch
   {meta.get("batch_size")}, Adam, {_rate_text(meta)},
   Nc={meta.get("num_contexts")}, K={meta.get("num_particles")}, seed {meta.get("seed")}.
 - Validation at that point: loss {meta.get("val_loss", float("nan")):.4f}, one-step global
