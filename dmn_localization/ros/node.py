@@ -2,7 +2,8 @@
 ``dmn_localization_node``: the ROS 2 wrapper around the DMN localization runtime.
 
 Topics: subscribes ``image`` (sensor_msgs/Image, sensor-data QoS), ``odom``
-(nav_msgs/Odometry), ``initialpose`` (PoseWithCovarianceStamped); publishes ``pose``
+(nav_msgs/Odometry), ``initialpose`` (PoseWithCovarianceStamped), ``camera_info``
+(sensor_msgs/CameraInfo: images are cropped to the model's field of view); publishes ``pose``
 (PoseWithCovarianceStamped) and ``particle_cloud`` (PoseArray). Services:
 ``~/build_map`` (dmn_localization_interfaces/BuildMap), ``~/global_localization``
 (std_srvs/Empty). ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) carries the state
