@@ -166,3 +166,10 @@ def test_adapt_to_a_robot_bag_to_dataset_to_fine_tuned_model_to_replay(tmp_path)
                             '--out', str(tmp_path / out)]) == 0
         metrics = json.loads((tmp_path / out / 'metrics.json').read_text())['metrics']
         assert metrics['frames'] == 20
+
+
+def test_a_wider_cameras_cropped_images_are_the_training_cameras():
+    from dmn_localization.bench.camera_crop import pixel_differences
+
+    d = pixel_differences(seed=5, views=6)
+    assert d['cropped'] < 3.0 < 8.0 < d['uncropped'] < d['other_pose']
