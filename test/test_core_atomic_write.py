@@ -31,7 +31,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 
     def write(tmp: Path) -> None:
         tmp.write_bytes(b'half')
-        raise KeyboardInterrupt  # a session ending mid-write
+        raise KeyboardInterrupt  # the process stopped mid-write
 
     with pytest.raises(KeyboardInterrupt):
         write_atomic(path, write)

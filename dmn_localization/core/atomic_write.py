@@ -2,8 +2,8 @@
 Files replaced whole: a reader sees the old content or the new, never a part of either.
 
 Checkpoints, maps, run records, dataset shards and saved poses are all written this way,
-so a process killed mid-write (a session ending, a robot losing power) leaves the last
-complete file behind.
+so a process killed mid-write (a job stopped by its scheduler, a robot losing power)
+leaves the last complete file behind.
 """
 
 from __future__ import annotations

@@ -86,6 +86,19 @@ class Intrinsics:
                    height / (2 * math.tan(math.radians(fov_y_deg) / 2)),
                    width / 2.0, height / 2.0)
 
+    @classmethod
+    def from_camera_info(cls, msg: Any) -> 'Intrinsics':
+        """Return the intrinsics of a ``sensor_msgs/CameraInfo`` (its size and ``K``)."""
+        k = msg.k
+        return cls(int(msg.width), int(msg.height), float(k[0]), float(k[4]), float(k[2]),
+                   float(k[5]))
+
+    @classmethod
+    def of_fov(cls, fov_x_deg: float, fov_y_deg: float, width: int = 1000) -> 'Intrinsics':
+        """Return a centred camera of these fields of view, square pixels, ``width`` wide."""
+        aspect = CameraSpec(fov_x_deg, fov_y_deg).aspect
+        return cls.from_fov(width, max(1, round(width / aspect)), fov_x_deg, fov_y_deg)
+
     @property
     def fov_x_deg(self) -> float:
         """Return the horizontal field of view of a centred principal point, degrees."""

@@ -22,7 +22,7 @@ from dmn_localization.core.camera import CameraSpec, Intrinsics
 from dmn_localization.core.geometry import compose_poses, invert_poses
 from dmn_localization.data.dataset import DatasetError, write_manifest, write_shard
 from dmn_localization.data.worlds import bounding_world
-from dmn_localization.messages.conversions import pose_to_xyyaw
+from dmn_localization.messages.conversions import pose_to_xyyaw, quaternion_yaw
 from dmn_localization.messages.image_conversion import ImageConversionError, imgmsg_to_rgb8
 import numpy as np
 
@@ -53,8 +53,7 @@ def bag_camera(bag: Path, topic: str) -> Optional[Intrinsics]:
             return None
         for conn, _, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
-            return Intrinsics(int(msg.width), int(msg.height), float(msg.k[0]),
-                              float(msg.k[4]), float(msg.k[2]), float(msg.k[5]))
+            return Intrinsics.from_camera_info(msg)
     return None
 
 
@@ -80,7 +79,7 @@ class TransformTree:
         """Add the transforms of a ``tf2_msgs/TFMessage``."""
         for stamped in message.transforms:
             t, q = stamped.transform.translation, stamped.transform.rotation
-            yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+            yaw = quaternion_yaw(q)
             key = (stamped.header.frame_id.lstrip('/'), stamped.child_frame_id.lstrip('/'))
             if static:
                 self.static[key] = (float(t.x), float(t.y), yaw)

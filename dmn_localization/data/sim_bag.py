@@ -33,7 +33,7 @@ import sys
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence
 
-from dmn_localization.core.camera import CameraSpec, SIM_CAMERA
+from dmn_localization.core.camera import CameraSpec, Intrinsics, SIM_CAMERA
 from dmn_localization.core.geometry import compose_motions
 from dmn_localization.data.trajectories import drive, DriveSettings, noisy_odometry, OdometryNoise
 from dmn_localization.data.worlds import DOMAINS, generate_world
@@ -147,10 +147,9 @@ class _Messages:
     def camera_info(self, size: Sequence[int], camera: CameraSpec) -> Any:
         """Return a ``sensor_msgs/CameraInfo`` of a centred pinhole camera (header unset)."""
         height, width = int(size[0]), int(size[1])
-        fx = width / (2 * math.tan(math.radians(camera.fov_x_deg) / 2))
-        fy = height / (2 * math.tan(math.radians(camera.fov_y_deg) / 2))
-        k = np.array([fx, 0.0, width / 2, 0.0, fy, height / 2, 0.0, 0.0, 1.0])
-        p = np.array([fx, 0.0, width / 2, 0.0, 0.0, fy, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0])
+        c = Intrinsics.from_fov(width, height, camera.fov_x_deg, camera.fov_y_deg)
+        k = np.array([c.fx, 0.0, c.cx, 0.0, c.fy, c.cy, 0.0, 0.0, 1.0])
+        p = np.array([c.fx, 0.0, c.cx, 0.0, 0.0, c.fy, c.cy, 0.0, 0.0, 0.0, 1.0, 0.0])
         roi = self.t['sensor_msgs/msg/RegionOfInterest'](
             x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
         return self.t['sensor_msgs/msg/CameraInfo'](

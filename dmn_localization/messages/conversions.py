@@ -56,6 +56,11 @@ def later_stamp(sec: int, nanosec: int, seconds: float) -> Tuple[int, int]:
     return total // 1_000_000_000, total % 1_000_000_000
 
 
+def quaternion_yaw(q: Any) -> float:
+    """Return the rotation about z of a quaternion (any object with x, y, z, w), radians."""
+    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+
+
 def pose_to_xyyaw(pose: Any) -> Tuple[float, float, float]:
     """
     Return ``(x, y, yaw)`` of a ``geometry_msgs/Pose``; raise ValueError when invalid.
@@ -70,8 +75,7 @@ def pose_to_xyyaw(pose: Any) -> Tuple[float, float, float]:
     norm = math.sqrt(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w)
     if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
         raise ValueError(f'quaternion norm is {norm:.6g}, not 1')
-    yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
-    return float(p.x), float(p.y), yaw
+    return float(p.x), float(p.y), quaternion_yaw(q)
 
 
 @dataclass

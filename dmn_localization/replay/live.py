@@ -28,6 +28,11 @@ from dmn_localization.runtime.localizer import default_extent, LocalizerSettings
 import numpy as np
 
 
+#: The node's topic names before remapping, used when the graph does not show one in time.
+DEFAULT_TOPICS = {'image_topic': 'image', 'odom_topic': 'odom', 'pose_topic': 'pose',
+                  'cloud_topic': 'particle_cloud'}
+
+
 class LiveReplayError(RuntimeError):
     """The node could not be reached, refused the map, or published nothing."""
 
@@ -149,6 +154,8 @@ class _Player:
             time.sleep(0.1)
         for field in missing:
             kind, kind_type = wanted[field]
+            if not found[field]:  # not seen in the graph (yet): the node's own name for it
+                found[field] = [f'{namespace}/{DEFAULT_TOPICS[field]}']
             if len(found[field]) != 1:
                 verb = 'subscribes to' if kind == 'sub' else 'publishes'
                 raise LiveReplayError(

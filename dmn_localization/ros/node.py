@@ -273,10 +273,8 @@ class DmnLocalizationNode(LifecycleNode):
             'camera_fov_y_deg')
         fov = (self.params['camera_fov_x_deg'], self.params['camera_fov_y_deg'])
         if all(fov):
-            # a virtual image of the cameras's aspect; crops rescale it to each image
-            aspect = math.tan(math.radians(fov[0]) / 2) / math.tan(math.radians(fov[1]) / 2)
-            self._use_camera(Intrinsics.from_fov(1000, max(1, round(1000 / aspect)), *fov),
-                             'camera_fov_x_deg and camera_fov_y_deg')
+            # a virtual image of the camera's aspect; crops rescale it to each image
+            self._use_camera(Intrinsics.of_fov(*fov), 'camera_fov_x_deg and camera_fov_y_deg')
         elif any(fov):
             self.get_logger().warning('camera_fov_x_deg and camera_fov_y_deg are used only '
                                       "together: the images are taken as the model's view")
@@ -307,9 +305,7 @@ class DmnLocalizationNode(LifecycleNode):
         self.publish_diagnostics()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        k = msg.k
-        self._use_camera(Intrinsics(int(msg.width), int(msg.height), float(k[0]), float(k[4]),
-                                    float(k[2]), float(k[5])), 'camera_info')
+        self._use_camera(Intrinsics.from_camera_info(msg), 'camera_info')
 
     # -- start and saved pose ---------------------------------------------------------------
     def _start_policy(self) -> StartPolicy:

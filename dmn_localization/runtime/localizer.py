@@ -37,11 +37,8 @@ def map_to_odom(map_pose: Sequence[float], odom_pose: Sequence[float]) -> np.nda
     ``map_pose`` is the robot (base) in the map frame, ``odom_pose`` the same robot at
     the same time in the odometry frame: ``map_T_odom = map_T_base * inverse(odom_T_base)``.
     """
-    mx, my, myaw = (float(v) for v in map_pose)
-    ox, oy, oyaw = (float(v) for v in odom_pose)
-    yaw = math.remainder(myaw - oyaw, 2 * math.pi)
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.array([mx - (c * ox - s * oy), my - (s * ox + c * oy), yaw])
+    return geometry.compose_poses(np.asarray(map_pose, dtype=float),
+                                  geometry.invert_poses(np.asarray(odom_pose, dtype=float)))
 
 
 class LocalizerError(RuntimeError):
