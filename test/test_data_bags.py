@@ -1,7 +1,7 @@
 """dmn_sim_bag writes bags that rosbags reads back; from-bag turns them into datasets."""
 
 from dmn_localization.data.cli import main as dataset_main
-from dmn_localization.data.dataset import Dataset
+from dmn_localization.data.dataset import Dataset, DatasetError
 from dmn_localization.data.from_bag import BagTopicError, dataset_from_bag
 from dmn_localization.data.sim_bag import main as sim_bag_main, TOPICS
 from dmn_localization.data.worlds import generate_world
@@ -136,3 +136,28 @@ def test_a_kidnap_moves_the_truth_and_not_the_odometry(tmp_path, capsys):
     assert sim_bag_main(['--duration', '4', '--kidnap-at', '5', '--out',
                          str(tmp_path / 'late')]) == 2
     assert '--kidnap-at' in capsys.readouterr().err
+
+
+def test_from_bag_joins_several_bags_of_one_camera_and_refuses_two_cameras(sim_bag, tmp_path):
+    other = tmp_path / 'rooms4'
+    assert sim_bag_main(['--domain', 'rooms', '--seed', '4', '--duration', '4', '--contexts',
+                         '5', '--out', str(other)]) == 0
+    out = dataset_from_bag([sim_bag, other], tmp_path / 'both', TOPICS['image'],
+                           TOPICS['ground_truth'], views_per_env=6, image_size=(32, 32))
+    data = Dataset(out.parent, verify=True)
+    alone = Dataset(dataset_from_bag(other, tmp_path / 'one', TOPICS['image'],
+                                     TOPICS['ground_truth'], views_per_env=6,
+                                     image_size=(32, 32)).parent)
+    assert len(data) == 6  # three environments of six views from each bag
+    np.testing.assert_array_equal(data.environment(3).images, alone.environment(0).images)
+    np.testing.assert_array_equal(data.environment(5).poses, alone.environment(2).poses)
+    assert data.camera['fov_y_deg'] == pytest.approx(70.0)
+    narrow = tmp_path / 'narrow'
+    assert sim_bag_main(['--seed', '5', '--duration', '3', '--contexts', '5',
+                         '--camera-fov-y', '60', '--out', str(narrow)]) == 0
+    with pytest.raises(DatasetError, match='one camera'):
+        dataset_from_bag([sim_bag, narrow], tmp_path / 'mixed', TOPICS['image'],
+                         TOPICS['ground_truth'], views_per_env=5)
+    with pytest.raises(DatasetError, match='--views-per-env'):  # 20 views against 15
+        dataset_from_bag([sim_bag, narrow], tmp_path / 'mixed', TOPICS['image'],
+                         TOPICS['ground_truth'], camera_info_topic=None)

@@ -5,7 +5,7 @@
                          [--seed S] [--image-size H W] [--workers W] --out DIR
     dmn_dataset preview DIR --out PNG
     dmn_dataset import-gqn FILES... --domain rooms --split test --out DIR
-    dmn_dataset from-bag BAG --image-topic T --pose-topic T [--every-metres D] --out DIR
+    dmn_dataset from-bag BAG [BAG ...] --image-topic T --pose-topic T [--every-metres D] --out DIR
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     gqn.set_defaults(run=_import_gqn)
 
     bag = sub.add_parser('from-bag', help='posed camera images of a recorded ROS 2 bag')
-    bag.add_argument('bag', type=Path)
+    bag.add_argument('bag', type=Path, nargs='+',
+                     help='one or more bags of the same camera; no environment spans two')
     add_posed_view_arguments(bag)
     bag.add_argument('--camera-info-topic', default='/camera/camera_info',
                      help="the camera's CameraInfo: the dataset records its field of view "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from dmn_localization.core.camera import CameraSpec, Intrinsics
 from dmn_localization.core.geometry import compose_poses, invert_poses
@@ -283,21 +283,12 @@ def posed_images(bag: Path, image_topic: str, pose_topic: str,
             raise DatasetError(f'{bag}: image {index} on {image_topic}: {exc}') from exc
 
 
-def dataset_from_bag(bag: Path, out: Path, image_topic: str, pose_topic: str,
-                     every_metres: Optional[float] = None, every_degrees: Optional[float] = None,
-                     image_size: Tuple[int, int] = (32, 32),
-                     views_per_env: Optional[int] = None,
-                     max_pose_gap_s: Optional[float] = DEFAULT_MAX_POSE_GAP_S,
-                     map_frame: str = 'map', base_frame: Optional[str] = None,
-                     camera_info_topic: Optional[str] = '/camera/camera_info') -> Path:
-    """
-    Write the posed images of ``bag`` as a dataset at ``out``; return the manifest path.
-
-    All views form one environment, or consecutive environments of ``views_per_env``
-    views (a remainder shorter than that is dropped). When the bag has
-    ``camera_info_topic``, the manifest records the camera's fields of view, and a model
-    trained on the dataset records them as the camera it expects.
-    """
+def _bag_environments(bag: Path, image_topic: str, pose_topic: str,
+                      every_metres: Optional[float], every_degrees: Optional[float],
+                      image_size: Tuple[int, int], views_per_env: Optional[int],
+                      max_pose_gap_s: Optional[float], map_frame: str,
+                      base_frame: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """The posed views of one bag as ``(images (E, V, H, W, 3), poses (E, V, 3))``."""
     import cv2
 
     pixels, poses = [], []
@@ -315,18 +306,61 @@ def dataset_from_bag(bag: Path, out: Path, image_topic: str, pose_topic: str,
     if envs == 0:
         raise DatasetError(f'{bag}: {len(pixels)} views, fewer than --views-per-env {per_env}')
     images = np.stack(pixels[:envs * per_env]).reshape(envs, per_env, *pixels[0].shape)
-    pose_arr = np.stack(poses[:envs * per_env]).reshape(envs, per_env, 3)
+    return images, np.stack(poses[:envs * per_env]).reshape(envs, per_env, 3)
+
+
+def dataset_from_bag(bags: Union[Path, Sequence[Path]], out: Path, image_topic: str,
+                     pose_topic: str, every_metres: Optional[float] = None,
+                     every_degrees: Optional[float] = None,
+                     image_size: Tuple[int, int] = (32, 32),
+                     views_per_env: Optional[int] = None,
+                     max_pose_gap_s: Optional[float] = DEFAULT_MAX_POSE_GAP_S,
+                     map_frame: str = 'map', base_frame: Optional[str] = None,
+                     camera_info_topic: Optional[str] = '/camera/camera_info') -> Path:
+    """
+    Write the posed images of one or more bags as a dataset at ``out``; return the
+    manifest path.
+
+    Each bag's views form one environment, or consecutive environments of
+    ``views_per_env`` views (a remainder shorter than that is dropped); no environment
+    spans two bags, whose map frames need not agree. Without ``views_per_env`` every bag
+    must give the same number of views. When the bags have ``camera_info_topic``, the
+    manifest records the camera's fields of view, and a model trained on the dataset
+    records them as the camera it expects; bags of different cameras are refused.
+    """
+    bags = [Path(bags)] if isinstance(bags, (str, Path)) else [Path(b) for b in bags]
+    if not bags:
+        raise DatasetError('no bag given')
+    images, poses, camera, camera_of = [], [], None, None
+    for bag in bags:
+        bag_images, bag_poses = _bag_environments(
+            bag, image_topic, pose_topic, every_metres, every_degrees, image_size,
+            views_per_env, max_pose_gap_s, map_frame, base_frame)
+        if images and bag_images.shape[1] != images[0].shape[1]:
+            raise DatasetError(f'{bag}: {bag_images.shape[1]} views, {bags[0]} '
+                               f'{images[0].shape[1]}: give --views-per-env to split the bags '
+                               'into environments of one size')
+        intrinsics = bag_camera(bag, camera_info_topic) if camera_info_topic else None
+        this = None if intrinsics is None else CameraSpec(intrinsics.fov_x_deg,
+                                                          intrinsics.fov_y_deg)
+        if bag is not bags[0] and this != camera:
+            raise DatasetError(f'{bag}: camera {this}, but {camera_of}: {camera}; a dataset '
+                               'holds the images of one camera')
+        camera, camera_of = this, bag
+        images.append(bag_images)
+        poses.append(bag_poses)
+    images, pose_arr = np.concatenate(images), np.concatenate(poses)
+    envs, per_env = pose_arr.shape[:2]
     worlds = [bounding_world('robot', e, pose_arr[e]).to_dict() for e in range(envs)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sums = write_shard(out, 0, images, pose_arr, worlds)
     parameters = {'domain': 'robot', 'split': 'train', 'envs': envs, 'views_per_env': per_env,
                   'seed': None, 'image_size': list(image_size), 'shard_size': envs,
-                  'generator_version': None, 'source': 'rosbag', 'bag': Path(bag).name,
+                  'generator_version': None, 'source': 'rosbag',
+                  'bag': ', '.join(b.name for b in bags),
                   'image_topic': image_topic, 'pose_topic': pose_topic,
                   'every_metres': every_metres, 'every_degrees': every_degrees}
-    intrinsics = bag_camera(bag, camera_info_topic) if camera_info_topic else None
-    camera = None if intrinsics is None else CameraSpec(
-        intrinsics.fov_x_deg, intrinsics.fov_y_deg).to_dict()
     return write_manifest(out, parameters, [{'index': 0, 'first_env': 0, 'envs': envs,
-                                             'sha256': sums}], image_size, per_env, camera)
+                                             'sha256': sums}], image_size, per_env,
+                          None if camera is None else camera.to_dict())
