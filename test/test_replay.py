@@ -244,6 +244,20 @@ def test_kidnap_benchmark_pools_runs_by_frames():
     assert '| rooms | off | 2/3 | 6.0 s | 2.0% | 60.0% | 7.7% | 2/3, 15.0 s | 40.0% |' in text
 
 
+def test_kidnap_benchmark_takes_other_settings_and_says_so():
+    from dmn_localization.bench.kidnap_bench import markdown, setting_overrides
+
+    assert setting_overrides(['likelihood_scale=0.125', 'num_particles=512']) == {
+        'likelihood_scale': 0.125, 'num_particles': 512}
+    for bad in ('likelihood_scale', 'no_such_field=1', 'recovery_alpha_fast=0.2'):
+        with pytest.raises(ValueError, match='FIELD=VALUE'):
+            setting_overrides([bad])
+    text = markdown({'seeds': [0], 'duration_s': 60, 'kidnap_at_s': 30, 'machine': 'x',
+                     'wall_time_s': 60, 'domains': {}, 'settings': {'likelihood_scale': 0.125}},
+                    'cmd')
+    assert 'but for the recovery rates and likelihood_scale 0.125;' in text
+
+
 def test_state_changes_from_diagnostics_reports():
     from dmn_localization.replay.live import state_changes
     from dmn_localization.replay.offline import state_at
