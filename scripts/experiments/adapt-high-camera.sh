@@ -13,15 +13,15 @@ bags() {  # bags FIRST LAST DURATION CONTEXTS: one simulated room per seed
       --contexts "$4" "${CAMERA[@]}" --out "$OUT/bags/high-$s" > /dev/null
   done
 }
-# the robot's recordings: a survey of 40 posed views in each of 330 rooms (training 3001-3300,
-# validation 3301-3330), and 60 s drives through 5 other rooms with 24 mapping views
-bags 3001 3330 1 40
+# the robot's recordings: a survey of 100 posed views in each of 110 rooms (training
+# 3001-3100, validation 3101-3110), and 60 s drives through 5 other rooms with 24 mapping views
+bags 3001 3110 1 100
 bags 3401 3405 60 24
 survey=(--image-topic /mapping/image --pose-topic /mapping/pose --views-per-env 10)
 [ -f "$OUT/robot-train/manifest.json" ] || dmn_dataset from-bag \
-  $(seq -f "$OUT/bags/high-%g" 3001 3300) "${survey[@]}" --out "$OUT/robot-train"
+  $(seq -f "$OUT/bags/high-%g" 3001 3100) "${survey[@]}" --out "$OUT/robot-train"
 [ -f "$OUT/robot-val/manifest.json" ] || dmn_dataset from-bag \
-  $(seq -f "$OUT/bags/high-%g" 3301 3330) "${survey[@]}" --out "$OUT/robot-val"
+  $(seq -f "$OUT/bags/high-%g" 3101 3110) "${survey[@]}" --out "$OUT/robot-val"
 # fine-tune the shipped model (resumes when interrupted)
 dmn_train --model dmn-pf --train "$OUT/robot-train" --val "$OUT/robot-val" \
   --out "$OUT/fine-tuned" --init-from models/dmn-pf-rooms.pt --budget-samples 800000 \
