@@ -7,7 +7,7 @@ RUN := . $(VENV)/bin/activate &&
 XVFB := xvfb-run -a -s "-screen 0 1024x768x24"
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench data results results-4m results-3m results-in-place lint clean
+.PHONY: setup test demo bench data results results-4m lint clean
 
 ## setup: install everything into .venv (idempotent, seconds when nothing changed)
 setup:
@@ -37,41 +37,17 @@ data/%/manifest.json:
 	$(RUN) dmn_dataset generate --domain $(word 1,$(subst -, ,$*)) \
 		--split $(word 2,$(subst -, ,$*)) --out data/$*
 
-## results: train every learned model of the paper with one budget on worlds moved and
-## turned, evaluate, write RESULTS.md (docs/training.md, "The three tables"): 4M samples
-## + 300k at a third of the rate, PF-DMN with the
-## attention prior, fixed rates (20 runs of about 2.4 hours of one core; resumable: rerun
-## until done; RESULTS_JOBS runs at a time; finished runs are recorded in results-4m/:
-## commit it with RESULTS.md)
+## results: train every learned model of the paper with one budget (table `4m` of
+## dmn_localization/learning/results_table.py: 4M samples + 300k at a third of the rate,
+## worlds moved and turned), evaluate, write RESULTS.md (docs/training.md, "The paper's
+## table"). 20 runs of about 2.4 hours of one core, RESULTS_JOBS at a time; resumable:
+## rerun until done. Finished runs are recorded in results-4m/: commit it with RESULTS.md
 RESULTS_JOBS ?= 2
-MOVED_OPTIONS := --finish-samples 300000 --frame-shift 0.5 \
-	--frame-turn 180 --model-option dmn-pf:attention_prior=2 \
-	--models dmn-pf dmn-regression image-pf image-regression vector-pf vector-regression \
-	--lr-grid 3e-4 --lr vector-pf/mazes=1e-4 --memory-format channels_last \
-	--seeds dmn-regression/rooms=0,1,2 --seeds image-pf/rooms=0 \
-	--seeds vector-pf/mazes=0,1,2 --seeds image-pf/mazes=0 --seeds vector-regression/mazes=0
-MOVED_4M_PROTOCOL := --budget-samples 4000000 $(MOVED_OPTIONS)
 results: data
-	$(RUN) dmn_results --data data --runs runs/results-4m --records results-4m \
-		--jobs $(RESULTS_JOBS) $(MOVED_4M_PROTOCOL) --out RESULTS.md
+	$(RUN) dmn_results --table 4m --data data --jobs $(RESULTS_JOBS) --out RESULTS.md
 
 ## results-4m: another name of `make results`
 results-4m: results
-
-## results-3m: the same table at 3M samples + 300k: writes RESULTS-3m.md, records in
-## results/ (20 runs of about 2 hours of one core, all recorded: it trains
-## nothing new)
-MOVED_PROTOCOL := --budget-samples 3000000 $(MOVED_OPTIONS)
-results-3m: data
-	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) \
-		$(MOVED_PROTOCOL) --out RESULTS-3m.md
-
-## results-in-place: the table in place (docs/training.md, "The paper's table"),
-## 1M samples a run after a learning-rate search, writes RESULTS-in-place.md (28 runs of
-## about an hour of one core, all recorded in results/: it trains nothing new)
-results-in-place: data
-	$(RUN) dmn_results --data data --runs runs/results --jobs $(RESULTS_JOBS) \
-		--out RESULTS-in-place.md
 
 ## lint: only the ament linters
 lint: setup

@@ -1,12 +1,8 @@
 """
 What trained a run: the git revision of the package's code, and the machine.
 
-A run records the revision of every process that trained it (a run stops and resumes,
-and the code may change in between), its best checkpoint carries the list,
-and a model card prints it: weights should come only from committed code, and a
-revision ending in ``-dirty`` says they did not. The machine of every process is kept
-the same way (:func:`machine`): a run's wall time depends on it, and a CPU whose kernels
-round differently would take a run down another path (as the memory layout does).
+A run records both for every process that trained it (a run stops and resumes); model
+cards print the revisions: weights come only from committed code (no ``-dirty``).
 """
 
 from __future__ import annotations
@@ -24,17 +20,10 @@ UNRECORDED = 'unrecorded'
 
 def code_revision(path: Optional[Path] = None) -> str:
     """
-    Return the git revision of the code in directory ``path`` (default: this package).
+    Return ``git describe --always`` of directory ``path``, ``-dirty`` if a file in it changed.
 
-    For this package the answer is read once per process (:func:`_loaded_revision`): the
-    code a process runs is the code it imported, however the tree moves on later (a
-    ``dmn_results`` worker trains many runs with the code it started with).
-
-    ``git describe --always`` of the tree holding it, with ``-dirty`` when a file under
-    ``path`` differs from that revision (changed, or new and not ignored). Files elsewhere
-    in the tree (README, RESULTS.md, run records) do not make the code dirty: they are
-    edited while runs train. ``unknown`` when the code is not in a git working tree (an
-    installed copy) or git is missing.
+    Default: this package, read once per process (the code it imported); files
+    elsewhere (RESULTS.md) do not count; ``unknown`` outside a git tree.
     """
     if path is None:
         return _loaded_revision()
@@ -62,12 +51,7 @@ def _loaded_revision() -> str:
 
 
 def machine() -> str:
-    """
-    Return this machine as a run records it: CPU model, vector unit, cores, architecture.
-
-    E.g. ``'AMD EPYC, AVX2, 2 cores, x86_64'``; the vector unit is the one PyTorch's CPU
-    kernels use (``torch.backends.cpu.get_cpu_capability``).
-    """
+    """E.g. ``'AMD EPYC, AVX2, 2 cores, x86_64'``: CPU, PyTorch's vector unit, cores."""
     import torch
 
     name = platform.processor() or 'unknown CPU'
@@ -82,11 +66,6 @@ def machine() -> str:
 
 
 def add_revision(revisions: Optional[Sequence[str]], revision: str) -> List[str]:
-    """
-    Return the revisions of a run after a training process with ``revision``.
-
-    ``revisions`` is None for a run saved before they were recorded (the list then starts
-    with :data:`UNRECORDED`); a revision equal to the last is not repeated.
-    """
+    """Return the revisions of a run after a process with ``revision`` (None: unrecorded)."""
     known = [UNRECORDED] if revisions is None else list(revisions)
     return known if known and known[-1] == revision else known + [revision]

@@ -1,539 +1,389 @@
 """
-``dmn_results`` (``make results``): train every model with one budget, evaluate, write RESULTS.md.
+``dmn_results`` (``make results``): train every run of a table, evaluate, write RESULTS.md.
 
-Every learned model gets the same training budget (samples), data and validation
-protocol, and a learning rate chosen per model and domain by a small search: seed 0 is
-trained at every rate of a grid for a short budget, the rate with the lowest validation
-loss is continued to the full budget, and the further seeds train at that rate. Runs
-resume, so the command can be interrupted and rerun until done (seed 0 of every model
-first, then the further seeds). ``--no-train`` writes the table of the runs
-finished so far. The table has the layout of the paper's Table 1 with the paper's number
-beside ours in every cell, plus rows for variants the paper does not have; learning
-curves show the validation success against samples of every run.
+    dmn_results --table 4m --jobs 2 --out RESULTS.md
 
-    dmn_results --data data --runs runs/results --out RESULTS.md
+The runs are those of a table of :mod:`.results_table`, each trained by ``dmn_train``
+(which resumes) in a process of its own, ``--jobs`` at a time. A finished run is
+recorded in the table's records directory (its counters, validation curve and test
+results), committed with the table: ``--no-train`` writes the table from the records
+alone, on a machine that never trained it.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import csv
+import ctypes
+from dataclasses import replace
+import json
+import math
 import os
 from pathlib import Path
+import signal
+import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from dmn_localization.core.allocator import keep_freed_memory
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.models import NON_LEARNED_MODELS
-from dmn_localization.data.dataset import Dataset, DatasetError
-from dmn_localization.learning.eval_cache import cache_key, cached_evaluate
+from dmn_localization.data.dataset import Dataset, file_sha256, save_json
 from dmn_localization.learning.evaluation import evaluate
-from dmn_localization.learning.results_plan import (DEFAULT_BUDGET, DOMAINS, ENTRIES,
-                                                    finished, LR_GRID, ResultsPlan, run_dir,
-                                                    run_state, Search, SEARCH_SAMPLES,
-                                                    STRICT, TIE_MARGIN, VARIANTS)
-from dmn_localization.learning.results_report import progress_lines, write_results
-from dmn_localization.learning.run_control import RunInUseError, TrainingInterrupted
-from dmn_localization.learning.run_pool import PoolStopped, RunPool
-from dmn_localization.learning.run_record import read_record, write_record
-from dmn_localization.learning.train_cli import parse_model_options
-from dmn_localization.learning.train_config import (check_finish, check_lr_decay, MEMORY_FORMATS,
-                                                    TrainConfig, TrainingError)
-from dmn_localization.learning.trainer import train
-import torch
+from dmn_localization.learning.provenance import machine
+from dmn_localization.learning.results_md import write_section
+from dmn_localization.learning.results_table import (COLUMNS, LABELS, PAPER_TABLE1,
+                                                     ResultsTable, TABLES)
+from dmn_localization.learning.trainer import load_state
+import numpy as np
+
+RECORD_VERSION = 1  # bump when a record's fields change meaning
+EVAL_VERSION = 1  # bump when the evaluation's numbers would change for the same inputs
+PROTOCOLS = ['one-step-global', 'sequential-global']
+STRICT = '/strict'  # suffix of a protocol at the stricter reading (x-y distance < 0.2)
+PLATEAU_WINDOW, PLATEAU_GAIN = 300_000, 0.01  # best loss fell < 1 % over the last 300k
 
 
-def _train_one(config: TrainConfig, progress: bool, records: Optional[Path] = None) -> str:
-    """Train one run, then record it in ``records`` (if given); say how it ended."""
-    try:
-        state = train(config, progress=progress)
-    except RunInUseError as exc:
-        return f'skipped: {exc}'
-    if records is not None:
-        write_record(Path(config.out), records)
-    return f'{config.out}: {state["samples"]:,} samples' + (
-        ', stopped early' if state['stopped_early'] else '')
-
-
-def _train_entry(plan: ResultsPlan, model: str, domain: str, seed: int,
-                 threads: Optional[int], progress: bool) -> List[str]:
-    """
-    Train one run of the schedule after the learning-rate search it needs.
-
-    Runs in this process with ``threads`` threads if given; says how each run ended.
-    """
-    if threads is not None:
-        os.environ['OMP_NUM_THREADS'] = str(threads)  # the trainer then keeps this setting
-        torch.set_num_threads(threads)
-    said: List[str] = []
-    search = plan.search(model, domain) if plan.searched(model, domain) else None
-    while search is not None and search.chosen is None:
-        # the rates the search still compares, to its current horizon; a run already
-        # there is not called again (its config would be rewritten with that budget)
-        ended = [_train_one(plan.train_config(model, domain, 0, rate, search.horizon),
-                            progress, plan.records)
-                 for rate, score in search.scores.items() if score is None]
-        said += ended
-        search = plan.search(model, domain)
-        if search.chosen is None and (not ended or any(e.startswith('skipped') for e in ended)):
-            return said + [f'{model} {domain} s{seed}: waits for its learning-rate search']
-    if finished(plan, model, domain, seed):  # in its directory, or by its record alone
-        said.append(f'{model} {domain} s{seed}: finished')
-    else:
-        said.append(_train_one(plan.train_config(model, domain, seed), progress, plan.records))
-    return said + _test_entry(plan, model, domain, seed)
-
-
-def _test_entry(plan: ResultsPlan, model: str, domain: str, seed: int) -> List[str]:
-    """
-    Measure the test results of a finished run now and put them in its record.
-
-    So a run's record is complete when it ends, not only when the table is next written:
-    a machine lost later loses nothing of it. Nothing to do for a run still training or
-    known by its record alone; results measured before are read from their cache.
-    """
-    best = run_dir(plan, model, domain, seed) / 'best.pt'
-    if not best.exists() or not finished(plan, model, domain, seed):
+def read_curve(run: Path) -> List[List[float]]:
+    """Read ``[samples, validation loss, validation global success]`` of a log.csv."""
+    if not (Path(run) / 'log.csv').exists():
         return []
-    try:
-        dataset = Dataset(plan.data / f'{domain}-test')
-    except DatasetError as exc:  # training does not need it: measured with the table
-        return [f'{model} {domain} s{seed}: not tested yet ({exc})']
-    measured = _test_results(plan, domain, dataset, model, best)
-    if not measured:
-        return []
-    cells = ', '.join(f"{protocol} {measured[protocol]['success']:.1%}"
-                      for protocol in sorted(measured, reverse=True))  # sequential first
-    return [f'{model} {domain} s{seed}: test set: {cells}']
+    with open(Path(run) / 'log.csv', newline='') as f:
+        return [[int(r['samples']), float(r['val_loss']), float(r['val_global_success'])]
+                for r in csv.DictReader(f) if r['val_global_success']]
 
 
-def train_all(plan: ResultsPlan, progress: bool = True, jobs: int = 1,
-              poll_s: float = 60.0) -> None:
-    """
-    Train (or resume, or skip when finished) every run of the plan, ``jobs`` at a time.
-
-    Each scheduled run first completes the learning-rate search of its model and domain
-    (seed 0 at every rate of the grid for ``search_samples``); the winner continues. With
-    several jobs every run gets its share of the cores in a process of its own (one core
-    each on a 2-core machine with ``jobs=2``). A run another process is training in is
-    skipped (its cells stay empty until it has finished), and so is a further seed
-    whose search another process is running. With several jobs one progress bar counts
-    the plan's samples (:func:`plan_samples`, polled every ``poll_s`` seconds), and
-    SIGINT or SIGTERM stops every run at its step (:mod:`.run_pool`): raises
-    :class:`.run_pool.PoolStopped` once each has saved its state.
-    """
-    if jobs <= 1:
-        for run in plan.schedule():
-            for said in _train_entry(plan, *run, None, progress):
-                print(f'dmn_results: {said}', flush=True)
-        return
-    from tqdm import tqdm
-
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    trained, planned = plan_samples(plan)
-    # the runs train without bars of their own: one bar over the plan, from their logs
-    with tqdm(total=planned, initial=trained, unit='sample', desc='dmn_results',
-              disable=not progress, smoothing=0.05) as bar, RunPool(jobs) as pool:
-        for run in plan.schedule():
-            pool.submit(_train_entry, plan, *run, threads, False)
-        while pool.busy:
-            for ended in pool.ended(timeout=poll_s):
-                for said in ended:
-                    bar.write(f'dmn_results: {said}')
-            # a resumed run drops the log rows past its checkpoint, so the count can dip
-            # just after a start: the bar waits until it is passed instead of running
-            # backwards (a negative rate and ETA)
-            bar.update(max(0, plan_samples(plan)[0] - bar.n))
-
-
-def _logged_samples(run: Path, records: Optional[Path] = None) -> int:
-    """
-    Return the samples of a run's last log row: cheap to poll.
-
-    A run without a directory: the samples of its record in ``records``; 0 without one.
-    """
-    path = run / 'log.csv'
+def read_record(table: ResultsTable, name: str) -> Optional[Dict[str, Any]]:
+    """Read the record of run ``name``; None if there is none, ValueError if foreign."""
+    path = Path(table.records) / f'{name}.json'
     if not path.exists():
-        record = read_record(records, run)
-        return 0 if record is None else int(record['counters']['samples'])
-    with open(path, newline='') as f:
-        rows = list(csv.DictReader(f))
-    return int(rows[-1]['samples']) if rows else 0
+        return None
+    record = json.loads(path.read_text())
+    if record.get('version') != RECORD_VERSION:
+        raise ValueError(f'{path}: not a run record of version {RECORD_VERSION}')
+    return record
 
 
-def plan_samples(plan: ResultsPlan) -> Tuple[int, int]:
+def run_state(table: ResultsTable, name: str) -> Optional[Dict[str, Any]]:
+    """Return ``{'counters', 'curve', 'machines', 'record'}`` of a run; None if not begun."""
+    state = load_state(Path(table.runs) / name)
+    if state is not None:
+        return {'counters': state['counters'], 'curve': read_curve(Path(table.runs) / name),
+                'machines': state.get('machines'), 'record': False}
+    record = read_record(table, name)
+    return None if record is None else {**record, 'record': True}
+
+
+def at_rest(table: ResultsTable, counters: Dict[str, Any]) -> bool:
+    """Tell whether a run spent its budget or stopped early (then its finishing stage too)."""
+    if not table.finish_samples:
+        return counters['samples'] >= table.budget_samples or bool(counters['stopped_early'])
+    return counters.get('stage', 0) == 1 and (bool(counters['stopped_early']) or counters[
+        'samples'] >= counters['finish_start'] + table.finish_samples)
+
+
+def finished(table: ResultsTable, name: str) -> bool:
+    """Tell whether run ``name`` is at rest, by its directory or its record."""
+    state = run_state(table, name)
+    return state is not None and at_rest(table, state['counters'])
+
+
+def write_record(table: ResultsTable, name: str) -> None:
+    """Record a run at rest (counters, curve, provenance, test results) in the records."""
+    run = Path(table.runs) / name
+    state = load_state(run)
+    if state is None or not at_rest(table, state['counters']):
+        return
+    test = run / 'test-eval.json'
+    Path(table.records).mkdir(parents=True, exist_ok=True)
+    save_json(Path(table.records) / f'{name}.json', {
+        'version': RECORD_VERSION, 'run': name, 'budget_samples': table.budget_samples,
+        'finish_samples': table.finish_samples, 'config': state['config'],
+        'counters': dict(state['counters']), 'memory_format': state.get('memory_format'),
+        'code_revisions': state.get('code_revisions'), 'machines': state.get('machines'),
+        'curve': read_curve(run),
+        'test_eval': json.loads(test.read_text()) if test.exists() else None})
+
+
+def measure_results(table: ResultsTable, data: Path, entry: str, domain: str,
+                    seed: Optional[int], fresh: bool = False) -> Optional[Dict[str, Any]]:
     """
-    Return the samples trained and planned over every run of the plan, search included.
+    Return ``{protocol: summary}`` of a finished run (``seed`` None: a baseline).
 
-    Read from the runs' logs (a run stopped early never reaches its planned samples).
-    Seed 0 of a searched model trains each rate as far as the search compares it
-    (``search_samples``, further for a tie; as it stands now), and the chosen run the
-    rest of the budget; every other run the budget. Every run's finishing stage, if the
-    plan has one, counts in full (one stopped early ends short of it).
+    Measured once and kept beside the run (``test-eval.json``) while the key holds, or
+    read from the record of a run whose directory is gone.
     """
-    trained = planned = 0
-    full = plan.budget_samples + plan.finish_samples
-    searches: Dict[Tuple[str, str], Search] = {}  # a search reads every search run
-    for model, domain, seed in plan.schedule():
-        if (model, domain) not in searches:
-            searches[model, domain] = plan.search(model, domain)
-        search = searches[model, domain]
-        chosen = plan.lr_of(model, domain) if not plan.searched(model, domain) \
-            else search.chosen
-        if seed == 0 and plan.searched(model, domain):
-            # the winner, still unknown, will train from its horizon to the budget
-            planned += sum(search.reached.values()) + full - search.horizon
-            for rate, reached in search.reached.items():
-                cap = full if rate == chosen else reached
-                trained += min(_logged_samples(run_dir(plan, model, domain, 0, rate),
-                                               plan.records), cap)
-            continue
-        planned += full
-        if chosen is not None:
-            trained += min(_logged_samples(run_dir(plan, model, domain, seed, chosen),
-                                           plan.records), full)
-    return trained, planned
-
-
-def status(plan: ResultsPlan) -> str:
-    """
-    Return how far the plan has got: the search and runs tables, samples, time left.
-
-    The time left is the samples still to train over the throughput the plan's runs had
-    so far (their samples over their wall time, validation included), in hours of one
-    run's process: with ``--jobs N`` on N cores, divide by N.
-    """
-    trained, planned = plan_samples(plan)
-    runs = [run_dir(plan, model, domain, seed, rate)
-            for model, domain, seed, rate in plan.runs_with_rates() if rate is not None]
-    states = [state for state in (run_state(run, plan.records) for run in runs)
-              if state is not None]
-    seconds = sum(state['elapsed_s'] for state in states)
-    throughput = sum(state['samples'] for state in states) / seconds if seconds else 0.0
-    if trained >= planned:
-        left = 'nothing left to train'
-    elif throughput:
-        left = (f'about {(planned - trained) / throughput / 3600:.1f} hours of one '
-                f"run's process at {throughput:.0f} samples/s (the runs' own rate so far)")
+    dataset = Dataset(Path(data) / f'{domain}-test')
+    key = {'eval_version': EVAL_VERSION, 'model': entry, 'episodes': table.episodes,
+           'test_manifest_sha256': file_sha256(Path(dataset.root) / 'manifest.json'),
+           'seed': 0, 'protocols': PROTOCOLS,
+           'frame_shift': table.frame_shift, 'frame_turn': table.frame_turn}
+    if seed is None:
+        best, cache = None, Path(table.runs) / f'{entry}-{domain}-test-eval.json'
     else:
-        left = 'no run has trained yet'
-    return '\n'.join([*progress_lines(plan), '',
-                      f'Trained {trained:,} of {planned:,} planned samples '
-                      f'({trained / planned:.0%}); {left}.'])
+        name = table.run_name(entry, domain, seed)
+        best = Path(table.runs) / name / 'best.pt'
+        cache = best.parent / 'test-eval.json'
+        if not best.exists():
+            kept = (read_record(table, name) or {}).get('test_eval')
+            if kept and all(kept['key'].get(k) == v for k, v in key.items()):
+                return kept['results']
+            print(f'dmn_results: {name}: no test results of this key in its record, and no '
+                  'checkpoint to measure them: left out', file=sys.stderr)
+            return None
+        key['checkpoint_sha256'] = file_sha256(best)
+    stored = json.loads(cache.read_text()) if cache.exists() and not fresh else {}
+    if {k: v for k, v in stored.get('key', {}).items() if k != 'torch'} == key:
+        return stored['results']
+    model = None if best is None else load_checkpoint(best).model
+    measured = evaluate({entry: model}, dataset, table.episodes, seed=0,
+                        protocols=key['protocols'], frame_shift=table.frame_shift,
+                        frame_turn=table.frame_turn)
+    results = {protocol: per_model[entry] for protocol, per_model in measured.items()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_json(cache, {'key': key, 'results': results})
+    if seed is not None:
+        write_record(table, table.run_name(entry, domain, seed))
+    return results
 
 
-def evaluate_all(plan: ResultsPlan,
-                 fresh: bool = False) -> Dict[str, Dict[str, Dict[str, List[float]]]]:
-    """
-    Return ``{domain: {protocol: {entry: [success per seed]}}}`` on the test sets.
-
-    Each protocol also appears with the suffix :data:`STRICT`: the success at the
-    stricter reading (x-y distance below 0.2).
-
-    Only finished runs are evaluated (all of them after :func:`train_all`). A run's
-    results are kept in its directory (``test-eval.json``; the non-learned baselines' in
-    ``--runs``) and measured again only when what they depend on changed
-    (:mod:`.eval_cache`) or ``fresh`` is set; they then go into the run's record. A
-    finished run known only by its record (its directory is gone) is reported with the
-    results in the record if they were measured on the same test set, episodes and
-    protocols, and left out with a warning otherwise (it cannot be measured again).
-    """
-    out: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
-    for domain in plan.domains:
-        dataset = Dataset(plan.data / f'{domain}-test')
-        out[domain] = {}
-        entries: List[Tuple[str, Optional[Path]]] = [
-            (model, run_dir(plan, model, domain, seed) / 'best.pt')
-            for model in plan.models for seed in plan.seeds_of(model, domain)
-            if finished(plan, model, domain, seed)]
-        entries += [(name, None) for name in NON_LEARNED_MODELS]
-        for name, best in entries:
-            measured = _test_results(plan, domain, dataset, name, best, fresh)
-            for protocol, summary in (measured or {}).items():
-                for suffix, value in (('', summary['success']),
-                                      (STRICT, summary['success_strict'])):
-                    out[domain].setdefault(protocol + suffix, {}).setdefault(
-                        name, []).append(value)
+def evaluate_all(table: ResultsTable, data: Path, fresh: bool = False) -> Dict[str, Any]:
+    """``{domain: {protocol[/strict]: {entry: [success per finished seed]}}}``."""
+    out: Dict[str, Any] = {}
+    for domain in table.domains:
+        runs = [(e, s) for e in table.models for s in table.seeds_of(e, domain)
+                if finished(table, table.run_name(e, domain, s))]
+        for entry, seed in runs + [(e, None) for e in NON_LEARNED_MODELS]:
+            for protocol, summary in (measure_results(table, data, entry, domain, seed, fresh)
+                                      or {}).items():
+                for suffix, key in (('', 'success'), (STRICT, 'success_strict')):
+                    out.setdefault(domain, {}).setdefault(protocol + suffix, {}).setdefault(
+                        entry, []).append(summary[key])
     return out
 
 
-def _test_results(plan: ResultsPlan, domain: str, dataset: Dataset, name: str,
-                  best: Optional[Path],
-                  fresh: bool = False) -> Optional[Dict[str, Dict[str, float]]]:
+def logged_samples(table: ResultsTable) -> Tuple[int, int]:
+    """Count the samples trained so far and planned over every run (logs and records)."""
+    full, total = table.budget_samples + table.finish_samples, 0
+    for name in (table.run_name(*run) for run in table.schedule()):
+        rows = (Path(table.runs) / name / 'log.csv').read_text().splitlines()[1:] \
+            if (Path(table.runs) / name / 'log.csv').exists() else None
+        record = read_record(table, name) if rows is None else None
+        total += min(full, int(rows[-1].split(',')[1]) if rows else
+                     record['counters']['samples'] if record else 0)
+    return total, full * len(table.schedule())
+
+
+def _own_session() -> None:
+    """Run a ``dmn_train`` in a session of its own, to get one signal: ``stop()``'s."""
+    os.setsid()
+    if sys.platform.startswith('linux'):  # and SIGTERM when dmn_results dies (SIGKILL)
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def train_all(table: ResultsTable, data: Path, jobs: int = 1, progress: bool = True,
+              poll_s: float = 5.0) -> int:
     """
-    Return ``{protocol: summary}`` of ``name`` on ``dataset``, the test set of ``domain``.
+    Train every run not at rest, ``jobs`` at a time; record and test each as it ends.
 
-    ``best`` is the checkpoint of a learned model's run (None for a non-learned
-    baseline, whose results are kept in ``--runs``). Measured once and kept beside the
-    run (``test-eval.json``, :mod:`.eval_cache`), then put in the run's record; a run
-    known by its record alone is read from it (:func:`_recorded_results`).
+    Each ``dmn_train`` gets its share of the cores. SIGINT or SIGTERM stops every run at
+    its step (each saves its state, to resume next time); returns 0, else 128 + signal.
     """
-    protocols = ['sequential-global', 'one-step-global']
-    gone = best is not None and not best.exists()  # known by its record alone
-    key = cache_key(None if gone else best, name, dataset, plan.episodes, 0,
-                    protocols, plan.frame_shift, plan.frame_turn)
-    if gone:
-        return _recorded_results(plan, best.parent, key)
+    from tqdm import tqdm
 
-    def measure() -> Dict[str, Dict[str, float]]:
-        model = None if best is None else load_checkpoint(best).model
-        results = evaluate({name: model}, dataset, plan.episodes, seed=0,
-                           protocols=protocols, frame_shift=plan.frame_shift,
-                           frame_turn=plan.frame_turn)
-        return {protocol: per_model[name] for protocol, per_model in results.items()}
+    pending = [run for run in table.schedule() if not finished(table, table.run_name(*run))]
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
+    running: Dict[subprocess.Popen, tuple] = {}
+    stopped: List[int] = []
 
-    cache = plan.runs / f'{name}-{domain}-test-eval.json' if best is None \
-        else best.parent / 'test-eval.json'
-    measured = cached_evaluate(cache, key, measure, fresh)
-    if best is not None and plan.records is not None:
-        write_record(best.parent, plan.records)
-    return measured
+    def stop(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+        for process in running:
+            process.send_signal(signal.SIGTERM)
 
-
-def _recorded_results(plan: ResultsPlan, run: Path,
-                      key: Dict[str, Any]) -> Optional[Dict[str, Dict[str, float]]]:
-    """
-    Return the test results in the record of ``run`` (whose directory is gone).
-
-    They count if they were measured under ``key`` but for the checkpoint (gone with the
-    directory; the record holds its hash) and the torch version; None with a warning on
-    stderr otherwise, or when the record has none.
-    """
-    record = read_record(plan.records, run)
-    kept = None if record is None else record.get('test_eval')
-    loose = ('checkpoint_sha256', 'torch')
-    if kept is not None and {k: v for k, v in kept['key'].items() if k not in loose} == \
-            {k: v for k, v in key.items() if k not in loose}:
-        return kept['results']
-    print(f'dmn_results: {run.name}: finished by its record, but the record has no test '
-          'results for this test set, episodes and protocols, and the checkpoint is gone '
-          'to measure them: left out of the table (train it again: delete its record)',
-          file=sys.stderr)
-    return None
-
-
-def record_all(plan: ResultsPlan) -> List[Path]:
-    """Record every run of the plan that is at rest in its directory; return the records."""
-    if plan.records is None:
-        return []
-    written = [write_record(run_dir(plan, model, domain, seed, rate), plan.records)
-               for model, domain, seed, rate in plan.runs_with_rates() if rate is not None]
-    return [path for path in written if path is not None]
-
-
-def entry_options(items: List[str]) -> Dict[str, Dict[str, Any]]:
-    """
-    Turn ``['dmn-pf:attention_prior=2']`` into ``{'dmn-pf': {'attention_prior': 2}}``.
-
-    Raises ValueError for an unknown entry or a field its model does not have.
-    """
-    grouped: Dict[str, List[str]] = {}
-    for item in items:
-        entry, sep, option = item.partition(':')
-        if not sep or entry not in ENTRIES:
-            raise ValueError(f'--model-option {item!r}: expected ENTRY:FIELD=VALUE with an '
-                             f'entry of {list(ENTRIES)}')
-        grouped.setdefault(entry, []).append(option)
-    return {entry: parse_model_options(VARIANTS.get(entry, (entry, {}))[0], options)
-            for entry, options in grouped.items()}
-
-
-def _keyed_values(items: List[str], flag: str, form: str, domain_required: bool,
-                  parse: Callable[[str], Any]) -> Dict[str, Any]:
-    """
-    Turn ``flag``'s ``ENTRY[/DOMAIN]=VALUE`` items into ``{key: parse(VALUE)}``.
-
-    ``form`` names the expected item in the error; ``parse`` raises ValueError for a bad
-    value. Raises ValueError for an unknown entry or domain, a domain missing where
-    ``domain_required``, a bad value, or a key given twice.
-    """
-    values: Dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition('=')
-        entry, slash, domain = key.partition('/')
-        if not sep or entry not in ENTRIES or \
-                ((slash or domain_required) and domain not in DOMAINS):
-            raise ValueError(f'{flag} {item!r}: expected {form} with an entry of '
-                             f'{list(ENTRIES)} and a domain of {list(DOMAINS)}')
-        try:
-            parsed = parse(value)
-        except ValueError as exc:
-            raise ValueError(f'{flag} {item!r}: {exc}') from None
-        if key in values:
-            raise ValueError(f'{flag} {item!r}: {key} is given twice')
-        values[key] = parsed
-    return values
-
-
-def _positive_rate(value: str) -> float:
-    """Return ``value`` as a learning rate; ValueError unless a positive number."""
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    trained, planned = logged_samples(table)
+    bar = tqdm(total=planned, initial=trained, unit='sample', smoothing=0.05,
+               desc='dmn_results', disable=not progress)
     try:
-        rate = float(value)
-    except ValueError:
-        rate = float('nan')
-    if not rate > 0:  # also NaN
-        raise ValueError('the rate must be a positive number')
-    return rate
+        while (pending and not stopped) or running:
+            while pending and not stopped and len(running) < jobs:
+                run = pending.pop(0)
+                command = [sys.executable, '-m', 'dmn_localization.learning.train_cli',
+                           *table.train_args(*run, data), '--quiet']
+                running[subprocess.Popen(command, preexec_fn=_own_session, env={
+                    **os.environ, 'OMP_NUM_THREADS': threads})] = run
+            time.sleep(poll_s)
+            for process in [p for p in running if p.poll() is not None]:
+                entry, domain, seed = running.pop(process)
+                said = f'{entry} {domain} s{seed}: dmn_train exit {process.returncode}'
+                if process.returncode == 0:
+                    write_record(table, table.run_name(entry, domain, seed))
+                    if (Path(data) / f'{domain}-test').exists():
+                        results = measure_results(table, data, entry, domain, seed) or {}
+                        said += ''.join(f', {p} {r["success"]:.1%}' for p, r in results.items())
+                bar.write(f'dmn_results: {said}')
+            bar.update(max(0, logged_samples(table)[0] - bar.n))
+    finally:
+        bar.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 128 + stopped[0] if stopped else 0
 
 
-def _seed_list(value: str) -> Tuple[int, ...]:
-    """Return ``'0,1,2'`` as ``(0, 1, 2)``; ValueError unless distinct, >= 0, 0 first."""
-    try:
-        seeds = tuple(int(seed) for seed in value.split(','))
-    except ValueError:
-        seeds = ()
-    if not seeds or seeds[0] != 0 or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise ValueError('distinct seeds of at least 0, the first 0')
-    return seeds
+def _cell(values: List[float], paper: Optional[float], planned: int) -> str:
+    theirs = '(–)' if paper is None else f'({paper:.1%})'
+    if not values:
+        return f'– {theirs}'
+    spread = f' ± {np.std(values):.1%}' if len(values) > 1 else ''
+    seeds = (f', {len(values)} of {planned} seeds' if len(values) < planned
+             else f', {len(values)} seeds' if len(values) > 1 else '')
+    return f'{float(np.mean(values)):.1%}{spread}{seeds} {theirs}'
 
 
-def fixed_rates(items: List[str]) -> Dict[str, float]:
-    """
-    Turn ``['vector-pf/mazes=1e-4']`` into ``{'vector-pf/mazes': 1e-4}`` (``--lr``).
+def table_rows(table: ResultsTable, results: Dict[str, Any], suffix: str = '') -> List[str]:
+    """Return the rows of the paper's Table 1 layout, the paper's number beside ours."""
+    rows = ['| map | algorithm | Rooms sequential | Mazes sequential | Rooms one-step | '
+            'Mazes one-step |', '| --- | --- | --- | --- | --- | --- |']
+    for entry in [*table.models, *NON_LEARNED_MODELS]:
+        paper = PAPER_TABLE1.get(entry, (None,) * 4)
+        cells = [_cell(results.get(d, {}).get(p + suffix, {}).get(entry, []), paper[i],
+                       len(table.seeds_of(entry, d)) if entry in table.models else 1)
+                 for i, (d, p) in enumerate(COLUMNS)]
+        kind, _, algorithm = LABELS[entry].partition(', ')
+        rows.append(f'| {kind} | {algorithm or "–"} | ' + ' | '.join(cells) + ' |')
+    return rows
 
-    Raises ValueError for an unknown entry or domain, a rate that is not a positive
-    number, or a pair given twice.
-    """
-    return _keyed_values(items, '--lr', 'ENTRY/DOMAIN=RATE', True, _positive_rate)
+
+def plateau(table: ResultsTable, state: Dict[str, Any]) -> str:
+    """Return the plateau cell of a run: stopped early, patience, or the recent fall."""
+    counters, curve = state['counters'], state['curve']
+    if counters['stopped_early']:
+        return 'yes (stopped early)'
+    if table.finish_samples and counters.get('stage') == 1 and \
+            counters['finish_start'] < table.budget_samples:
+        return f'yes (patience at {counters["finish_start"] / 1e6:g}M)'
+    before = [loss for s, loss, _ in curve if curve and s <= curve[-1][0] - PLATEAU_WINDOW]
+    if not before:
+        return '–'
+    gain = (min(before) - min(loss for _, loss, _ in curve)) / min(before)
+    return f'{"yes" if gain < PLATEAU_GAIN else "no"} ({100 * gain:.1f} %)'
 
 
-def seed_lists(items: List[str]) -> Dict[str, Tuple[int, ...]]:
-    """
-    Turn ``['image-pf=0,1,2', 'vector-regression/mazes=0']`` into training seeds (``--seeds``).
+def runs_rows(table: ResultsTable) -> List[str]:
+    """One row per run: rate, samples, best validation loss, wall time, state, plateau."""
+    rows = ['| run | learning rate | samples | best validation loss | wall time | state | '
+            'plateau |', '| --- | --- | --- | --- | --- | --- | --- |']
+    for entry, domain, seed in table.schedule():
+        state = run_state(table, table.run_name(entry, domain, seed))
+        head = f'| {entry} {domain} s{seed} | {table.rate(entry, domain):g} |'
+        if state is None:
+            rows.append(head + ' 0 | – | – | not begun | – |')
+            continue
+        c = state['counters']
+        how = ('stopped early' if c['stopped_early'] else 'finished') \
+            if at_rest(table, c) else 'in progress'
+        best = f'{c["best_val_loss"]:.4f}' if math.isfinite(c['best_val_loss']) else '–'
+        rows.append(head + f' {c["samples"]:,} | {best} | {c["elapsed_s"] / 3600:.2f} h | '
+                    f'{how}{" (record)" if state["record"] else ""} | '
+                    f'{plateau(table, state) if at_rest(table, c) else "–"} |')
+    return rows
 
-    The key is an entry, or ``'entry/domain'`` for one domain (which wins). Raises
-    ValueError for an unknown entry or domain, seeds that are not distinct integers of at
-    least 0 beginning with 0 (seed 0 is every entry's first run), or a key given twice.
-    """
-    return _keyed_values(items, '--seeds', 'ENTRY[/DOMAIN]=S,S,...', False, _seed_list)
+
+def plot_curves(table: ResultsTable, domain: str, path: Path) -> Path:
+    """Plot validation loss and success against samples; a model's seeds share a colour."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 4.2))
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for index, entry in enumerate(table.models):
+        for n, seed in enumerate(table.seeds_of(entry, domain)):
+            state = run_state(table, table.run_name(entry, domain, seed))
+            if state and state['curve']:
+                xs, losses, successes = zip(*state['curve'])
+                for ax, ys in zip(axes, (losses, successes)):
+                    ax.plot(xs, ys, color=colors[index % len(colors)], alpha=0.8, label=None
+                            if n else f'{entry}, lr {table.rate(entry, domain):g}')
+    for ax, label in zip(axes, ('validation loss (tracking)',
+                                'validation one-step global success')):
+        ax.set(xlabel='training samples', ylabel=label)
+        ax.grid(alpha=0.3)
+        if table.finish_samples:  # the finishing stage begins at a lower rate
+            ax.axvline(table.budget_samples, color='grey', linestyle='--', linewidth=0.8)
+    fig.suptitle(f'{domain}: learning curves' + (' (dashed: the finishing stage begins)'
+                                                 if table.finish_samples else ''), fontsize=9)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc='lower center', ncol=3, fontsize=7,
+               frameon=False)
+    fig.tight_layout(rect=(0.0, 0.12, 1.0, 1.0))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_results(table: ResultsTable, data: Path, results: Dict[str, Any], out: Path,
+                  command: str) -> Path:
+    """Write the table's section of ``out`` (and ``out``'s .json twin, and the curves)."""
+    figures = Path(out).parent / 'docs'
+    figures.mkdir(parents=True, exist_ok=True)
+    states = [run_state(table, table.run_name(*run)) or {} for run in table.schedule()]
+    machines = Counter(m for state in states for m in state.get('machines') or [])
+    sizes = [f'{d} {s} {len(x)} environments x {x.views_per_env} views'
+             for d in table.domains for s in ('train', 'val', 'test')
+             for x in [Dataset(Path(data) / f'{d}-{s}')]]
+    lines = ['## Global localization success (paper Table 1 layout)', '',
+             f'Made by `{command}` (table `{table.name}` of learning/results_table.py): '
+             f'{table.budget_samples:,} training samples a run'
+             + (f' and a finishing stage of {table.finish_samples:,} at '
+                f'{table.finish_lr_factor:.3g} of the rate' if table.finish_samples else '')
+             + f', worlds moved up to {table.frame_shift:g} and turned up to '
+             f'{table.frame_turn:g} degrees in training and test; {table.episodes} test '
+             'episodes a cell, K=2048, t=5 (sequential) and t=1 (one-step). Ours, with the '
+             "paper's number in parentheses: mean ± standard deviation over seeds; a dash: "
+             "not finished. docs/training.md says how the protocol differs from the paper's "
+             'and why the numbers do.', '', *table_rows(table, results), '',
+             '### The same runs at a stricter reading: x-y distance below 0.2', '',
+             *table_rows(table, results, STRICT), '', '## Training runs', '',
+             'Data: ' + '; '.join(sizes) + '. Trained on: ' + ', '.join(
+                 f'{m} ({n} runs)' for m, n in sorted(machines.items())) + '. Plateau: '
+             f'stopped early, or patience ended the main stage, or the best validation loss '
+             f'fell by less than {100 * PLATEAU_GAIN:g} % over the last {PLATEAU_WINDOW:,} '
+             'samples (the fall in parentheses).', '', *runs_rows(table), '',
+             '## Learning curves', '']
+    prefix = '' if Path(out).stem == 'RESULTS' else f'{Path(out).stem.lower()}-'
+    for domain in table.domains:
+        path = plot_curves(table, domain, figures / f'{prefix}learning-curves-{domain}.png')
+        lines.append(f'![{domain}](docs/{path.name})')
+    write_section(out, 'learning', '\n'.join(lines))
+    Path(out).with_suffix('.json').write_text(json.dumps(results, indent=1) + '\n')
+    return Path(out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Command line entry point of ``dmn_results``."""
-    p = argparse.ArgumentParser(prog='dmn_results', description=__doc__.split('\n\n')[0])
-    p.add_argument('--data', type=Path, default=Path('data'),
-                   help='directory with {rooms,mazes}-{train,val,test} datasets')
-    p.add_argument('--runs', type=Path, default=Path('runs/results'))
-    p.add_argument('--budget-samples', type=int, default=DEFAULT_BUDGET)
-    p.add_argument('--episodes', type=int, default=1000)
-    p.add_argument('--models', nargs='*', default=list(ENTRIES), choices=list(ENTRIES),
-                   help='learned models and variants (default: all)')
-    p.add_argument('--domains', nargs='*', default=list(DOMAINS), choices=list(DOMAINS))
-    p.add_argument('--one-seed', action='store_true', help='seed 0 only (a quick table)')
-    p.add_argument('--seeds', action='append', default=[], metavar='ENTRY[/DOMAIN]=S,S,...',
-                   help='the training seeds of one entry, on every domain or on one '
-                   '(repeatable; default: 0, 1 and 2 for THREE_SEEDS, else 0), e.g. '
-                   'vector-regression/mazes=0')
-    p.add_argument('--val-every-samples', type=int, default=100_000)
-    p.add_argument('--val-episodes', type=int, default=1000)
-    p.add_argument('--frame-shift', type=float, default=0.0, metavar='S',
-                   help="move each episode's world by up to S normalized units in training "
-                   'and test (dmn_train --frame-shift)')
-    p.add_argument('--frame-turn', type=float, default=0.0, metavar='DEG',
-                   help="turn each episode's world about its centre by up to DEG degrees in "
-                   'training and test (dmn_train --frame-turn)')
-    p.add_argument('--lr-decay-factor', type=float, default=TrainConfig.lr_decay_factor,
-                   metavar='F', help='every run multiplies its learning rate by F when its '
-                   'validation loss has not improved for more than --lr-decay-patience '
-                   "validations (dmn_train --lr-decay-factor; 1: constant, the paper's "
-                   'protocol); the runs are named for it')
-    p.add_argument('--lr-decay-patience', type=int, default=TrainConfig.lr_decay_patience,
-                   metavar='N', help='dmn_train --lr-decay-patience of every run')
-    p.add_argument('--finish-samples', type=int, default=TrainConfig.finish_samples,
-                   metavar='N', help='every run, after its budget, trains N samples more from '
-                   'its best checkpoint with a fresh Adam at its rate times --finish-lr-factor '
-                   "(dmn_train --finish-samples; 0: none, the paper's protocol); the runs are "
-                   'named for it')
-    p.add_argument('--finish-lr-factor', type=float, default=TrainConfig.finish_lr_factor,
-                   metavar='F', help='dmn_train --finish-lr-factor of every run')
-    p.add_argument('--model-option', action='append', default=[],
-                   metavar='ENTRY:FIELD=VALUE', help='a model config field of one entry, e.g. '
-                   'dmn-pf:attention_prior=2 (dmn_train --model-option; repeatable); its runs '
-                   'are named for it')
-    p.add_argument('--jobs', type=int, default=1,
-                   help='runs trained at a time, each in its own process with its share of '
-                   'the cores (2 on a 2-core machine: one core each)')
-    p.add_argument('--tie-margin', type=float, default=TIE_MARGIN,
-                   help='rates whose search score is within this share of the best are '
-                   'trained another --search-samples and compared again (0: the lowest '
-                   'score at the first horizon wins)')
-    p.add_argument('--fresh-eval', action='store_true',
-                   help='measure every run on the test sets again instead of reading the '
-                   'results kept beside it (they are measured again anyway when the '
-                   'checkpoint, the test data or the evaluation changed)')
-    p.add_argument('--no-train', action='store_true',
-                   help='train nothing: the table of the runs finished so far')
-    p.add_argument('--status', action='store_true',
-                   help='train and evaluate nothing, write nothing: print how far the plan '
-                   'has got (search, runs, samples, time left) and exit')
-    p.add_argument('--lr-grid', type=float, nargs='+', default=list(LR_GRID), metavar='LR',
-                   help='learning rates searched for every model and domain (one rate: no '
-                   'search)')
-    p.add_argument('--lr', action='append', default=[], metavar='ENTRY/DOMAIN=LR',
-                   help='the learning rate of one entry on one domain, fixed: no search for '
-                   'it (repeatable), e.g. vector-pf/mazes=1e-4')
-    p.add_argument('--search-samples', type=int, default=SEARCH_SAMPLES,
-                   help='samples of each search run (a multiple of --val-every-samples)')
-    p.add_argument('--memory-format', choices=MEMORY_FORMATS, default='contiguous',
-                   help='memory layout of new runs (dmn_train --memory-format; a run keeps '
-                   'the one it began with): contiguous reproduces the published table value '
-                   'for value, channels_last trains about 1.2x faster and rounds differently')
-    p.add_argument('--records', type=Path, default=Path('results'),
-                   help="directory of the finished runs' records (a few kB each; commit it "
-                   'with RESULTS.md): a run whose directory is gone is read from it, not '
-                   'trained again')
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument('--table', choices=list(TABLES), default='4m')
+    p.add_argument('--data', type=Path, default=Path('data'), help='as `make data` writes it')
+    p.add_argument('--runs', type=Path, default=None, help='run directories (default: the '
+                   "table's)")
+    p.add_argument('--jobs', type=int, default=1, help='runs trained at a time')
     p.add_argument('--out', type=Path, default=Path('RESULTS.md'))
+    p.add_argument('--no-train', action='store_true', help='the table of the finished runs')
+    p.add_argument('--status', action='store_true', help='print the runs table, write nothing')
+    p.add_argument('--fresh-eval', action='store_true', help='measure every test result again')
     a = p.parse_args(argv)
-    keep_freed_memory()  # the evaluation's batches: see core/allocator.py
-    if a.jobs < 1:
-        p.error(f'--jobs must be at least 1, got {a.jobs}')
-    try:
-        check_lr_decay(a.lr_decay_factor, a.lr_decay_patience)
-        check_finish(a.finish_samples, a.finish_lr_factor, a.lr_decay_factor)
-        model_options = entry_options(a.model_option)
-        rates = fixed_rates(a.lr)
-        seeds = seed_lists(a.seeds)
-    except (TrainingError, ValueError) as exc:
-        p.error(str(exc))
-    if min(a.lr_grid) <= 0 or len(set(a.lr_grid)) != len(a.lr_grid):
-        p.error(f'--lr-grid needs distinct positive rates, got {a.lr_grid}')
-    if not 0 < a.search_samples <= a.budget_samples or \
-            a.search_samples % a.val_every_samples:
-        # a search run ends with a validation; off the validation interval the chosen
-        # run would not continue as an uninterrupted run
-        p.error(f'--search-samples must be a multiple of --val-every-samples '
-                f'({a.val_every_samples}) and at most --budget-samples, '
-                f'got {a.search_samples}')
-    if a.one_seed and seeds:
-        p.error('--one-seed and --seeds: choose one')
-    plan = ResultsPlan(a.data, a.runs, a.budget_samples, a.models,
-                       {m: (0,) for m in a.models} if a.one_seed else seeds or None,
-                       rates or None,
-                       a.episodes, a.domains, a.val_every_samples, a.val_episodes,
-                       frame_shift=a.frame_shift, frame_turn=a.frame_turn,
-                       lr_decay_factor=a.lr_decay_factor,
-                       lr_decay_patience=a.lr_decay_patience, lr_grid=tuple(a.lr_grid),
-                       finish_samples=a.finish_samples, finish_lr_factor=a.finish_lr_factor,
-                       model_options=model_options,
-                       search_samples=a.search_samples, tie_margin=a.tie_margin,
-                       memory_format=a.memory_format, records=a.records)
+    table = TABLES[a.table] if a.runs is None else replace(TABLES[a.table], runs=a.runs)
     if a.status:
-        print(status(plan))
+        print('\n'.join(runs_rows(table)) + '\n\nTrained {:,} of {:,} planned samples.'.format(
+            *logged_samples(table)))
         return 0
-    start = time.monotonic()
-    if not a.no_train:
-        try:
-            train_all(plan, jobs=a.jobs)
-        except (TrainingInterrupted, PoolStopped) as exc:  # saved: the same command goes on
-            print(f'dmn_results: {exc}', file=sys.stderr)
-            return exc.exit_code
-    record_all(plan)
-    results = evaluate_all(plan, fresh=a.fresh_eval)
-    command = 'dmn_results ' + ' '.join(argv if argv is not None else sys.argv[1:])
-    print(write_results(plan, results, a.out, command.strip(),
-                        None if a.no_train else time.monotonic() - start))
+    if not a.no_train and (code := train_all(table, a.data, a.jobs)):
+        return code
+    command = 'dmn_results ' + ' '.join(sys.argv[1:] if argv is None else argv)
+    write_results(table, a.data, evaluate_all(table, a.data, a.fresh_eval), a.out, command)
+    print(f'wrote {a.out} ({machine()})')
     return 0
 
 

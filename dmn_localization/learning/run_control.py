@@ -43,10 +43,6 @@ class TrainingInterrupted(Exception):
         """Return the shell's status of a process a signal ended: 128 plus its number."""
         return signal_exit_code(self.signal_name)
 
-    def __reduce__(self) -> tuple:
-        """Pickle with its fields: ``dmn_results`` gets it from a worker process."""
-        return type(self), (self.signal_name, self.samples, self.out)
-
 
 @contextlib.contextmanager
 def run_lock(out: Path) -> Iterator[None]:
