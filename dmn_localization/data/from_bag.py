@@ -288,7 +288,7 @@ def _bag_environments(bag: Path, image_topic: str, pose_topic: str,
                       image_size: Tuple[int, int], views_per_env: Optional[int],
                       max_pose_gap_s: Optional[float], map_frame: str,
                       base_frame: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
-    """The posed views of one bag as ``(images (E, V, H, W, 3), poses (E, V, 3))``."""
+    """Read one bag's posed views as ``(images (E, V, H, W, 3), poses (E, V, 3))``."""
     import cv2
 
     pixels, poses = [], []
@@ -318,8 +318,7 @@ def dataset_from_bag(bags: Union[Path, Sequence[Path]], out: Path, image_topic: 
                      map_frame: str = 'map', base_frame: Optional[str] = None,
                      camera_info_topic: Optional[str] = '/camera/camera_info') -> Path:
     """
-    Write the posed images of one or more bags as a dataset at ``out``; return the
-    manifest path.
+    Write the posed images of one or more bags as a dataset at ``out``; return its manifest.
 
     Each bag's views form one environment, or consecutive environments of
     ``views_per_env`` views (a remainder shorter than that is dropped); no environment

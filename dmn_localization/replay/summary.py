@@ -28,13 +28,13 @@ def read_replay(directory: Path) -> Dict[str, float]:
     """Return the summary figures of one ``dmn_evaluate_bag`` output directory."""
     path = Path(directory) / 'metrics.json'
     if not path.is_file():
-        raise SummaryError(f'{directory}: no metrics.json (run dmn_evaluate_bag --out {directory})')
+        raise SummaryError(f'{directory}: no metrics.json (dmn_evaluate_bag --out {directory})')
     record = json.loads(path.read_text())
     return {name: record[part][key] * scale for name, part, key, scale, _ in COLUMNS}
 
 
 def summary_table(directories: Sequence[Path]) -> str:
-    """A markdown table: one row per replay, then one mean row per label."""
+    """Return a markdown table: one row per replay, then one mean row per label."""
     rows: List[str] = ['| replay | ' + ' | '.join(c[0] for c in COLUMNS) + ' |',
                        '|---|' + '---|' * len(COLUMNS)]
     groups: Dict[str, List[Dict[str, float]]] = {}
