@@ -312,3 +312,23 @@ def test_live_replay_to_a_namespaced_node_with_remapped_topics(bag_and_model, tm
     assert code == 2
     assert 'does not subscribe to /nowhere/image' in capsys.readouterr().err
     node.stop()
+
+
+def test_a_wider_cameras_bag_is_cropped_offline_and_by_the_node_live(bag_and_model, tmp_path,
+                                                                     start_process):
+    """The bag's camera_info reaches the node before the map: its views are cropped too."""
+    _, model = bag_and_model
+    wide = tmp_path / 'wide'
+    assert sim_bag_main(['--duration', '3', '--seed', '4', '--contexts', '4', '--camera-size',
+                         '48', '64', '--camera-fov-y', '80', '--out', str(wide)]) == 0
+    assert replay_main([str(wide), '--model', str(model), '--particles', '256', '--out',
+                        str(tmp_path / 'offline'), '--quiet']) == 0
+    said = json.loads((tmp_path / 'offline' / 'metrics.json').read_text())['camera']
+    assert '64x48 camera of' in said and "(/camera/camera_info): cropped to the model's" in said
+    node = start_process('dmn_localization_node', '--ros-args', '-p', f'model_path:={model}',
+                         '-p', 'num_particles:=256', '-p', 'publish_pose_when:=always')
+    assert replay_main([str(wide), '--live', '--lockstep', '--out', str(tmp_path / 'live'),
+                        '--quiet']) == 0, node.log()
+    said = json.loads((tmp_path / 'live' / 'metrics.json').read_text())['camera']
+    assert '64x48 camera of' in said and "(camera_info), cropped to the model's view" in said
+    node.stop()

@@ -175,8 +175,8 @@ def logged_samples(table: ResultsTable) -> Tuple[int, int]:
     return total, full * len(table.schedule())
 
 
-def _own_session() -> None:
-    """Run a ``dmn_train`` in a session of its own, to get one signal: ``stop()``'s."""
+def _own_process_group() -> None:
+    """Run a ``dmn_train`` in a process group of its own, to get one signal: ``stop()``'s."""
     os.setsid()
     if sys.platform.startswith('linux'):  # and SIGTERM when dmn_results dies (SIGKILL)
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -212,7 +212,7 @@ def train_all(table: ResultsTable, data: Path, jobs: int = 1, progress: bool = T
                 run = pending.pop(0)
                 command = [sys.executable, '-m', 'dmn_localization.learning.train_cli',
                            *table.train_args(*run, data), '--quiet']
-                running[subprocess.Popen(command, preexec_fn=_own_session, env={
+                running[subprocess.Popen(command, preexec_fn=_own_process_group, env={
                     **os.environ, 'OMP_NUM_THREADS': threads})] = run
             time.sleep(poll_s)
             for process in [p for p in running if p.poll() is not None]:

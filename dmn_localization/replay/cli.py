@@ -101,7 +101,8 @@ def run_live(args: argparse.Namespace, topics: BagTopics) -> ReplayResult:
         raise ValueError('--model does not apply to --live: the running node uses its own')
     target = LiveTarget(node=args.node, image_topic=args.node_image_topic,
                         odom_topic=args.node_odom_topic, pose_topic=args.node_pose_topic,
-                        cloud_topic=args.node_cloud_topic, rate=args.rate,
+                        cloud_topic=args.node_cloud_topic,
+                        camera_info_topic=args.node_camera_info_topic, rate=args.rate,
                         connect_timeout=args.connect_timeout, lockstep=args.lockstep)
     return live_replay(args.bag, topics, target,
                        args.map_from, args.map_bag, args.every_metres, args.every_degrees,
@@ -122,7 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--mapping-pose-topic', default=topics.mapping_pose)
     p.add_argument('--camera-info-topic', default=topics.camera_info,
                    help="the camera's CameraInfo: images are cropped to the model's view "
-                   '(offline; ignored when the bag lacks it)')
+                   '(offline; live, the node is given it; ignored when the bag lacks it)')
     p.add_argument('--map-from', choices=('bag', 'other', 'run'), default='bag')
     p.add_argument('--map-bag', type=Path, default=None, help='with --map-from other')
     p.add_argument('--every-metres', type=float, default=None, help='with --map-from run')
@@ -151,6 +152,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     live.add_argument('--connect-timeout', type=float, default=LiveTarget.connect_timeout,
                       help='seconds to wait for the node')
     for kind, what in (('image', 'camera frames'), ('odom', 'odometry'),
+                       ('camera-info', "camera's CameraInfo"),
                        ('pose', 'poses the node publishes'),
                        ('cloud', 'particle clouds the node publishes')):
         live.add_argument(f'--node-{kind}-topic', default=None,
@@ -192,7 +194,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         'node': a.node if a.live else None, 'mode': 'live' if a.live else 'offline',
         'seed': None if a.live else a.seed, 'particles': None if a.live else a.particles,
         'likelihood_scale': None if a.live else a.likelihood_scale,
-        'map_from': a.map_from, 'lockstep': a.lockstep if a.live else None}, title, status)
+        'map_from': a.map_from, 'lockstep': a.lockstep if a.live else None,
+        'camera': result.camera}, title, status)
     for key, value in {**metrics.to_dict(), **(status.to_dict() if status else {})}.items():
         print(f'  {key:<32} {value}')
     print(f'plot: {plot}')

@@ -30,7 +30,7 @@ import numpy as np
 
 #: The node's topic names before remapping, used when the graph does not show one in time.
 DEFAULT_TOPICS = {'image_topic': 'image', 'odom_topic': 'odom', 'pose_topic': 'pose',
-                  'cloud_topic': 'particle_cloud'}
+                  'cloud_topic': 'particle_cloud', 'camera_info_topic': 'camera_info'}
 
 
 class LiveReplayError(RuntimeError):
@@ -53,6 +53,7 @@ class LiveTarget:
     odom_topic: Optional[str] = None
     pose_topic: Optional[str] = None
     cloud_topic: Optional[str] = None
+    camera_info_topic: Optional[str] = None
     #: bag seconds per wall-clock second (2.0 plays twice as fast)
     rate: float = 1.0
     #: seconds to wait for the node's service and its subscriptions
@@ -104,10 +105,14 @@ class _Player:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
         from nav_msgs.msg import Odometry
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, Image
 
         self.image_pub = self.node.create_publisher(Image, target.image_topic,
                                                     qos_profile_sensor_data)
+        self.camera_info_pub = self.node.create_publisher(CameraInfo, target.camera_info_topic,
+                                                          qos_profile_sensor_data)
+        #: the node's /diagnostics ``camera``: how its images reach the model
+        self.camera_note: Optional[str] = None
         self.odom_pub = self.node.create_publisher(Odometry, target.odom_topic,
                                                    QoSProfile(depth=100))
         self.poses: List[Tuple[float, Tuple[float, float, float]]] = []
@@ -131,7 +136,8 @@ class _Player:
         wanted = {'image_topic': ('sub', 'sensor_msgs/msg/Image'),
                   'odom_topic': ('sub', 'nav_msgs/msg/Odometry'),
                   'pose_topic': ('pub', 'geometry_msgs/msg/PoseWithCovarianceStamped'),
-                  'cloud_topic': ('pub', 'geometry_msgs/msg/PoseArray')}
+                  'cloud_topic': ('pub', 'geometry_msgs/msg/PoseArray'),
+                  'camera_info_topic': ('sub', 'sensor_msgs/msg/CameraInfo')}
         missing = [field for field in wanted if getattr(target, field) is None]
         if not missing:
             return target
@@ -161,7 +167,7 @@ class _Player:
                 raise LiveReplayError(
                     f'{target.node} {verb} {len(found[field])} {kind_type} topics '
                     f'({", ".join(found[field]) or "none"}); give it with '
-                    f'--node-{field.replace("_topic", "")}-topic')
+                    f'--node-{field[:-6].replace("_", "-")}-topic')
         return replace(target, **{field: found[field][0] for field in missing})
 
     def _spin(self) -> None:
@@ -178,6 +184,7 @@ class _Player:
             if entry.name != self._status_name:
                 continue
             values = {kv.key: kv.value for kv in entry.values}
+            self.camera_note = values.get('camera', self.camera_note)
             if 'last_frame_stamp' in values and 'state' in values:
                 self.states.append((float(values['last_frame_stamp']), values['state']))
 
@@ -241,6 +248,7 @@ def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = Non
                                   '(same ROS_DOMAIN_ID)?')
         target = player.resolve(target)
         player.start(target)
+        _send_camera_info(bag, topics, target, player, deserialize_message)
         request = build_map_request(images, poses, frame_id, extent)
         response = call_idempotent(player.build_map, request,
                                    lambda future, seconds: player.wait(future.done, seconds),
@@ -256,7 +264,8 @@ def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = Non
                                   f'{target.odom_topic}')
         map_extent = list(extent) if extent is not None else default_extent(
             poses, LocalizerSettings().map_margin)
-        result = ReplayResult(map_poses=poses, extent=[float(v) for v in map_extent])
+        result = ReplayResult(map_poses=poses, extent=[float(v) for v in map_extent],
+                              camera=player.camera_note)
         frame_stamps = _play(bag, topics, target, player, result, deserialize_message,
                              AnyReader, Image, Odometry, progress)
         last = frame_stamps[-1] if frame_stamps else None
@@ -279,6 +288,34 @@ def live_replay(bag: Path, topics: BagTopics, target: Optional[LiveTarget] = Non
         return result
     finally:
         player.close()
+
+
+def _send_camera_info(bag: Path, topics: BagTopics, target: LiveTarget, player: _Player,
+                      deserialize: Any) -> None:
+    """
+    Give the node the bag's camera (its first ``topics.camera_info``) before the map.
+
+    Published until the node's /diagnostics say it crops from camera_info, as a camera
+    driver publishes it beside every image; nothing when the bag has no such topic.
+    """
+    from rosbags.highlevel import AnyReader
+    from sensor_msgs.msg import CameraInfo
+
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == topics.camera_info]
+        raw = next((bytes(r) for _, _, r in reader.messages(connections=conns)), None)
+    if raw is None:
+        return
+    msg = deserialize(raw, CameraInfo)
+
+    def taken() -> bool:
+        player.camera_info_pub.publish(msg)
+        return '(camera_info)' in (player.camera_note or '')
+
+    if not player.wait(taken, target.connect_timeout):
+        raise LiveReplayError(f'{target.node} did not take the camera of {topics.camera_info} '
+                              f'from {target.camera_info_topic} (its /diagnostics say: '
+                              f'{player.camera_note})')
 
 
 def _play(bag: Path, topics: BagTopics, target: LiveTarget, player: _Player,

@@ -52,6 +52,8 @@ class ReplayResult:
     map_poses: Optional[np.ndarray] = None
     extent: Optional[List[float]] = None
     snapshots: Dict[float, FrameResult] = field(default_factory=dict)
+    #: how the images reached the model: the camera they were cropped from, or None
+    camera: Optional[str] = None
 
     def frame_states(self) -> Optional[List[Optional[str]]]:
         """Return the state at each estimate (recorded, or read from the changes), or None."""
@@ -150,9 +152,14 @@ def replay(bag: Path, localizer: Localizer, topics: BagTopics,
 
     bag = Path(bag)
     images, poses = map_views(bag, topics, map_source, map_bag, every_metres, every_degrees)
-    localizer.set_camera(bag_camera(bag, topics.camera_info))
+    camera = bag_camera(bag, topics.camera_info)
+    problems = localizer.set_camera(camera)
     the_map = localizer.build_map(images, poses, extent)
     result = ReplayResult(map_poses=poses, extent=[float(v) for v in the_map.extent])
+    if camera is not None:
+        result.camera = (f'{camera.width}x{camera.height} camera of {camera.fov_x_deg:.1f} x '
+                         f'{camera.fov_y_deg:.1f} degrees ({topics.camera_info}): '
+                         + ('; '.join(problems) or "cropped to the model's view"))
     with AnyReader([bag]) as reader:
         conns = run_connections(reader, bag, topics)
         total = sum(c.msgcount for c in conns if c.topic == topics.image)
