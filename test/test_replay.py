@@ -247,8 +247,15 @@ def test_kidnap_benchmark_pools_runs_by_frames():
 def test_kidnap_benchmark_takes_other_settings_and_says_so():
     from dmn_localization.bench.kidnap_bench import markdown, setting_overrides
 
+    from dmn_localization.bench.kidnap_bench import localizer_settings
+
     assert setting_overrides(['likelihood_scale=0.125', 'num_particles=512']) == {
         'likelihood_scale': 0.125, 'num_particles': 512}
+    settings = localizer_settings(3, (0.01, 0.2), setting_overrides(
+        ['converged_xy_std=0.25', 'motion_noise_xy=0.1']))
+    assert (settings.seed, settings.recovery_alpha_slow, settings.recovery_alpha_fast,
+            settings.motion_noise_xy, settings.status_thresholds.converged_xy_std,
+            settings.status_thresholds.lost_xy_std) == (3, 0.01, 0.2, 0.1, 0.25, 1.0)
     for bad in ('likelihood_scale', 'no_such_field=1', 'recovery_alpha_fast=0.2'):
         with pytest.raises(ValueError, match='FIELD=VALUE'):
             setting_overrides([bad])

@@ -49,13 +49,11 @@ def run_one(bag: Path, loaded: Any, rates: Tuple[float, float], seed: int,
 
     ``overrides``: other :class:`LocalizerSettings` fields than their defaults.
     """
-    from dmn_localization.runtime.localizer import Localizer, LocalizerSettings
+    from dmn_localization.runtime.localizer import Localizer
     from dmn_localization.replay.metrics import status_metrics, trajectory_metrics
     from dmn_localization.replay.offline import BagTopics, replay
 
-    settings = replace(LocalizerSettings(), seed=seed, recovery_alpha_slow=rates[0],
-                       recovery_alpha_fast=rates[1], **(overrides or {}))
-    localizer = Localizer(loaded, 'cpu', settings)
+    localizer = Localizer(loaded, 'cpu', localizer_settings(seed, rates, overrides))
     result = replay(bag, localizer, BagTopics(), progress=False)
     estimates = np.array(result.estimates)
     status = status_metrics(result.stamps, estimates, result.states, result.truth_stamps,
@@ -144,18 +142,44 @@ def markdown(report: Dict[str, Any], command: str) -> str:
 
 
 def setting_overrides(items: Sequence[str]) -> Dict[str, float]:
-    """Turn ``['likelihood_scale=0.125']`` into settings; ValueError for an unknown field."""
-    from dmn_localization.runtime.localizer import LocalizerSettings
+    """
+    Turn ``['likelihood_scale=0.125']`` into settings; ValueError for an unknown field.
 
-    known = LocalizerSettings.__dataclass_fields__
-    out = {}
+    A field of the status thresholds (``converged_xy_std=0.3``) is one too.
+    """
+    from dmn_localization.runtime.localizer import LocalizerSettings
+    from dmn_localization.runtime.status import StatusSettings
+
+    out: Dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition('=')
-        if not sep or name not in known or name.startswith('recovery_alpha'):
+        for kind in (LocalizerSettings, StatusSettings):
+            default = getattr(kind(), name, None)
+            if sep and isinstance(default, (int, float)) and not name.startswith(
+                    'recovery_alpha') and name != 'status_thresholds':
+                out[name] = type(default)(value)
+                break
+        else:
             raise ValueError(f'--set {item}: expected FIELD=VALUE with a field of the '
-                             'localizer settings other than the recovery rates')
-        out[name] = type(getattr(LocalizerSettings(), name))(value)
+                             'localizer settings or status thresholds other than the '
+                             'recovery rates')
     return out
+
+
+def localizer_settings(seed: int, rates: Tuple[float, float],
+                       overrides: Optional[Dict[str, float]] = None) -> Any:
+    """Return the node's default settings with ``rates``, ``seed`` and ``overrides``."""
+    from dmn_localization.runtime.localizer import LocalizerSettings
+    from dmn_localization.runtime.status import StatusSettings
+
+    overrides = dict(overrides or {})
+    thresholds = {k: overrides.pop(k) for k in list(overrides)
+                  if k in StatusSettings.__dataclass_fields__}
+    defaults = LocalizerSettings()
+    return replace(defaults, seed=seed, recovery_alpha_slow=rates[0],
+                   recovery_alpha_fast=rates[1],
+                   status_thresholds=replace(defaults.status_thresholds, **thresholds),
+                   **overrides)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
