@@ -88,6 +88,12 @@ def test_status_metrics_of_a_hand_made_kidnap():
     assert m.time_to_recover_s == [pytest.approx(t[35] - t[25])]
     assert m.wrong_frames == 10
     assert m.false_confidence_share == pytest.approx(4 / 50)  # 4 sure frames 3 m off
+    assert m.false_confidence_at_kidnap_share == pytest.approx(4 / 50)  # all within 2 s
+    stuck = truth.copy()
+    stuck[25:45, :2] -= [3.0, 0.0]  # sure of the old place for 4 s: 2 s of it are noticing
+    sure = status_metrics(t, stuck, ['global'] * 5 + ['converged'] * 45, t, truth)
+    assert sure.false_confidence_share == pytest.approx(20 / 50)
+    assert sure.false_confidence_at_kidnap_share == pytest.approx(10 / 50)
     assert m.wrong_flagged_share == pytest.approx(6 / 10)
     # of the 40 frames on the truth, the 5 global ones at the start are false alarms
     assert m.right_frames == 40
@@ -241,7 +247,8 @@ def test_kidnap_benchmark_pools_runs_by_frames():
     text = markdown({'seeds': [0, 1, 2], 'duration_s': 60, 'kidnap_at_s': 30,
                      'machine': 'x', 'wall_time_s': 60, 'domains': {'rooms': {'off': row}}},
                     'cmd')
-    assert '| rooms | off | 2/3 | 6.0 s | 2.0% | 60.0% | 7.7% | 2/3, 15.0 s | 40.0% |' in text
+    assert '| rooms | off | 2/3 | 6.0 s | 2.0% (0.0%) | 60.0% | 7.7% | 2/3, 15.0 s | 40.0% |' \
+        in text
 
 
 def test_kidnap_benchmark_takes_other_settings_and_says_so():

@@ -138,6 +138,8 @@ WRONG_M = 1.0
 RIGHT_M = 0.5
 #: States in which the localizer admits it does not know where it is.
 UNSURE_STATES = (status.LOST, status.GLOBAL)
+#: frames this soon after a kidnap may still be reported converged: the time to notice
+KIDNAP_NOTICE_S = 2.0
 
 
 @dataclass
@@ -151,7 +153,9 @@ class StatusMetrics:
     (goal over 90 %; None without such frames). ``false_alarm_share``: of the frames
     within :data:`RIGHT_M` of the truth, the share reported ``lost`` or ``global`` (a
     localizer that is right but says it is not; None without such frames).
-    ``time_to_recover_s``: per kidnap, from
+    ``false_confidence_at_kidnap_share``: the part of ``false_confidence_share`` within
+    :data:`KIDNAP_NOTICE_S` after a kidnap (the time to notice it); the rest is a belief
+    sure of a wrong place elsewhere. ``time_to_recover_s``: per kidnap, from
     the jump of the truth until the estimate stays within 0.5 m for
     :data:`RECOVERY_HOLD_S` (None: not within the run).
     """
@@ -164,6 +168,7 @@ class StatusMetrics:
     time_to_recover_s: List[Optional[float]]
     right_frames: int = 0
     false_alarm_share: Optional[float] = None
+    false_confidence_at_kidnap_share: float = 0.0
 
     def to_dict(self) -> Dict[str, object]:
         """Return the metrics as a JSON-serializable dict."""
@@ -201,9 +206,14 @@ def status_metrics(stamps: Sequence[float], estimates: np.ndarray, states: Seque
         index = convergence_index(pos[part], stamps[part], 0.5, RECOVERY_HOLD_S) if (
             part.any()) else None
         recover.append(None if index is None else float(stamps[part][index] - when))
+    sure_wrong = wrong & (states_arr == status.CONVERGED)
+    noticing = np.zeros(len(stamps), dtype=bool)
+    for when in kidnaps:
+        noticing |= (stamps >= when) & (stamps < when + KIDNAP_NOTICE_S)
     return StatusMetrics(
         frames=int(len(pos)),
-        false_confidence_share=float(np.mean(wrong & (states_arr == status.CONVERGED))),
+        false_confidence_share=float(np.mean(sure_wrong)),
+        false_confidence_at_kidnap_share=float(np.mean(sure_wrong & noticing)),
         wrong_frames=int(wrong.sum()),
         wrong_flagged_share=float(np.mean(np.isin(states_arr[wrong], UNSURE_STATES)))
         if wrong.any() else None,
