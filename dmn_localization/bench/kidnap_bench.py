@@ -123,9 +123,9 @@ def markdown(report: Dict[str, Any], command: str) -> str:
              'share of all frames reported `converged` while more than 1 m off (goal under '
              '3 %); in parentheses the part within 2 s after the kidnap (the time to notice '
              'it), the rest is a belief sure of a wrong place. Flagged: of the frames more '
-             'than 1 m off, the share reported `lost` or `global` (goal over 90 %). False alarms: of the frames within 0.5 m, the share '
-             'reported `lost` or `global`. Within 0.5 m: share of all frames, the mean over '
-             'the runs.', '',
+             'than 1 m off, the share reported `lost` or `global` (goal over 90 %). False '
+             'alarms: of the frames within 0.5 m, the share reported `lost` or `global`. '
+             'Within 0.5 m: share of all frames, the mean over the runs.', '',
              '| domain | alpha slow, fast | recovered | median time to recover | false '
              'confidence | flagged | false alarms | first convergence (median) | within '
              '0.5 m |',
