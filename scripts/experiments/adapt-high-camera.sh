@@ -14,9 +14,10 @@ bags() {  # bags FIRST LAST DURATION CONTEXTS: one simulated room per seed
   done
 }
 # the robot's recordings: a survey of 100 posed views in each of 110 rooms (training
-# 3001-3100, validation 3101-3110), and 60 s drives through 5 other rooms with 24 mapping views
+# 3001-3100, validation 3101-3110), and 60 s drives through 10 other rooms with 24 mapping
+# views
 bags 3001 3110 1 100
-bags 3401 3405 60 24
+bags 3401 3410 60 24
 survey=(--image-topic /mapping/image --pose-topic /mapping/pose --views-per-env 10)
 [ -f "$OUT/robot-train/manifest.json" ] || dmn_dataset from-bag \
   $(seq -f "$OUT/bags/high-%g" 3001 3100) "${survey[@]}" --out "$OUT/robot-train"
@@ -29,13 +30,19 @@ dmn_train --model dmn-pf --train "$OUT/robot-train" --val "$OUT/robot-val" \
   --select-by global_success --patience 100 --frame-shift 0.5 --frame-turn 180 \
   --particles 128 --uniform-share 0.5 --density-weight 0.5 --queries-per-map 2 \
   --sequence-steps 3 --seed 0 --quiet
-# both models on the held-out drives
-for s in 3401 3402 3403 3404 3405; do
+# both models on the held-out drives; for reference, the shipped model on the same drives
+# recorded with its own camera
+for s in $(seq 3401 3410); do
   for model in shipped fine-tuned; do
     checkpoint=models/dmn-pf-rooms.pt
     [ "$model" = fine-tuned ] && checkpoint=$OUT/fine-tuned/best.pt
     [ -f "$OUT/replay/$model-$s/metrics.json" ] || dmn_evaluate_bag "$OUT/bags/high-$s" \
-      --model "$checkpoint" --out "$OUT/replay/$model-$s" --quiet
+      --model "$checkpoint" --out "$OUT/replay/$model-$s" --quiet > /dev/null
   done
+  [ -d "$OUT/bags/own-$s" ] || dmn_sim_bag --domain rooms --seed "$s" --duration 60 \
+    --contexts 24 --out "$OUT/bags/own-$s" > /dev/null
+  [ -f "$OUT/replay/own-camera-$s/metrics.json" ] || dmn_evaluate_bag "$OUT/bags/own-$s" \
+    --out "$OUT/replay/own-camera-$s" --quiet > /dev/null
 done
-python -m dmn_localization.replay.summary "$OUT"/replay/shipped-* "$OUT"/replay/fine-tuned-*
+python -m dmn_localization.replay.summary $(for m in shipped fine-tuned own-camera; do
+  for s in $(seq 3401 3410); do echo "$OUT/replay/$m-$s"; done; done)
