@@ -109,6 +109,11 @@ class Intrinsics:
         """Return the vertical field of view of a centred principal point, degrees."""
         return math.degrees(2 * math.atan(self.height / (2 * self.fy)))
 
+    def describe(self) -> str:
+        """Return e.g. ``'160x128 camera of 93.0 x 80.0 degrees'``."""
+        return (f'{self.width}x{self.height} camera of {self.fov_x_deg:.1f} x '
+                f'{self.fov_y_deg:.1f} degrees')
+
 
 class CameraError(ValueError):
     """Intrinsics that describe no usable camera (a focal length or a size not positive)."""

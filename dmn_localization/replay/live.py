@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from dmn_localization.core.camera import Intrinsics
 from dmn_localization.data.from_bag import pose_of_message
 from dmn_localization.messages.conversions import build_map_request, pose_to_xyyaw, stamp_seconds
 from dmn_localization.replay.offline import (BagTopics, map_views, ReplayResult,
@@ -303,14 +304,16 @@ def _send_camera_info(bag: Path, topics: BagTopics, target: LiveTarget, player: 
 
     with AnyReader([bag]) as reader:
         conns = [c for c in reader.connections if c.topic == topics.camera_info]
-        raw = next((bytes(r) for _, _, r in reader.messages(connections=conns)), None)
+        raw = next((bytes(r) for _, _, r in reader.messages(connections=conns)),
+                   None) if conns else None
     if raw is None:
         return
     msg = deserialize(raw, CameraInfo)
+    expected = f'{Intrinsics.from_camera_info(msg).describe()} (camera_info)'
 
     def taken() -> bool:
         player.camera_info_pub.publish(msg)
-        return '(camera_info)' in (player.camera_note or '')
+        return (player.camera_note or '').startswith(expected)
 
     if not player.wait(taken, target.connect_timeout):
         raise LiveReplayError(f'{target.node} did not take the camera of {topics.camera_info} '

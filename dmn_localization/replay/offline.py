@@ -157,8 +157,7 @@ def replay(bag: Path, localizer: Localizer, topics: BagTopics,
     the_map = localizer.build_map(images, poses, extent)
     result = ReplayResult(map_poses=poses, extent=[float(v) for v in the_map.extent])
     if camera is not None:
-        result.camera = (f'{camera.width}x{camera.height} camera of {camera.fov_x_deg:.1f} x '
-                         f'{camera.fov_y_deg:.1f} degrees ({topics.camera_info}): '
+        result.camera = (f'{camera.describe()} ({topics.camera_info}): '
                          + ('; '.join(problems) or "cropped to the model's view"))
     with AnyReader([bag]) as reader:
         conns = run_connections(reader, bag, topics)

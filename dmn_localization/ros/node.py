@@ -291,8 +291,7 @@ class DmnLocalizationNode(LifecycleNode):
                                     throttle_duration_sec=5.0)
             return
         self._camera = camera
-        view = (f'{camera.width}x{camera.height} camera of {camera.fov_x_deg:.1f} x '
-                f'{camera.fov_y_deg:.1f} degrees ({source})')
+        view = f'{camera.describe()} ({source})'
         if problems:
             self._camera_note = f'{view}: ' + '; '.join(problems)
             self.get_logger().warning(
