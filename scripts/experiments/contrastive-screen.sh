@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Does the contrastive term make the status more honest? The shipped Rooms model trained
-# 300,000 samples more with the options of its last stage, once with --nce-weight 0.5 and
-# once without (the same seed and budget), then each on the kidnap benchmark at the default
+# 300,000 samples more with the options of its last stage, once with --nce-weight $NCE
+# (default 0.5) and once without (the same seed and budget), then each on the kidnap
+# benchmark at the default
 # recovery rates and on the held-out test (docs/findings.md, "Status honesty after a
 # kidnapping"). About 40 minutes with the two runs on the two cores. Needs `make data` and
 # the held-out set of docs/findings.md.
 set -euo pipefail
 export OMP_NUM_THREADS=1
 OUT=${OUT:-runs/contrastive}
+NCE=${NCE:-0.5}
 train() {  # train NAME [options]
   local name=$1; shift
   dmn_train --model dmn-pf --train data/rooms-train --val data/rooms-val --lr-schedule cosine \
@@ -26,6 +28,6 @@ measure() {  # measure NAME: its best.pt on the kidnap benchmark and the held-ou
     --episodes 1000 --frame-shift 0.5 --frame-turn 180 \
     --protocols one-step-global sequential-global --out "$OUT/heldout-$1.json" | grep dmn-pf
 }
-train contrastive --nce-weight 0.5 & train control & wait
-measure contrastive
+train "contrastive-$NCE" --nce-weight "$NCE" & train control & wait
+measure "contrastive-$NCE"
 measure control
