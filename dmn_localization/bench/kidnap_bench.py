@@ -47,7 +47,7 @@ def run_one(bag: Path, loaded: Any, rates: Tuple[float, float], seed: int,
     """
     Replay ``bag`` with recovery ``rates``; return its trajectory and status metrics.
 
-    ``overrides``: other :class:`LocalizerSettings` fields than their defaults.
+    ``overrides``: node parameter values other than their defaults.
     """
     from dmn_localization.runtime.localizer import Localizer
     from dmn_localization.replay.metrics import status_metrics, trajectory_metrics
@@ -148,45 +148,35 @@ def markdown(report: Dict[str, Any], command: str) -> str:
     return '\n'.join(lines)
 
 
-def setting_overrides(items: Sequence[str]) -> Dict[str, float]:
+def setting_overrides(items: Sequence[str]) -> Dict[str, Any]:
     """
-    Turn ``['likelihood_scale=0.125']`` into settings; ValueError for an unknown field.
+    Turn ``['likelihood_scale=0.125']`` into node parameter values (typed by the parameter).
 
-    A field of the status thresholds (``converged_xy_std=0.3``) is one too.
+    ValueError for a name that is not one of the node's numeric parameters, or a recovery
+    rate (each row of the table sets those).
     """
-    from dmn_localization.runtime.localizer import LocalizerSettings
-    from dmn_localization.runtime.status import StatusSettings
+    from dmn_localization.ros.parameters import BY_NAME
 
-    out: Dict[str, float] = {}
+    out: Dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition('=')
-        for kind in (LocalizerSettings, StatusSettings):
-            default = getattr(kind(), name, None)
-            if sep and isinstance(default, (int, float)) and not name.startswith(
-                    'recovery_alpha') and name != 'status_thresholds':
-                out[name] = type(default)(value)
-                break
-        else:
-            raise ValueError(f'--set {item}: expected FIELD=VALUE with a field of the '
-                             'localizer settings or status thresholds other than the '
-                             'recovery rates')
+        spec = BY_NAME.get(name)
+        if not sep or spec is None or type(spec.default) not in (int, float) or \
+                name.startswith('recovery_alpha'):
+            raise ValueError(f'--set {item}: expected FIELD=VALUE with a numeric parameter of '
+                             'the node other than the recovery rates')
+        out[name] = type(spec.default)(value)
     return out
 
 
 def localizer_settings(seed: int, rates: Tuple[float, float],
-                       overrides: Optional[Dict[str, float]] = None) -> Any:
-    """Return the node's default settings with ``rates``, ``seed`` and ``overrides``."""
-    from dmn_localization.runtime.localizer import LocalizerSettings
-    from dmn_localization.runtime.status import StatusSettings
+                       overrides: Optional[Dict[str, Any]] = None) -> Any:
+    """Return the node's settings from its defaults with ``rates``, ``overrides``, ``seed``."""
+    from dmn_localization.ros import parameters
 
-    overrides = dict(overrides or {})
-    thresholds = {k: overrides.pop(k) for k in list(overrides)
-                  if k in StatusSettings.__dataclass_fields__}
-    defaults = LocalizerSettings()
-    return replace(defaults, seed=seed, recovery_alpha_slow=rates[0],
-                   recovery_alpha_fast=rates[1],
-                   status_thresholds=replace(defaults.status_thresholds, **thresholds),
-                   **overrides)
+    values = {spec.name: spec.default for spec in parameters.PARAMETERS}
+    values.update(overrides or {}, recovery_alpha_slow=rates[0], recovery_alpha_fast=rates[1])
+    return replace(parameters.localizer_settings(values), seed=seed)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -205,13 +195,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--results', type=Path, default=None,
                    help='write the table into this RESULTS.md (its kidnap section)')
     p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
-                   help="another value of one of the node's settings (repeatable), e.g. "
-                   'likelihood_scale=0.125')
+                   help="another value of one of the node's parameters (repeatable), e.g. "
+                   'likelihood_scale=0.125 or converged_xy_std=0.3')
     p.add_argument('--candidates', type=int, nargs='+', default=None, metavar='I',
                    help='replay only these rows of the recovery settings (0: off)')
     a = p.parse_args(argv)
     try:
         overrides = setting_overrides(a.set)
+        localizer_settings(0, CANDIDATES[0], overrides)  # out of range: refused here
     except ValueError as exc:
         p.error(str(exc))
     candidates = CANDIDATES if a.candidates is None else tuple(CANDIDATES[i]
