@@ -14,7 +14,6 @@ two different poses of the training camera.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Dict, List, Optional
 
@@ -31,12 +30,10 @@ def pixel_differences(seed: int = 201, views: int = 50) -> Dict[str, float]:
 
     world = generate_world('rooms', seed)
     poses = world.sample_free_poses(views, np.random.default_rng(seed))
-    fov_y = 80.0
-    fov_x = math.degrees(2 * math.atan(math.tan(math.radians(fov_y / 2)) * 160 / 128))
+    camera = CameraSpec.of_image(160, 128, 80.0, SIM_CAMERA.height_m, SIM_CAMERA.pitch_deg)
     train = WorldRenderer((128, 128), world).render(poses)
-    wide = WorldRenderer((128, 160), world, CameraSpec(fov_x, fov_y, SIM_CAMERA.height_m,
-                                                       SIM_CAMERA.pitch_deg)).render(poses)
-    intrinsics = Intrinsics.from_fov(160, 128, fov_x, fov_y)
+    wide = WorldRenderer((128, 160), world, camera).render(poses)
+    intrinsics = Intrinsics.from_fov(160, 128, camera.fov_x_deg, camera.fov_y_deg)
 
     def small(image: np.ndarray) -> np.ndarray:
         return cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA).astype(float)

@@ -42,6 +42,14 @@ class CameraSpec:
         return math.tan(math.radians(self.fov_x_deg) / 2) / math.tan(
             math.radians(self.fov_y_deg) / 2)
 
+    @classmethod
+    def of_image(cls, width: int, height: int, fov_y_deg: float,
+                 height_m: Optional[float] = None,
+                 pitch_deg: Optional[float] = None) -> 'CameraSpec':
+        """Return the camera of a ``width`` x ``height`` image, square pixels, ``fov_y_deg``."""
+        fov_x = math.degrees(2 * math.atan(math.tan(math.radians(fov_y_deg) / 2) * width / height))
+        return cls(fov_x, fov_y_deg, height_m, pitch_deg)
+
     def to_dict(self) -> Dict[str, Any]:
         """Return the spec as a JSON-serializable dict (checkpoint metadata, cards)."""
         return asdict(self)

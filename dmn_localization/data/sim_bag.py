@@ -78,13 +78,11 @@ class SimBagSpec:
     def camera(self) -> CameraSpec:
         """Return the camera of the bag's images."""
         height, width = self.camera_size
-        fov_y = SIM_CAMERA.fov_y_deg if self.camera_fov_y is None else self.camera_fov_y
-        fov_x = math.degrees(2 * math.atan(math.tan(math.radians(fov_y) / 2) * width / height))
-        return CameraSpec(fov_x, fov_y,
-                          SIM_CAMERA.height_m if self.camera_height is None
-                          else self.camera_height,
-                          SIM_CAMERA.pitch_deg if self.camera_pitch is None
-                          else self.camera_pitch)
+        return CameraSpec.of_image(
+            width, height, SIM_CAMERA.fov_y_deg if self.camera_fov_y is None
+            else self.camera_fov_y,
+            SIM_CAMERA.height_m if self.camera_height is None else self.camera_height,
+            SIM_CAMERA.pitch_deg if self.camera_pitch is None else self.camera_pitch)
 
     def num_contexts(self) -> int:
         """Return the number of mapping views (a per-domain default when unset)."""
