@@ -189,12 +189,13 @@ def test_live_replay_to_the_node_agrees_with_offline_replay(bag_and_model, tmp_p
     # Lockstep: the node answers each frame before the next is played, so a busy node drops
     # none. Camera frames still go best effort (sensor-data QoS) and DDS may lose one, which
     # changes the filter's random draws after it: a fresh node and replay are tried again
-    # then, at most three times in all.
+    # then, at most three times in all. Each frame waits up to 1 s for the odometry played
+    # just before it (a loaded machine delivers it late), so it moves as it does offline.
     for attempt in range(3):
         live = tmp_path / f'live{attempt}'
         node = start_process('dmn_localization_node', '--ros-args', '-p',
                              f'model_path:={model}', '-p', 'num_particles:=256',
-                             '-p', 'publish_pose_when:=always')
+                             '-p', 'publish_pose_when:=always', '-p', 'odom_wait:=1.0')
         code = replay_main([str(bag), '--live', '--rate', '1.0', '--lockstep', '--out',
                             str(live), '--quiet'])
         assert code == 0, node.log()

@@ -67,10 +67,6 @@ STATE_MESSAGES = {
     status.LOST: 'lost: the images no longer agree with the belief it had converged to',
 }
 
-#: Longest wait of a frame for the odometry that brackets it, seconds.
-ODOM_WAIT_S = 0.05
-
-
 class ConfigurationError(ValueError):
     """The node cannot be configured (a parameter out of range; the message names it)."""
 
@@ -532,14 +528,14 @@ class DmnLocalizationNode(LifecycleNode):
 
     def _wait_for_odometry(self, stamp: float) -> None:
         """
-        Wait up to :data:`ODOM_WAIT_S` for odometry stamped at or after the frame.
+        Wait up to ``odom_wait`` seconds for odometry stamped at or after the frame.
 
         Odometry comes on its own topic and may arrive just after the frame it brackets;
         interpolating then, not extrapolating now, gives the motion a bag replay gives.
         No wait when odometry has stopped (its newest stamp is older than max_odom_gap).
         """
         buffer = self.localizer.odometry
-        deadline = time.monotonic() + ODOM_WAIT_S
+        deadline = time.monotonic() + self.params['odom_wait']
         while time.monotonic() < deadline:
             newest = buffer.stamps[-1] if buffer.stamps else None
             if newest is None or newest >= stamp or newest < stamp - self.params['max_odom_gap']:

@@ -139,6 +139,11 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'Seconds between a frame and the nearest odometry beyond which the frame gets '
         'no motion update (observation only, with a warning).', value_range=(0.0, 10.0)),
     ParameterSpec(
+        'odom_wait', 0.05,
+        'Longest wait of a frame for odometry stamped at or after it, seconds: odometry '
+        'that arrives just after its frame is interpolated instead of held. Raise it when '
+        'odometry lags the camera.', value_range=(0.0, 5.0)),
+    ParameterSpec(
         'update_min_d', _RUNTIME.update_min_d,
         'Update gating: a frame updates the belief only when odometry says the robot moved '
         'this far since the last update, metres ...', value_range=(0.0, 10.0)),
