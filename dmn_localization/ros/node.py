@@ -67,6 +67,7 @@ STATE_MESSAGES = {
     status.LOST: 'lost: the images no longer agree with the belief it had converged to',
 }
 
+
 class ConfigurationError(ValueError):
     """The node cannot be configured (a parameter out of range; the message names it)."""
 
