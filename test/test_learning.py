@@ -741,11 +741,13 @@ def test_model_card_names_options_frame_shift_and_what_the_frame_must_be(
     trained = tmp_path / 'trained'
     assert train_main(train_args(tiny, trained, 40, [
         '--batch-size', '4', '--queries-per-map', '2', '--density-weight', '0.5',
-        '--lr-schedule', 'cosine', '--select-by', 'global_success'])) == 0
+        '--lr-schedule', 'cosine', '--select-by', 'global_success', '--nce-weight', '0.5',
+        '--nce-near-share', '0.25'])) == 0
     text = model_card.write_card('tiny-trained', trained / 'best.pt', tiny / 'val', 2).read_text()
     assert ('- Training episodes: 2 episodes per encoded map; belief-density term of weight 0.5 '
-            'beside the pose loss; checkpoint chosen by one-step global success on '
-            'validation.') in text
+            'beside the pose loss; contrastive term of weight 0.5 (the true pose scored '
+            "against the belief's particles, 25% of them 0.5-2 m from the truth); checkpoint "
+            'chosen by one-step global success on validation.') in text
     assert 'learning rate 0.003 at its peak, lowered along a cosine over the budget' in text
 
 

@@ -9,7 +9,7 @@ from dmn_localization.core.models import build_model, config_for
 from dmn_localization.core.pose_match import pose_features
 from dmn_localization.data.dataset import generate, GenerationSpec
 from dmn_localization.learning.batches import repeat_context, TensorEpisodes
-from dmn_localization.learning.episode_loss import EpisodeLoss
+from dmn_localization.learning.episode_loss import EpisodeLoss, near_poses, NEAR_RADIUS
 from dmn_localization.learning.train_cli import main as train_main
 from dmn_localization.learning.train_config import scheduled_lr, TrainConfig
 from dmn_localization.learning.trainer import Counters, improved
@@ -104,6 +104,33 @@ def test_the_loss_with_queries_per_map_trains_every_query():
     # regression models have no belief: the density term is off for them
     regression = build_model(config_for('dmn-regression', image_size=(16, 16)))
     assert EpisodeLoss(regression, 1, density_weight=1.0).density_weight == 0.0
+
+
+def test_near_poses_ring_the_truth_and_feed_the_contrastive_term(monkeypatch):
+    truth = torch.tensor([[0.2, -0.1, 3.1], [1.0, 2.0, -1.0]])
+    poses = near_poses(truth, 500, torch.Generator().manual_seed(0))
+    assert poses.shape == (2, 500, 3)
+    distance = (poses[..., :2] - truth[:, None, :2]).norm(dim=-1)
+    assert NEAR_RADIUS[0] <= distance.min() and distance.max() <= NEAR_RADIUS[1]
+    assert distance.max() - distance.min() > 0.9 * (NEAR_RADIUS[1] - NEAR_RADIUS[0])
+    turn = torch.remainder(poses[..., 2] - truth[:, None, 2] + math.pi, 2 * math.pi) - math.pi
+    assert poses[..., 2].abs().max() <= math.pi and turn.std() < math.radians(40)
+    # the contrastive term scores the truth against that share of near poses
+    model = build_model(config_for('dmn-pf', image_size=(16, 16)))
+    seen = []
+    observe = model.observe
+    monkeypatch.setattr(model, 'observe',
+                        lambda m, q, p, *rest: seen.append(p) or observe(m, q, p, *rest))
+    eps = episodes()
+    for share in (0.0, 0.5):
+        seen.clear()
+        loss = EpisodeLoss(model, 16, uniform_share=0.5, nce_weight=1.0, nce_near_share=share)
+        assert torch.isfinite(loss(eps, torch.Generator().manual_seed(0)))
+        scored = seen[-1]  # (B, 1 + 16, 3): the truth, then the others
+        assert torch.equal(scored[:, 0], eps.truth[:, 0])
+        off = (scored[:, 1:, :2] - eps.truth[:, :1, :2]).norm(dim=-1)
+        ring = (off >= NEAR_RADIUS[0]) & (off <= NEAR_RADIUS[1])
+        assert ring[:, 8:].all() if share else not ring[:, 8:].all()
 
 
 def test_belief_density_rewards_weight_near_the_truth():
@@ -219,6 +246,8 @@ def test_a_run_of_sequences_counts_every_query_view(tiny, tmp_path):
     (['--sequence-steps', '0'], 'sequence steps'),
     (['--finish-samples', '100'], 'cosine schedule'),
     (['--density-weight', '-1'], 'density weight'),
+    (['--nce-weight', '-0.5'], 'contrastive weight'),
+    (['--nce-near-share', '1.5'], 'near share'),
     (['--lr-min-factor', '2'], 'final learning-rate factor'),
 ])
 def test_options_that_cannot_run_are_refused(tiny, tmp_path, capsys, extra, message):

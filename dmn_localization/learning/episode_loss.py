@@ -9,6 +9,7 @@ validation episodes: the loss as trained and one-step global localization succes
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict
 
 from dmn_localization.core.inference import FilterSettings, localize
@@ -18,6 +19,11 @@ from dmn_localization.learning.train_config import SUCCESS_THRESHOLD
 import torch
 from torch import nn, Tensor
 
+#: Distance of the contrastive term's near poses from the truth, metres (min, max).
+NEAR_RADIUS = (0.5, 2.0)
+#: Standard deviation of their heading about the truth's, radians.
+NEAR_YAW_STD = math.radians(30.0)
+
 
 class EpisodeLoss(nn.Module):
     """Pose loss of a batch of tracking episodes; a module so DDP can wrap it."""
@@ -25,13 +31,14 @@ class EpisodeLoss(nn.Module):
     def __init__(self, model: nn.Module, num_particles: int, uniform_share: float = 0.0,
                  nce_weight: float = 0.0, precision: str = 'fp32',
                  density_weight: float = 0.0, queries_per_map: int = 1,
-                 sequence_steps: int = 1) -> None:
+                 sequence_steps: int = 1, nce_near_share: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.precision = precision  # 'bf16': the forward pass under bfloat16 autocast
         self.settings = FilterSettings(num_particles=num_particles)
         self.uniform_share = uniform_share
         self.nce_weight = nce_weight if model.config.kind == 'pf' else 0.0
+        self.nce_near_share = nce_near_share
         self.density_weight = density_weight if model.config.kind == 'pf' else 0.0
         #: > 1: the episodes' steps are that many episodes of ``sequence_steps`` steps each,
         #: of the same map
@@ -76,14 +83,36 @@ class EpisodeLoss(nn.Module):
         The observation model's log-likelihoods of ``[truth, particles]`` ``(B, K + 1)``
         are read as logits and the truth is the class: a direct signal for the model to
         score the true pose above others, beside the pose loss that only sees the
-        weighted mean.
+        weighted mean. A share ``nce_near_share`` of the K are :func:`near_poses`.
         """
         model = self.model
         query = model.prepare_query(episodes.query_images[:, 0])
         others = initial.sample(self.settings.num_particles, generator).particles
+        near = round(self.nce_near_share * others.shape[1])
+        if near > 0:
+            others = torch.cat([others[:, near:],
+                                near_poses(episodes.truth[:, 0], near, generator)], 1)
         poses = torch.cat([episodes.truth[:, :1], others], 1)
         logits = model.observe(map_ctx, query, poses)[..., 0]
         return -torch.log_softmax(logits, dim=-1)[:, 0].mean()
+
+
+def near_poses(truth: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """
+    Poses ``(B, count, 3)`` 0.5-2 m from ``truth`` ``(B, 3)``, heading off by N(0, 30 deg).
+
+    Where a belief settles when it is wrong by a little: hard negatives for the
+    contrastive term, which the belief's own particles (mostly within 0.6 m of the truth
+    or anywhere in the room) seldom are.
+    """
+    shape = (truth.shape[0], count)
+    options = {'generator': generator, 'dtype': truth.dtype, 'device': truth.device}
+    radius = NEAR_RADIUS[0] + (NEAR_RADIUS[1] - NEAR_RADIUS[0]) * torch.rand(shape, **options)
+    angle = 2 * math.pi * torch.rand(shape, **options)
+    yaw = truth[:, None, 2] + NEAR_YAW_STD * torch.randn(shape, **options)
+    return torch.stack([truth[:, None, 0] + radius * torch.cos(angle),
+                        truth[:, None, 1] + radius * torch.sin(angle),
+                        torch.remainder(yaw + math.pi, 2 * math.pi) - math.pi], -1)
 
 
 @torch.no_grad()

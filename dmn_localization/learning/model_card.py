@@ -83,6 +83,11 @@ def _episodes_text(meta: Dict[str, Any]) -> str:
     if meta.get('density_weight'):
         parts.append(f'belief-density term of weight {meta["density_weight"]:g} beside the '
                      'pose loss')
+    if meta.get('nce_weight'):
+        near = meta.get('nce_near_share') or 0.0
+        parts.append(f'contrastive term of weight {meta["nce_weight"]:g} (the true pose scored '
+                     "against the belief's particles" + (
+                         f', {near:.0%} of them 0.5-2 m from the truth' if near else '') + ')')
     if meta.get('final_weights'):
         parts.append("the run's final weights (`python -m "
                      'dmn_localization.learning.final_weights`), not its best.pt')

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--nce-weight', type=float, default=defaults.nce_weight,
                    help='weight of the contrastive term (particle filter models; 0: the '
                    "paper's pose loss alone)")
+    p.add_argument('--nce-near-share', type=float, default=defaults.nce_near_share,
+                   help="share of the contrastive term's other poses drawn 0.5-2 m from the "
+                   'truth with a similar heading, where a belief settles when it is wrong '
+                   'by a little (0: all from the belief)')
     p.add_argument('--queries-per-map', type=int, default=defaults.queries_per_map, metavar='Q',
                    help='train on Q episodes of each map (each of --sequence-steps query '
                    "views), the map encoded once for them (1: the paper's one query; the "
@@ -181,7 +185,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                        finish_samples=a.finish_samples, finish_lr_factor=a.finish_lr_factor,
                        checkpoint_minutes=a.checkpoint_minutes,
                        seed=a.seed, device=a.device, uniform_share=a.uniform_share,
-                       nce_weight=a.nce_weight, model_options=options, init_from=a.init_from,
+                       nce_weight=a.nce_weight, nce_near_share=a.nce_near_share,
+                       model_options=options, init_from=a.init_from,
                        frame_shift=a.frame_shift, frame_turn=a.frame_turn,
                        precision=a.precision, memory_format=a.memory_format,
                        val_global_episodes=a.val_global_episodes,

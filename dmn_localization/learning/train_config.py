@@ -73,6 +73,9 @@ class TrainConfig:
     uniform_share: float = 0.25
     #: weight of the contrastive term of particle filter models (``EpisodeLoss.contrastive``)
     nce_weight: float = 0.0
+    #: share of the contrastive term's other poses drawn 0.5-2 m from the truth, heading
+    #: within about 30 degrees (``EpisodeLoss.contrastive``; 0: all from the belief)
+    nce_near_share: float = 0.0
     #: model config fields other than their defaults, e.g. ``{'match_score': False}``
     model_options: Dict[str, Any] = field(default_factory=dict)
     #: checkpoint whose weights a new run starts from (optimizer and counters start afresh)
@@ -167,6 +170,11 @@ def check_schedule(config: TrainConfig) -> None:
         raise TrainingError(f'sequence steps must be >= 1, got {config.sequence_steps}')
     if config.density_weight < 0:
         raise TrainingError(f'the density weight must be >= 0, got {config.density_weight}')
+    if config.nce_weight < 0:
+        raise TrainingError(f'the contrastive weight must be >= 0, got {config.nce_weight}')
+    if not 0.0 <= config.nce_near_share <= 1.0:
+        raise TrainingError(f'the near share of the contrastive term must be in [0, 1], got '
+                            f'{config.nce_near_share}')
 
 
 def scheduled_lr(config: TrainConfig, samples: int) -> float:

@@ -290,7 +290,7 @@ def _set_up(config: TrainConfig, device: torch.device, world_size: int, rank: in
     loss_module: nn.Module = EpisodeLoss(model, config.num_particles, config.uniform_share,
                                          config.nce_weight, config.precision,
                                          config.density_weight, config.queries_per_map,
-                                         config.sequence_steps)
+                                         config.sequence_steps, config.nce_near_share)
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(loss_module)
     run = Run(
@@ -430,7 +430,8 @@ def _best_metadata(run: Run, metrics: Dict[str, float]) -> Dict[str, Any]:
             'frame_shift': c.frame_shift, 'frame_turn': c.frame_turn,
             'precision': c.precision, 'memory_format': c.memory_format,
             'queries_per_map': c.queries_per_map, 'sequence_steps': c.sequence_steps,
-            'density_weight': c.density_weight, 'lr_schedule': c.lr_schedule,
+            'density_weight': c.density_weight, 'nce_weight': c.nce_weight,
+            'nce_near_share': c.nce_near_share, 'lr_schedule': c.lr_schedule,
             'select_by': c.select_by, 'code_revisions': run.revisions,
             'machines': run.machines, 'camera': run.camera}
 
