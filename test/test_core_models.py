@@ -16,16 +16,17 @@ PF_MODELS = [n for n in LEARNED_MODELS if n.endswith('-pf')]
 #: every learned model, and DMN with its egocentric value branch ("+ego"), and that with
 #: the particle's global pose ("+global") or heading ("+heading"), and DMN with per-position
 #: attention ("+pos"), and DMN whose attention starts with the heading prior ("+prior"),
-#: and DMN with the pose-conditioned match branch ("+match")
+#: and DMN with the pose-conditioned match branch ("+match"), finer Fourier features ("+fine")
 VARIANTS = list(LEARNED_MODELS) + ['dmn-pf+ego', 'dmn-regression+ego', 'dmn-pf+ego+global',
                                    'dmn-pf+pos', 'dmn-regression+pos', 'dmn-pf+pos+score',
                                    'dmn-pf+ego+heading', 'dmn-pf+prior', 'dmn-pf+match+prior',
-                                   'dmn-regression+match']
+                                   'dmn-regression+match', 'dmn-pf+match+fine']
 OPTIONS = {'ego': {'ego_value_dim': 8}, 'global': {'global_pose': True},
            'heading': {'global_heading': True},
            'pos': {'position_attention': True, 'match_score': False},
            'score': {'match_score': True}, 'prior': {'attention_prior': 2.0},
-           'match': {'pose_match_dim': 16, 'pose_match_grid': (2, 2)}}
+           'match': {'pose_match_dim': 16, 'pose_match_grid': (2, 2)},
+           'fine': {'pose_match_min_wavelength': 0.125}}
 
 
 def make(name):

@@ -91,6 +91,9 @@ class DMNConfig(InputConfig):
     pose_match_dim: int = 0
     #: view and query features pooled to this grid for the pose-match branch
     pose_match_grid: Tuple[int, int] = (2, 4)
+    #: shortest wavelength of the pose-match branch's Fourier features, normalized units
+    #: (they halve from 4 down to it; 0.5: four of them, 0.25: five, finer position)
+    pose_match_min_wavelength: float = 0.5
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict; options that are off are left out, as saved before they existed."""
@@ -104,6 +107,8 @@ class DMNConfig(InputConfig):
             del data['ego_value_dim'], data['ego_value_grid']
         if not self.pose_match_dim:
             del data['pose_match_dim'], data['pose_match_grid']
+        if not self.pose_match_dim or self.pose_match_min_wavelength == 0.5:
+            del data['pose_match_min_wavelength']  # the default keeps saved fingerprints
         for option in ('global_pose', 'global_heading', 'position_attention', 'attention_prior'):
             if not data[option]:
                 del data[option]  # off: the dict of a config saved before the option existed

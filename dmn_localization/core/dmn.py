@@ -64,7 +64,7 @@ from dmn_localization.core.attention import EGO_CHANNELS, EgocentricSpatialAtten
 from dmn_localization.core.configs import DMNConfig
 from dmn_localization.core.encoders import (broadcast_channels, constant_input_weight, conv_part,
                                             ImageEncoder, pool_grid, spatial_mean)
-from dmn_localization.core.pose_match import PoseMatch
+from dmn_localization.core.pose_match import PoseMatch, wavelengths
 from dmn_localization.core.position_attention import PositionAttention
 import torch
 from torch import nn, Tensor
@@ -143,7 +143,8 @@ class DMN(nn.Module):
         match_dim = config.pose_match_dim
         if match_dim and config.position_attention:
             raise ValueError('position_attention does not combine with the pose-match branch')
-        self.pose_match = PoseMatch(channels, config.pose_match_grid, match_dim) \
+        self.pose_match = PoseMatch(channels, config.pose_match_grid, match_dim,
+                                    wavelengths(config.pose_match_min_wavelength)) \
             if match_dim else None
         self.head_mlp = nn.Sequential(
             nn.Linear(config.head_channels + value_dim + int(config.match_score)

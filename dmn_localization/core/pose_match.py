@@ -15,10 +15,10 @@ view a small MLP over the view, the query and the relative pose:
 with ``p`` an average pool of the features to a small grid and ``phi`` Fourier features
 of the egocentric pose (:func:`pose_features`): the view's position and heading in the
 particle's frame, the particle's position in the view's frame, distance and bearing,
-and sines and cosines of the positions at four wavelengths (4 to 0.5 normalized units:
-a 6 m room is 2 units wide). The branch returns the score of the particle,
-``logsumexp_i s_ki - log N``, and the match-weighted hidden units ``sum_i softmax_i(s)
-h2_ki`` for the head.
+and sines and cosines of the positions at wavelengths halving from 4 normalized units (a
+6 m room is 2 units wide) down to ``DMNConfig.pose_match_min_wavelength`` (0.5: four).
+The branch returns the score of the particle, ``logsumexp_i s_ki - log N``, and the
+match-weighted hidden units ``sum_i softmax_i(s) h2_ki`` for the head.
 
 Fast computation: the first layer is linear in the concatenation of its three inputs,
 so ``V p(f_i)`` runs once per map, ``Q p(q)`` once per frame, and per particle and view
@@ -40,13 +40,27 @@ from torch import nn, Tensor
 
 #: Wavelengths of the Fourier features, in normalized units (2 = one room across).
 WAVELENGTHS = (4.0, 2.0, 1.0, 0.5)
-#: Size of :func:`pose_features`: 11 geometric values and sin, cos of 4 positions.
-POSE_FEATURES = 11 + 2 * 4 * len(WAVELENGTHS)
 
 
-def pose_features(ego: Tensor) -> Tensor:
+def wavelengths(shortest: float) -> Tuple[float, ...]:
+    """Return the wavelengths halving from 4 down to ``shortest`` (> 0, at most 4)."""
+    if not 0.0 < shortest <= WAVELENGTHS[0]:
+        raise ValueError(f'the shortest wavelength must be in (0, {WAVELENGTHS[0]:g}], got '
+                         f'{shortest}')
+    values = [WAVELENGTHS[0]]
+    while values[-1] / 2 >= shortest * (1 - 1e-9):
+        values.append(values[-1] / 2)
+    return tuple(values)
+
+
+def feature_count(waves: Tuple[float, ...] = WAVELENGTHS) -> int:
+    """Size of :func:`pose_features`: 11 geometric values and sin, cos of 4 positions."""
+    return 11 + 2 * 4 * len(waves)
+
+
+def pose_features(ego: Tensor, waves: Tuple[float, ...] = WAVELENGTHS) -> Tensor:
     """
-    Features ``(..., POSE_FEATURES)`` of egocentric coordinates ``ego`` ``(..., 4)``.
+    Features ``(..., feature_count(waves))`` of egocentric coordinates ``ego`` ``(..., 4)``.
 
     ``ego`` is ``(dx, dy, cos, sin)``: the view's position and heading in the
     particle's frame (:func:`~dmn_localization.core.geometry.egocentric`).
@@ -59,22 +73,23 @@ def pose_features(ego: Tensor) -> Tensor:
     geometric = [dx, dy, cos, sin, cos * cos - sin * sin, 2 * cos * sin, dist,
                  dx / dist, dy / dist, px, py]
     positions = torch.stack([dx, dy, px, py], -1)  # (..., 4)
-    scales = torch.tensor([2 * math.pi / w for w in WAVELENGTHS], dtype=ego.dtype,
-                          device=ego.device)
-    phases = (positions[..., :, None] * scales).flatten(-2)  # (..., 4 * len(WAVELENGTHS))
+    scales = torch.tensor([2 * math.pi / w for w in waves], dtype=ego.dtype, device=ego.device)
+    phases = (positions[..., :, None] * scales).flatten(-2)  # (..., 4 * len(waves))
     return torch.cat([torch.stack(geometric, -1), torch.sin(phases), torch.cos(phases)], -1)
 
 
 class PoseMatch(nn.Module):
     """Match scores ``(B, K)`` and attended hidden units ``(B, K, D)`` (module doc)."""
 
-    def __init__(self, channels: int, grid: Tuple[int, int], dim: int) -> None:
+    def __init__(self, channels: int, grid: Tuple[int, int], dim: int,
+                 waves: Tuple[float, ...] = WAVELENGTHS) -> None:
         super().__init__()
         self.grid = tuple(grid)
+        self.waves = tuple(waves)
         pooled = channels * math.prod(self.grid)
         self.view = nn.Linear(pooled, dim)
         self.query = nn.Linear(pooled, dim, bias=False)
-        self.pose = nn.Linear(POSE_FEATURES, dim, bias=False)
+        self.pose = nn.Linear(feature_count(self.waves), dim, bias=False)
         self.hidden = nn.Linear(dim, dim)
         self.score = nn.Linear(dim, 1)
 
@@ -90,7 +105,7 @@ class PoseMatch(nn.Module):
                      ego: Tensor) -> Tuple[Tensor, Tensor]:
         """Return scores ``(B, K)`` and hidden ``(B, K, D)``; ``ego`` is ``(B, K, N, 4)``."""
         first = torch.relu(view_partials[:, None] + query_partial[:, None, None]
-                           + self.pose(pose_features(ego)))
+                           + self.pose(pose_features(ego, self.waves)))
         return self._combine(first)
 
     def forward_direct(self, view_features: Tensor, query_features: Tensor,
@@ -101,7 +116,7 @@ class PoseMatch(nn.Module):
             batch, num_particles, num_views, -1)
         query = pool_grid(query_features, self.grid)[:, None, None].expand(
             batch, num_particles, num_views, -1)
-        inputs = torch.cat([views, query, pose_features(ego)], -1)
+        inputs = torch.cat([views, query, pose_features(ego, self.waves)], -1)
         weight = torch.cat([self.view.weight, self.query.weight, self.pose.weight], 1)
         return self._combine(torch.relu(nn.functional.linear(inputs, weight, self.view.bias)))
 
