@@ -746,8 +746,8 @@ def test_model_card_names_options_frame_shift_and_what_the_frame_must_be(
     text = model_card.write_card('tiny-trained', trained / 'best.pt', tiny / 'val', 2).read_text()
     assert ('- Training episodes: 2 episodes per encoded map; belief-density term of weight 0.5 '
             'beside the pose loss; contrastive term of weight 0.5 (the true pose scored '
-            "against the belief's particles, 25% of them 0.5-2 m from the truth); checkpoint "
-            'chosen by one-step global success on validation.') in text
+            "against the belief's particles, 25% of them 0.15-0.6 normalized units from the "
+            'truth); checkpoint chosen by one-step global success on validation.') in text
     assert 'learning rate 0.003 at its peak, lowered along a cosine over the budget' in text
 
 

@@ -54,7 +54,7 @@ def wavelengths(shortest: float) -> Tuple[float, ...]:
 
 
 def feature_count(waves: Tuple[float, ...] = WAVELENGTHS) -> int:
-    """Size of :func:`pose_features`: 11 geometric values and sin, cos of 4 positions."""
+    """Size of :func:`pose_features`: 11 geometric values, sin and cos of 4 positions a wave."""
     return 11 + 2 * 4 * len(waves)
 
 

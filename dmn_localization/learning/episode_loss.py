@@ -19,8 +19,9 @@ from dmn_localization.learning.train_config import SUCCESS_THRESHOLD
 import torch
 from torch import nn, Tensor
 
-#: Distance of the contrastive term's near poses from the truth, metres (min, max).
-NEAR_RADIUS = (0.5, 2.0)
+#: Distance of the contrastive term's near poses from the truth (min, max), in the
+#: episodes' normalized units (2 = the room across: 0.45-1.8 m in a 6 m room).
+NEAR_RADIUS = (0.15, 0.6)
 #: Standard deviation of their heading about the truth's, radians.
 NEAR_YAW_STD = math.radians(30.0)
 
@@ -99,11 +100,12 @@ class EpisodeLoss(nn.Module):
 
 def near_poses(truth: Tensor, count: int, generator: torch.Generator) -> Tensor:
     """
-    Poses ``(B, count, 3)`` 0.5-2 m from ``truth`` ``(B, 3)``, heading off by N(0, 30 deg).
+    Poses ``(B, count, 3)`` :data:`NEAR_RADIUS` from ``truth`` ``(B, 3)``, heading off by
+    N(0, 30 deg).
 
     Where a belief settles when it is wrong by a little: hard negatives for the
-    contrastive term, which the belief's own particles (mostly within 0.6 m of the truth
-    or anywhere in the room) seldom are.
+    contrastive term, which the belief's own particles (mostly within 0.6 normalized
+    units of the truth, or anywhere in the room) seldom are.
     """
     shape = (truth.shape[0], count)
     options = {'generator': generator, 'dtype': truth.dtype, 'device': truth.device}

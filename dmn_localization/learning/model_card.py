@@ -28,6 +28,7 @@ from dmn_localization.core.configs import InputConfig
 from dmn_localization.core.models import count_parameters
 from dmn_localization.data.dataset import Dataset, generate, GenerationSpec
 from dmn_localization.learning.evaluation import evaluate, fixed_episodes, PROTOCOLS, run_model
+from dmn_localization.learning.episode_loss import NEAR_RADIUS
 from dmn_localization.learning.train_config import finish_text, schedule_text
 import torch
 
@@ -87,7 +88,8 @@ def _episodes_text(meta: Dict[str, Any]) -> str:
         near = meta.get('nce_near_share') or 0.0
         parts.append(f'contrastive term of weight {meta["nce_weight"]:g} (the true pose scored '
                      "against the belief's particles" + (
-                         f', {near:.0%} of them 0.5-2 m from the truth' if near else '') + ')')
+                         f', {near:.0%} of them {NEAR_RADIUS[0]:g}-{NEAR_RADIUS[1]:g} '
+                         'normalized units from the truth' if near else '') + ')')
     if meta.get('final_weights'):
         parts.append("the run's final weights (`python -m "
                      'dmn_localization.learning.final_weights`), not its best.pt')

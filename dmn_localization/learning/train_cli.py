@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='weight of the contrastive term (particle filter models; 0: the '
                    "paper's pose loss alone)")
     p.add_argument('--nce-near-share', type=float, default=defaults.nce_near_share,
-                   help="share of the contrastive term's other poses drawn 0.5-2 m from the "
-                   'truth with a similar heading, where a belief settles when it is wrong '
-                   'by a little (0: all from the belief)')
+                   help="share of the contrastive term's other poses drawn a little off the "
+                   'truth (0.45-1.8 m in a 6 m room) with a similar heading, where a belief '
+                   'settles when it is wrong by a little (0: all from the belief)')
     p.add_argument('--queries-per-map', type=int, default=defaults.queries_per_map, metavar='Q',
                    help='train on Q episodes of each map (each of --sequence-steps query '
                    "views), the map encoded once for them (1: the paper's one query; the "

@@ -73,8 +73,8 @@ class TrainConfig:
     uniform_share: float = 0.25
     #: weight of the contrastive term of particle filter models (``EpisodeLoss.contrastive``)
     nce_weight: float = 0.0
-    #: share of the contrastive term's other poses drawn 0.5-2 m from the truth, heading
-    #: within about 30 degrees (``EpisodeLoss.contrastive``; 0: all from the belief)
+    #: share of the contrastive term's other poses drawn a little off the truth, heading
+    #: within about 30 degrees (``episode_loss.near_poses``; 0: all from the belief)
     nce_near_share: float = 0.0
     #: model config fields other than their defaults, e.g. ``{'match_score': False}``
     model_options: Dict[str, Any] = field(default_factory=dict)
