@@ -100,12 +100,12 @@ class EpisodeLoss(nn.Module):
 
 def near_poses(truth: Tensor, count: int, generator: torch.Generator) -> Tensor:
     """
-    Poses ``(B, count, 3)`` :data:`NEAR_RADIUS` from ``truth`` ``(B, 3)``, heading off by
-    N(0, 30 deg).
+    Return ``(B, count, 3)`` poses :data:`NEAR_RADIUS` from ``truth`` ``(B, 3)``.
 
-    Where a belief settles when it is wrong by a little: hard negatives for the
-    contrastive term, which the belief's own particles (mostly within 0.6 normalized
-    units of the truth, or anywhere in the room) seldom are.
+    Their heading is the truth's off by N(0, 30 deg). Where a belief settles when it is
+    wrong by a little: hard negatives for the contrastive term, which the belief's own
+    particles (mostly within 0.6 normalized units of the truth, or anywhere in the room)
+    seldom are.
     """
     shape = (truth.shape[0], count)
     options = {'generator': generator, 'dtype': truth.dtype, 'device': truth.device}

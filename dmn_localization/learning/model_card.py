@@ -27,8 +27,8 @@ from dmn_localization.core.checkpoint import load_checkpoint, samples_behind, sa
 from dmn_localization.core.configs import InputConfig
 from dmn_localization.core.models import count_parameters
 from dmn_localization.data.dataset import Dataset, generate, GenerationSpec
-from dmn_localization.learning.evaluation import evaluate, fixed_episodes, PROTOCOLS, run_model
 from dmn_localization.learning.episode_loss import NEAR_RADIUS
+from dmn_localization.learning.evaluation import evaluate, fixed_episodes, PROTOCOLS, run_model
 from dmn_localization.learning.train_config import finish_text, schedule_text
 import torch
 
