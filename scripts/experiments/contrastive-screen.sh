@@ -7,7 +7,8 @@
 # keeps the contrastive term and draws that share of its other poses a little off the
 # truth (--nce-near-share) instead of dropping it. SEED (default 3) seeds both runs.
 # About 40 minutes at the default budget with the two runs on the two cores. Needs `make
-# data` and the held-out set of docs/findings.md. The longer screen of the findings is the first run of
+# data` and the held-out set of docs/findings.md. The findings' longer screen is the first
+# run of
 #   OUT=runs/nce-long BUDGET=1200000 VAL_EVERY=200000 bash $0
 set -euo pipefail
 export OMP_NUM_THREADS=1
