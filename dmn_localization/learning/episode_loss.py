@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict
 
+from dmn_localization.core import geometry
 from dmn_localization.core.inference import FilterSettings, localize
 from dmn_localization.core.losses import belief_nll, pose_loss, xy_squared_error
 from dmn_localization.learning.batches import repeat_context, TensorEpisodes, tracking_belief
@@ -114,7 +115,7 @@ def near_poses(truth: Tensor, count: int, generator: torch.Generator) -> Tensor:
     yaw = truth[:, None, 2] + NEAR_YAW_STD * torch.randn(shape, **options)
     return torch.stack([truth[:, None, 0] + radius * torch.cos(angle),
                         truth[:, None, 1] + radius * torch.sin(angle),
-                        torch.remainder(yaw + math.pi, 2 * math.pi) - math.pi], -1)
+                        geometry.wrap_angle(yaw)], -1)
 
 
 @torch.no_grad()

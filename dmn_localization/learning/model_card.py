@@ -85,11 +85,12 @@ def _episodes_text(meta: Dict[str, Any]) -> str:
         parts.append(f'belief-density term of weight {meta["density_weight"]:g} beside the '
                      'pose loss')
     if meta.get('nce_weight'):
-        near = meta.get('nce_near_share') or 0.0
-        parts.append(f'contrastive term of weight {meta["nce_weight"]:g} (the true pose scored '
-                     "against the belief's particles" + (
-                         f', {near:.0%} of them {NEAR_RADIUS[0]:g}-{NEAR_RADIUS[1]:g} '
-                         'normalized units from the truth' if near else '') + ')')
+        text = (f'contrastive term of weight {meta["nce_weight"]:g} (the true pose scored '
+                "against the belief's particles")
+        if meta.get('nce_near_share'):
+            text += (f', {meta["nce_near_share"]:.0%} of them '
+                     f'{NEAR_RADIUS[0]:g}-{NEAR_RADIUS[1]:g} normalized units from the truth')
+        parts.append(text + ')')
     if meta.get('final_weights'):
         parts.append("the run's final weights (`python -m "
                      'dmn_localization.learning.final_weights`), not its best.pt')
