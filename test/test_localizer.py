@@ -129,7 +129,10 @@ def test_a_merged_map_keeps_the_belief_where_it_was_in_metres(loaded):
 
 
 def test_frames_report_the_state_and_the_evidence(loaded):
-    settings = LocalizerSettings(num_particles=64, motion_noise_xy=0.0, motion_noise_yaw=0.0)
+    # random weights explain no frame better at one place than elsewhere: without the
+    # relative evidence rule (tested on its own) a narrow belief converges
+    settings = LocalizerSettings(num_particles=64, motion_noise_xy=0.0, motion_noise_yaw=0.0,
+                                 reference_poses=0)
     loc = Localizer(loaded, settings=settings)
     assert loc.state == 'initializing'
     loc.build_map(images(2), np.array([[1.0, 1.0, 0.0], [5.0, 5.0, 1.0]]), EXTENT)
@@ -144,7 +147,8 @@ def test_frames_report_the_state_and_the_evidence(loaded):
 def test_recovery_injects_only_after_the_belief_has_converged(loaded):
     settings = LocalizerSettings(num_particles=64, motion_noise_xy=0.0, motion_noise_yaw=0.0,
                                  resample_threshold=1.0, update_min_d=0.0, update_min_a=0.0,
-                                 recovery_alpha_slow=0.01, recovery_alpha_fast=0.3)
+                                 recovery_alpha_slow=0.01, recovery_alpha_fast=0.3,
+                                 reference_poses=0)
     loc = Localizer(loaded, settings=settings)
     loc.build_map(images(2), np.array([[1.0, 1.0, 0.0], [5.0, 5.0, 1.0]]), EXTENT)
     loc.recovery.update = lambda evidence: 0.5  # as if the evidence had collapsed
@@ -202,3 +206,30 @@ def test_the_likelihood_scale_tempers_each_update(loaded):
     # spread about their mean
     centred = {k: v - v.mean() for k, v in weights.items()}
     np.testing.assert_allclose(centred[0.25], 0.25 * centred[1.0], rtol=1e-3, atol=1e-5)
+
+
+def test_the_relative_evidence_compares_the_belief_with_poses_over_the_whole_map(loaded):
+    from dmn_localization.core.preprocessing import preprocess_images
+
+    poses = np.array([[1.0, 1.0, 0.0], [6.0, 2.0, 1.5], [4.0, 6.0, -2.0]])
+    settings = LocalizerSettings(num_particles=64, seed=2, reference_poses=300,
+                                 likelihood_scale=0.5)
+    loc = Localizer(loaded, settings=settings)
+    loc.build_map(images(3), poses, EXTENT)
+    reference = loc.reference_poses
+    assert reference.shape == (1, 300, 3)
+    assert reference[..., :2].abs().max() <= 1.0  # within the map's extent (normalized)
+    frame = images(1, seed=5)[0]
+    result = loc.process_frame(1.0, frame)
+    with torch.no_grad():
+        query = loc.model.prepare_query(preprocess_images(frame[None], loc.model.config))
+        scores = 0.5 * loc.model.observe(loc.map_context, query, reference, False)[0, :, 0]
+    expected = result.evidence - (torch.logsumexp(scores, 0) - math.log(300)).item()
+    assert result.relative_evidence == pytest.approx(expected, abs=1e-4)
+    # the same poses for the same map and seed; none at all when turned off
+    again = Localizer(loaded, settings=settings)
+    again.build_map(images(3), poses, EXTENT)
+    assert torch.equal(again.reference_poses, reference)
+    off = Localizer(loaded, settings=LocalizerSettings(num_particles=64, reference_poses=0))
+    off.build_map(images(3), poses, EXTENT)
+    assert off.process_frame(1.0, frame).relative_evidence is None

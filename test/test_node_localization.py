@@ -248,9 +248,12 @@ def test_diagnostics_and_no_pose_until_converged(start_process, robot, tmp_path)
     torch.manual_seed(0)
     checkpoint = tmp_path / 'dmn.pt'
     save_checkpoint(checkpoint, build_model(config_for('dmn-pf')), [0.0, 0.0, 8.0, 8.0])
+    # random weights explain a frame no better at one place than elsewhere: without the
+    # relative evidence (reference_poses 0) a narrow belief converges on its spread alone
     node = start_process('dmn_localization_node', '--ros-args', '-p',
                          f'model_path:={checkpoint}', '-p', 'num_particles:=128',
-                         '-p', 'motion_noise_xy:=0.0', '-p', 'motion_noise_yaw:=0.0')
+                         '-p', 'motion_noise_xy:=0.0', '-p', 'motion_noise_yaw:=0.0',
+                         '-p', 'reference_poses:=0')
     diagnostics = []
     robot.node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
     assert robot.build_map.wait_for_service(timeout_sec=60.0), node.log()
@@ -278,7 +281,7 @@ def test_diagnostics_and_no_pose_until_converged(start_process, robot, tmp_path)
     assert values['state'] == 'global' and status.level == DiagnosticStatus.WARN
     for key in ('spread_x_m', 'spread_y_m', 'spread_yaw_rad', 'effective_sample_size',
                 'frames_processed', 'frames_dropped', 'updates_skipped', 'last_step_latency_ms',
-                'map_fingerprint', 'device', 'evidence'):
+                'map_fingerprint', 'device', 'evidence', 'relative_evidence'):
         assert key in values, key
     assert float(values['spread_x_m']) > 1.0
     # a narrow initial pose: converged after converged_frames frames, then poses come

@@ -70,3 +70,19 @@ def test_reset_and_bad_thresholds():
         StatusTracker(StatusSettings(converged_xy_std=1.0, lost_xy_std=0.5))
     with pytest.raises(StatusSettingsError, match='evidence_alpha'):
         StatusTracker(StatusSettings(evidence_alpha=0.0))
+
+
+def test_a_belief_that_explains_the_frame_no_better_than_the_map_is_not_converged():
+    tracker = StatusTracker(StatusSettings(converged_frames=2, min_relative_evidence=0.25))
+    # narrow, but the images fit the rest of the map as well: still searching
+    assert [tracker.update(*NARROW, 1.0, 0.1) for _ in range(3)] == [GLOBAL] * 3
+    assert tracker.update(*NARROW, 1.0, 0.3) == CONVERGED
+    # one frame the belief explains worse than the map at large: lost at once, although the
+    # evidence itself stayed at its running level
+    assert tracker.update(*NARROW, 1.0, -0.5) == LOST
+    # narrow and explaining the frames again: converged again only with the relative evidence
+    assert [tracker.update(*NARROW, 1.0, 0.1) for _ in range(3)] == [LOST] * 3
+    assert tracker.update(*NARROW, 1.0, 0.3) == CONVERGED
+    # without a relative evidence (the localizer computes none) the rule is off
+    other = StatusTracker(StatusSettings(converged_frames=1, min_relative_evidence=0.25))
+    assert [other.update(*NARROW, 1.0) for _ in range(2)] == [CONVERGED, CONVERGED]

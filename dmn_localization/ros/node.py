@@ -600,6 +600,8 @@ class DmnLocalizationNode(LifecycleNode):
                 'spread_yaw_rad': f'{math.sqrt(cov[2, 2]):.3f}',
                 'effective_sample_size': f'{last.effective_sample_size:.1f}',
                 'evidence': f'{last.evidence:.3f}',
+                'relative_evidence': ('' if last.relative_evidence is None
+                                      else f'{last.relative_evidence:.3f}'),
                 'recovery_share': f'{last.recovery_share:.3f}',
                 'last_step_latency_ms': f'{self._last_latency_ms:.1f}'})
             if last.state == state:  # the state this frame ended in (not a newer map's)

@@ -217,6 +217,15 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec(
         'lost_evidence_frames', _STATES.lost_evidence_frames,
         '... for this many consecutive frames.', value_range=(1, 1000)),
+    ParameterSpec(
+        'reference_poses', _RUNTIME.reference_poses,
+        'Poses spread over the map at which every frame is also scored; the evidence under '
+        'the belief minus the mean over these is the relative evidence (0: not computed, '
+        'min_relative_evidence unused).', value_range=(0, 65536)),
+    ParameterSpec(
+        'min_relative_evidence', _STATES.min_relative_evidence,
+        'A belief explaining the frame less than this much better than the reference poses '
+        'do is not converged (converged: lost), nats.', value_range=(-100.0, 100.0)),
 )
 
 BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}
@@ -239,7 +248,8 @@ def localizer_settings(values: Dict[str, Any]) -> LocalizerSettings:
     thresholds = StatusSettings(
         values['converged_xy_std'], values['converged_yaw_std'], values['converged_frames'],
         values['lost_xy_std'], values['lost_evidence_drop'],
-        lost_evidence_frames=values['lost_evidence_frames'])
+        lost_evidence_frames=values['lost_evidence_frames'],
+        min_relative_evidence=values['min_relative_evidence'])
     try:
         thresholds.check()
         RecoveryRates(values['recovery_alpha_slow'], values['recovery_alpha_fast'])
@@ -253,7 +263,8 @@ def localizer_settings(values: Dict[str, Any]) -> LocalizerSettings:
         recovery_alpha_slow=values['recovery_alpha_slow'],
         recovery_alpha_fast=values['recovery_alpha_fast'],
         recovery_margin=values['recovery_margin'],
-        likelihood_scale=values['likelihood_scale'])
+        likelihood_scale=values['likelihood_scale'],
+        reference_poses=values['reference_poses'])
 
 
 def declare_parameters(node: Any) -> None:

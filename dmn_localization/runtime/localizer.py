@@ -81,6 +81,10 @@ class LocalizerSettings:
     #: Chosen on five simulated Rooms drives of their own (docs/findings.md, "On a
     #: driving robot"), not on the drives the results are reported on
     likelihood_scale: float = 0.25
+    #: poses spread uniformly over the map at which every frame is also scored; the
+    #: frame's evidence under the belief minus its mean over these is the relative
+    #: evidence the status reads (``min_relative_evidence``); 0: not computed
+    reference_poses: int = 512
     #: thresholds of initializing / global / converged / lost
     status_thresholds: status.StatusSettings = field(default_factory=status.StatusSettings)
 
@@ -112,6 +116,9 @@ class FrameResult:
     updated: bool = True
     #: share of the particles kidnap recovery replaces at this frame's resampling
     recovery_share: float = 0.0
+    #: ``evidence`` minus the frame's log mean likelihood over the map's reference poses:
+    #: how much better the belief explains the image than the map at large (None: off)
+    relative_evidence: Optional[float] = None
 
     @property
     def spread(self) -> Tuple[float, float]:
@@ -181,6 +188,8 @@ class Localizer:
         self.generator = torch.Generator(device=self.device).manual_seed(self.settings.seed)
         self.map: Optional[ViewEmbeddingMap] = None
         self.map_context = None
+        #: ``(1, P, 3)`` normalized poses spread over the map (``reference_poses``)
+        self.reference_poses: Optional[torch.Tensor] = None
         self.belief: Optional[pf.Belief] = None
         self.odometry = OdometryBuffer(self.settings.odom_buffer_s)
         self.last_frame_stamp: Optional[float] = None
@@ -262,6 +271,13 @@ class Localizer:
         poses = self.map.normalized_poses()[None]
         with torch.no_grad():
             self.map_context = self.model.prepare_map(self.map.embeddings[None], poses)
+        self.reference_poses = None
+        if self.settings.reference_poses > 0:
+            # drawn from their own generator: the same poses for the same map and seed
+            bounds = geometry.normalized_bounds(self.map.extent, self.map.extent)[None]
+            draw = torch.Generator(device=self.device).manual_seed(self.settings.seed)
+            self.reference_poses = pf.uniform_belief(bounds, self.settings.reference_poses,
+                                                     draw).particles
         if keep_belief and old_map is not None and old_belief is not None:
             metric = geometry.denormalize_poses(old_belief.particles, old_map.extent.to(
                 self.device))
@@ -364,7 +380,8 @@ class Localizer:
             return FrameResult(last.pose, last.covariance, last.particles, last.weights,
                                last.effective_sample_size, False,
                                self.odometry.pose_at(stamp, self.settings.max_odom_gap_s),
-                               last.evidence, last.state, updated=False)
+                               last.evidence, last.state, updated=False,
+                               relative_evidence=last.relative_evidence)
         moved = motion_m is not None
         motion = torch.zeros(1, 3, device=self.device)
         noise = None
@@ -382,6 +399,12 @@ class Localizer:
                                                            self.device))
         self.belief, evidence = filter_step_with_evidence(
             self.model, self.map_context, query, self.belief, motion, settings, self.generator)
+        relative = None
+        if self.reference_poses is not None:
+            scores = self.model.observe(self.map_context, query, self.reference_poses,
+                                        settings.fast)[0, :, 0] * settings.likelihood_scale
+            map_evidence = torch.logsumexp(scores, 0) - math.log(scores.shape[0])
+            relative = float(evidence[0] - map_evidence)
         mean = pf.estimate(self.belief)
         cov = pf.covariance(self.belief, mean)[0]
         ess = float(pf.effective_sample_size(self.belief.log_weights)[0])
@@ -392,8 +415,9 @@ class Localizer:
             (scale @ cov @ scale).cpu().numpy(),
             geometry.denormalize_poses(self.belief.particles[0], the_map.extent).cpu().numpy(),
             self.belief.weights[0].cpu().numpy(), ess, moved,
-            self.odometry.pose_at(stamp, self.settings.max_odom_gap_s), float(evidence[0]))
-        result.state = self.status.update(*result.spread, result.evidence)
+            self.odometry.pose_at(stamp, self.settings.max_odom_gap_s), float(evidence[0]),
+            relative_evidence=relative)
+        result.state = self.status.update(*result.spread, result.evidence, relative)
         self._converged_once |= result.state == status.CONVERGED
         share = self.recovery.update(result.evidence)
         # a global search is uniform already: injecting then only scatters the particles
