@@ -274,6 +274,18 @@ def test_kidnap_benchmark_takes_other_settings_and_says_so():
     assert 'but for the recovery rates and likelihood_scale 0.125;' in text
 
 
+def test_kidnap_benchmark_runs_the_seeds_it_is_given(tmp_path):
+    from dmn_localization.bench.kidnap_bench import main as kidnap_main
+
+    out = tmp_path / 'kidnap.json'
+    assert kidnap_main(['--seeds', '2', '--first-seed', '7', '--domains', 'rooms',
+                        '--duration', '3', '--kidnap-at', '1.5', '--candidates', '0',
+                        '--out', str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report['seeds'] == [7, 8]
+    assert report['domains']['rooms']['off']['kidnaps'] == 2
+
+
 def test_state_changes_from_diagnostics_reports():
     from dmn_localization.replay.live import state_changes
     from dmn_localization.replay.offline import state_at

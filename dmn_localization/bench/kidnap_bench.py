@@ -1,8 +1,8 @@
 """
 Kidnap benchmark: how fast the localizer recovers and how honest its status is.
 
-    python -m dmn_localization.bench.kidnap_bench --seeds 10 [--domains rooms mazes]
-        [--results RESULTS.md] [--out runs/bench/kidnap.json]
+    python -m dmn_localization.bench.kidnap_bench --seeds 10 [--first-seed 0]
+        [--domains rooms mazes] [--results RESULTS.md] [--out runs/bench/kidnap.json]
 
 For every domain with a shipped model and every seed, ``dmn_sim_bag`` writes a run in
 which the robot is carried elsewhere half way (``--kidnap-at``); the run is replayed
@@ -187,7 +187,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--domains', nargs='+', default=list(MODELS), choices=list(MODELS))
-    p.add_argument('--seeds', type=int, default=10)
+    p.add_argument('--seeds', type=int, default=10, help='how many runs (bag and filter seeds)')
+    p.add_argument('--first-seed', type=int, default=0,
+                   help='seed of the first run: settings chosen on one range of seeds are '
+                   'reported on another')
     p.add_argument('--duration', type=float, default=60.0)
     p.add_argument('--kidnap-at', type=float, default=30.0)
     p.add_argument('--models', type=Path, default=SOURCE_MODELS)
@@ -208,7 +211,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     candidates = CANDIDATES if a.candidates is None else tuple(CANDIDATES[i]
                                                                for i in a.candidates)
     started = time.monotonic()
-    seeds = list(range(a.seeds))
+    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     report: Dict[str, Any] = {'seeds': seeds, 'duration_s': a.duration,
                               'kidnap_at_s': a.kidnap_at, 'domains': {}, 'missing_models': [],
                               'machine': f'{platform.machine()}, {os.cpu_count()} cores',
