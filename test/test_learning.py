@@ -507,6 +507,25 @@ def test_a_run_can_start_from_the_weights_of_a_checkpoint(tiny, tmp_path, capsys
     assert '--init-from' in capsys.readouterr().err
 
 
+def test_weights_of_another_image_size_load_and_another_architecture_does_not(tmp_path):
+    from dmn_localization.core.checkpoint import save_checkpoint
+    from dmn_localization.core.models import build_model, config_for
+    from dmn_localization.learning.trainer import _load_weights, TrainingError
+
+    torch.manual_seed(0)
+    coarse = build_model(config_for('dmn-pf', image_size=(32, 32)))
+    path = tmp_path / 'coarse.pt'
+    save_checkpoint(path, coarse, [0.0, 0.0, 8.0, 8.0])
+    fine = build_model(config_for('dmn-pf', image_size=(64, 64)))
+    _load_weights(fine, str(path))
+    for key, tensor in coarse.state_dict().items():
+        assert torch.equal(tensor, fine.state_dict()[key]), key
+    features = fine.query_encoder(torch.zeros(1, 3, 64, 64))
+    assert features.shape[-2:] == coarse.query_encoder(torch.zeros(1, 3, 32, 32)).shape[-2:]
+    with pytest.raises(TrainingError, match='this run trains'):
+        _load_weights(build_model(config_for('dmn-pf', head_hidden=96)), str(path))
+
+
 def test_model_card_ships_a_corrected_count_of_the_samples_behind_a_run(tiny, tmp_path,
                                                                         monkeypatch):
     from dmn_localization.core.checkpoint import load_checkpoint

@@ -208,13 +208,17 @@ def _load_weights(model: nn.Module, path: str, source: str = '--init-from') -> D
     Copy the weights of checkpoint ``path`` into ``model``; return its metadata.
 
     Raises TrainingError, naming ``source``, unless the checkpoint holds the same model
-    with the same config.
+    with the same config; the image size may differ (the encoder takes any size and pools
+    to a fixed feature grid, so the weights fit, e.g. to go on training on finer images).
     """
     try:
         loaded = load_checkpoint(path)
     except CheckpointError as exc:
         raise TrainingError(f'{source}: {exc}') from exc
-    if loaded.model.config.to_dict() != model.config.to_dict():
+    theirs, ours = loaded.model.config.to_dict(), model.config.to_dict()
+    theirs.pop('image_size')
+    ours.pop('image_size')
+    if theirs != ours:
         raise TrainingError(f'{source} {path}: its model is {loaded.model.config.to_dict()}, '
                             f'this run trains {model.config.to_dict()}')
     model.load_state_dict(loaded.model.state_dict())
