@@ -1,5 +1,5 @@
 """
-Can any status rule tell a belief that settled on the wrong place from a right one?
+Score the estimates a localizer is sure of, right and wrong ones, at and around them.
 
     python scripts/experiments/likelihood_around_beliefs.py [--seeds 20] [--first-seed 0]
         [--model models/dmn-pf-rooms.pt] [--set FIELD=VALUE ...]
