@@ -225,7 +225,8 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
     ParameterSpec(
         'min_relative_evidence', _STATES.min_relative_evidence,
         'A belief explaining the frame less than this much better than the reference poses '
-        'do is not converged (converged: lost), nats.', value_range=(-100.0, 100.0)),
+        'do is not converged (converged: lost); nats of the log-likelihoods times '
+        'likelihood_scale.', value_range=(-100.0, 100.0)),
 )
 
 BY_NAME: Dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETERS}

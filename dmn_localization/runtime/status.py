@@ -11,17 +11,18 @@ Decided from what every processed frame gives, with no ROS:
   the frame under the belief) stayed more than ``lost_evidence_drop`` below its own
   running level for ``lost_evidence_frames`` consecutive frames (one odd frame, a
   passing occlusion, is not a kidnapping), or the x-y spread grew past ``lost_xy_std``.
-
-With a relative evidence (the frame's evidence under the belief minus its evidence
-averaged over reference poses spread over the whole map, see
-:mod:`dmn_localization.runtime.localizer`), a belief that explains the frame less than
-``min_relative_evidence`` better than the map at large does not count as converged: such
-a frame makes a converged belief ``lost`` (it counts like a low-evidence frame) and keeps
-a narrow one from converging. Unlike the evidence itself, the relative evidence does not
-change with what the image shows, so one threshold holds for every frame.
   A lost belief that spreads out again is searching (``global``); one that stays
   narrow and agrees with the images again for ``converged_frames`` frames is
   ``converged``.
+
+With a relative evidence (the frame's evidence under the belief minus its evidence
+averaged over reference poses spread over the whole map, both from log-likelihoods
+times ``likelihood_scale``; see :mod:`dmn_localization.runtime.localizer`), a belief
+that explains the frame less than ``min_relative_evidence`` better than the map at large
+does not count as converged: such a frame makes a converged belief ``lost`` (it counts
+like a low-evidence frame) and keeps a narrow one from converging. Unlike the evidence
+itself, the relative evidence does not change with what the image shows, so one
+threshold holds for every frame.
 """
 
 from __future__ import annotations
