@@ -274,16 +274,22 @@ def test_kidnap_benchmark_takes_other_settings_and_says_so():
     assert 'but for the recovery rates and likelihood_scale 0.125;' in text
 
 
-def test_kidnap_benchmark_runs_the_seeds_it_is_given(tmp_path):
-    from dmn_localization.bench.kidnap_bench import main as kidnap_main
+def test_kidnap_benchmark_runs_the_seeds_and_maps_it_is_given(tmp_path, monkeypatch):
+    from dmn_localization.bench.kidnap_bench import main as kidnap_main, markdown
+    from dmn_localization.data import sim_bag
 
+    written, real = [], sim_bag.main
+    monkeypatch.setattr(sim_bag, 'main', lambda argv: written.append(argv) or real(argv))
     out = tmp_path / 'kidnap.json'
     assert kidnap_main(['--seeds', '2', '--first-seed', '7', '--domains', 'rooms',
                         '--duration', '3', '--kidnap-at', '1.5', '--candidates', '0',
-                        '--out', str(out)]) == 0
+                        '--contexts', '12', '--out', str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report['seeds'] == [7, 8]
+    assert report['seeds'] == [7, 8] and report['contexts'] == 12
     assert report['domains']['rooms']['off']['kidnaps'] == 2
+    assert [argv[argv.index('--seed') + 1] for argv in written] == ['7', '8']
+    assert all(argv[argv.index('--contexts') + 1] == '12' for argv in written)
+    assert '--kidnap-at 1.5 --contexts 12`' in markdown(report, 'cmd')
 
 
 def test_state_changes_from_diagnostics_reports():

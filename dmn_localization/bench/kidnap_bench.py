@@ -114,7 +114,9 @@ def markdown(report: Dict[str, Any], command: str) -> str:
              f'Made by `{command}` on {report["machine"]} ({report["wall_time_s"] / 60:.0f} '
              'min). Each run: a simulated bag of '
              f'{report["duration_s"]:g} s (`dmn_sim_bag --domain D --seed S --duration '
-             f'{report["duration_s"]:g} --kidnap-at {report["kidnap_at_s"]:g}`), replayed '
+             f'{report["duration_s"]:g} --kidnap-at {report["kidnap_at_s"]:g}'
+             + (f' --contexts {report["contexts"]}' if report.get('contexts') else '')
+             + '`), replayed '
              "offline with the node's default parameters but for the recovery rates"
              + ''.join(f' and {k} {v:g}' for k, v in report.get('settings', {}).items())
              + '; '
@@ -193,6 +195,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    'reported on another')
     p.add_argument('--duration', type=float, default=60.0)
     p.add_argument('--kidnap-at', type=float, default=30.0)
+    p.add_argument('--contexts', type=int, default=None,
+                   help="survey views the map is built from (dmn_sim_bag's default per "
+                   'domain when not given)')
     p.add_argument('--models', type=Path, default=SOURCE_MODELS)
     p.add_argument('--out', type=Path, default=Path('runs/bench/kidnap.json'))
     p.add_argument('--results', type=Path, default=None,
@@ -213,7 +218,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.monotonic()
     seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     report: Dict[str, Any] = {'seeds': seeds, 'duration_s': a.duration,
-                              'kidnap_at_s': a.kidnap_at, 'domains': {}, 'missing_models': [],
+                              'kidnap_at_s': a.kidnap_at, 'contexts': a.contexts,
+                              'domains': {}, 'missing_models': [],
                               'machine': f'{platform.machine()}, {os.cpu_count()} cores',
                               'candidates': [list(c) for c in candidates],
                               'settings': overrides}
@@ -228,9 +234,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             runs: Dict[str, List[Dict[str, Any]]] = {}
             for seed in seeds:
                 bag = Path(tmp) / f'{domain}_{seed}'
+                contexts = [] if a.contexts is None else ['--contexts', str(a.contexts)]
                 if sim_bag_main(['--domain', domain, '--seed', str(seed), '--duration',
                                  str(a.duration), '--kidnap-at', str(a.kidnap_at), '--out',
-                                 str(bag)]) != 0:
+                                 str(bag)] + contexts) != 0:
                     return 2
                 for rates in candidates:
                     key = 'off' if rates == (0.0, 0.0) else f'{rates[0]:g}, {rates[1]:g}'
