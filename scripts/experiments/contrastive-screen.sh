@@ -18,31 +18,15 @@ BUDGET=${BUDGET:-300000}
 VAL_EVERY=${VAL_EVERY:-100000}
 NEAR=${NEAR:-}
 SEED=${SEED:-3}
-train() {  # train NAME [options]
-  local name=$1; shift
-  dmn_train --model dmn-pf --train data/rooms-train --val data/rooms-val --lr-schedule cosine \
-    --select-by global_success --patience 100 --frame-shift 0.5 --frame-turn 180 \
-    --particles 128 --uniform-share 0.5 --density-weight 0.5 --queries-per-map 2 \
-    --sequence-steps 3 --val-global-episodes 500 --init-from models/dmn-pf-rooms.pt \
-    --budget-samples "$BUDGET" --val-every-samples "$VAL_EVERY" --lr 1e-4 --seed "$SEED" --quiet \
-    --out "$OUT/$name" "$@"
-}
-measure() {  # measure NAME: its best.pt on the kidnap benchmark and the held-out test
-  mkdir -p "$OUT/models-$1"
-  ln -sf "../$1/best.pt" "$OUT/models-$1/dmn-pf-rooms.pt"
-  python -m dmn_localization.bench.kidnap_bench --seeds 20 --domains rooms --candidates 3 \
-    --models "$OUT/models-$1" --out "$OUT/kidnap-$1.json" | grep '^| rooms'
-  dmn_evaluate --data data/heldout-rooms-test --checkpoint "$OUT/$1/best.pt" --baselines \
-    --episodes 1000 --frame-shift 0.5 --frame-turn 180 \
-    --protocols one-step-global sequential-global --out "$OUT/heldout-$1.json" | grep dmn-pf
-}
+source "$(dirname "$0")/last-stage.sh"
 if [ -n "$NEAR" ]; then
   second=contrastive-$NCE-near-$NEAR
-  train "contrastive-$NCE" --nce-weight "$NCE" &
-  train "$second" --nce-weight "$NCE" --nce-near-share "$NEAR" & wait
+  continue_last_stage "contrastive-$NCE" rooms --nce-weight "$NCE" &
+  continue_last_stage "$second" rooms --nce-weight "$NCE" --nce-near-share "$NEAR" & wait
 else
   second=control
-  train "contrastive-$NCE" --nce-weight "$NCE" & train control & wait
+  continue_last_stage "contrastive-$NCE" rooms --nce-weight "$NCE" &
+  continue_last_stage control rooms & wait
 fi
-measure "contrastive-$NCE"
-measure "$second"
+measure "contrastive-$NCE" heldout-rooms-test
+measure "$second" heldout-rooms-test

@@ -17,23 +17,7 @@ OUT=${OUT:-runs/resolution}
 BUDGET=${BUDGET:-200000}
 VAL_EVERY=${VAL_EVERY:-50000}
 SEED=${SEED:-3}
-train() {  # train NAME DATA-PREFIX
-  dmn_train --model dmn-pf --train "data/$2-train" --val "data/$2-val" --lr-schedule cosine \
-    --select-by global_success --patience 100 --frame-shift 0.5 --frame-turn 180 \
-    --particles 128 --uniform-share 0.5 --density-weight 0.5 --queries-per-map 2 \
-    --sequence-steps 3 --val-global-episodes 500 --init-from models/dmn-pf-rooms.pt \
-    --budget-samples "$BUDGET" --val-every-samples "$VAL_EVERY" --lr 1e-4 --seed "$SEED" \
-    --quiet --out "$OUT/$1"
-}
-measure() {  # measure NAME HELD-OUT-SET: its best.pt on the kidnap benchmark and held out
-  mkdir -p "$OUT/models-$1"
-  ln -sf "../$1/best.pt" "$OUT/models-$1/dmn-pf-rooms.pt"
-  python -m dmn_localization.bench.kidnap_bench --seeds 20 --domains rooms --candidates 3 \
-    --models "$OUT/models-$1" --out "$OUT/kidnap-$1.json" | grep '^| rooms'
-  dmn_evaluate --data "data/$2" --checkpoint "$OUT/$1/best.pt" --baselines \
-    --episodes 1000 --frame-shift 0.5 --frame-turn 180 \
-    --protocols one-step-global sequential-global --out "$OUT/heldout-$1.json" | grep dmn-pf
-}
-train image64 rooms64 & train image32 rooms & wait
+source "$(dirname "$0")/last-stage.sh"
+continue_last_stage image64 rooms64 & continue_last_stage image32 rooms & wait
 measure image64 heldout-rooms64-test
 measure image32 heldout-rooms-test
