@@ -42,6 +42,23 @@ def _median(values: Sequence[Optional[float]]) -> Optional[float]:
     return float(statistics.median(present)) if present else None
 
 
+def write_bag(out: Path, domain: str, seed: int, duration: float, kidnap_at: float,
+              contexts: Optional[int] = None) -> bool:
+    """
+    Write the simulated kidnapped run of ``seed`` to ``out`` with ``dmn_sim_bag``.
+
+    ``contexts``: survey views of its map (None: the tool's default for ``domain``).
+    Returns False when the tool failed (it says why).
+    """
+    from dmn_localization.data import sim_bag
+
+    argv = ['--domain', domain, '--seed', str(seed), '--duration', str(duration),
+            '--kidnap-at', str(kidnap_at), '--out', str(out)]
+    if contexts is not None:
+        argv += ['--contexts', str(contexts)]
+    return sim_bag.main(argv) == 0
+
+
 def run_one(bag: Path, loaded: Any, rates: Tuple[float, float], seed: int,
             overrides: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
     """
@@ -184,7 +201,6 @@ def localizer_settings(seed: int, rates: Tuple[float, float],
 def main(argv: Optional[List[str]] = None) -> int:
     """Write the bags, replay them with every recovery setting, print and save the table."""
     from dmn_localization.core.checkpoint import load_checkpoint
-    from dmn_localization.data.sim_bag import main as sim_bag_main
     from dmn_localization.runtime.default_model import SOURCE_MODELS
 
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -234,10 +250,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             runs: Dict[str, List[Dict[str, Any]]] = {}
             for seed in seeds:
                 bag = Path(tmp) / f'{domain}_{seed}'
-                contexts = [] if a.contexts is None else ['--contexts', str(a.contexts)]
-                if sim_bag_main(['--domain', domain, '--seed', str(seed), '--duration',
-                                 str(a.duration), '--kidnap-at', str(a.kidnap_at), '--out',
-                                 str(bag)] + contexts) != 0:
+                if not write_bag(bag, domain, seed, a.duration, a.kidnap_at, a.contexts):
                     return 2
                 for rates in candidates:
                     key = 'off' if rates == (0.0, 0.0) else f'{rates[0]:g}, {rates[1]:g}'

@@ -41,8 +41,8 @@ def tells_the_kidnap_story(changes: StateChanges, kidnap_s: float) -> bool:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Scan bag seeds; print the story of each and the seeds that pass."""
+    from dmn_localization.bench.kidnap_bench import write_bag
     from dmn_localization.core.checkpoint import load_checkpoint
-    from dmn_localization.data.sim_bag import main as sim_bag_main
     from dmn_localization.runtime.localizer import Localizer, LocalizerSettings
     from dmn_localization.replay.live import state_changes
     from dmn_localization.replay.metrics import kidnap_stamps
@@ -63,9 +63,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix='kidnap-scan-') as tmp:
         for seed in range(*a.seeds):
             bag = Path(tmp) / f'{a.domain}_{seed}'
-            if sim_bag_main(['--domain', a.domain, '--seed', str(seed), '--duration',
-                             str(a.duration), '--kidnap-at', str(a.kidnap_at), '--out',
-                             str(bag)]) != 0:
+            if not write_bag(bag, a.domain, seed, a.duration, a.kidnap_at):
                 return 2
             told = []
             for filter_seed in range(a.filter_seeds):

@@ -19,14 +19,14 @@ import math
 from pathlib import Path
 import tempfile
 
-from dmn_localization.bench.kidnap_bench import localizer_settings, setting_overrides
+from dmn_localization.bench.kidnap_bench import (localizer_settings, setting_overrides,
+                                                 write_bag)
 from dmn_localization.core import geometry
 from dmn_localization.core.camera import crop_to_model
 from dmn_localization.core.checkpoint import load_checkpoint
 from dmn_localization.core.preprocessing import preprocess_images
-from dmn_localization.data.sim_bag import main as sim_bag_main
 from dmn_localization.replay.offline import BagTopics, replay
-from dmn_localization.runtime.localizer import Localizer
+from dmn_localization.runtime.localizer import Localizer, LocalizerSettings
 import numpy as np
 import torch
 
@@ -54,7 +54,9 @@ class RecordingLocalizer(Localizer):
 
 def score_run(loaded, bag, seed, overrides):
     """Return ``(seconds from start, error m, state, truth - estimate, [estimate - ring])``."""
-    loc = RecordingLocalizer(loaded, 'cpu', localizer_settings(seed, (0.005, 0.3), overrides))
+    defaults = LocalizerSettings()  # the node's recovery rates
+    rates = (defaults.recovery_alpha_slow, defaults.recovery_alpha_fast)
+    loc = RecordingLocalizer(loaded, 'cpu', localizer_settings(seed, rates, overrides))
     result = replay(bag, loc, BagTopics(), progress=False)
     truth_stamps, truth = np.array(result.truth_stamps), np.array(result.truth)
     rows = []
@@ -90,8 +92,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(a.first_seed, a.first_seed + a.seeds):
             bag = Path(tmp) / f'rooms_{seed}'
-            sim_bag_main(['--domain', 'rooms', '--seed', str(seed), '--duration', '60',
-                          '--kidnap-at', '30', '--out', str(bag)])
+            if not write_bag(bag, 'rooms', seed, 60.0, 30.0):
+                raise SystemExit(2)
             rows += score_run(loaded, bag, seed, overrides)
     groups = {'converged, within 0.5 m': lambda r: r[1] < 0.5,
               'converged, over 1 m off': lambda r: r[1] > 1.0 and not 30.0 <= r[0] < 32.0}
