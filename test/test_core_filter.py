@@ -148,3 +148,37 @@ def test_the_likelihood_scale_sharpens_the_update_like_a_lower_temperature():
     assert not torch.allclose(posts[1.0].log_weights, expected, atol=1e-3)
     ess = {s: float(pf.effective_sample_size(p.log_weights)) for s, p in posts.items()}
     assert ess[2.0] < ess[1.0]  # sharper: fewer particles carry the weight
+
+
+def _two_clusters(heavy_share, gen, count=400):
+    """Return a belief split over two places, (0.6, 0.2) with ``heavy_share`` of the weight."""
+    near = torch.tensor([0.6, 0.2, 1.0]) + 0.03 * torch.randn(count, 3, generator=gen)
+    far = torch.tensor([-0.5, -0.4, -2.0]) + 0.03 * torch.randn(count, 3, generator=gen)
+    log_w = torch.cat([torch.full((count,), math.log(heavy_share)),
+                       torch.full((count,), math.log(1 - heavy_share))])
+    return pf.Belief(torch.cat([near, far])[None], pf.normalize_log_weights(log_w[None]))
+
+
+def test_the_mode_estimate_picks_the_heavier_place_where_the_mean_falls_between():
+    gen = torch.Generator().manual_seed(0)
+    belief = _two_clusters(0.65, gen)
+    mode = pf.mode_estimate(belief, 0.1)[0]
+    near = belief.particles[0, :400]
+    torch.testing.assert_close(mode[:2], near[:, :2].mean(0), atol=0.01, rtol=0)
+    assert abs(float(mode[2]) - 1.0) < 0.02
+    mean = pf.estimate(belief)[0]
+    assert float(torch.dist(mean[:2], mode[:2])) > 0.3  # the mean lies between the places
+    # the heavier place wins, whichever it is and whatever order the particles are in
+    other = _two_clusters(0.35, gen)
+    torch.testing.assert_close(pf.mode_estimate(other, 0.1)[0, :2],
+                               other.particles[0, 400:, :2].mean(0), atol=0.01, rtol=0)
+    flipped = pf.Belief(other.particles.flip(1), other.log_weights.flip(1))
+    torch.testing.assert_close(pf.mode_estimate(flipped, 0.1), pf.mode_estimate(other, 0.1))
+
+
+def test_the_mode_estimate_of_one_gaussian_place_is_its_mean():
+    gen = torch.Generator().manual_seed(1)
+    belief = pf.gaussian_belief(torch.tensor([[0.3, -0.2, 3.0], [-0.7, 0.1, -1.0]]),
+                                (0.05, 0.05, 0.1), 2000, gen)
+    torch.testing.assert_close(pf.mode_estimate(belief, 0.3), pf.estimate(belief),
+                               atol=0.005, rtol=0)

@@ -400,6 +400,17 @@ def test_evaluate_cli_with_a_trained_checkpoint_and_plots(tiny, tmp_path, capsys
     assert mse['1'] != mse['4']
     assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint', str(run / 'best.pt'),
                           '--likelihood-scale', '0']) == 2
+    # so does the mode estimate (the same beliefs, another estimate of them)
+    out = tmp_path / 'mode.json'
+    assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint', str(run / 'best.pt'),
+                          '--baselines', '--episodes', '8', '--protocols',
+                          'sequential-global', '--mode-bandwidth', '0.3', '--out',
+                          str(out)]) == 0
+    mode = json.loads(out.read_text())
+    assert mode['mode_bandwidth'] == 0.3 and scaled['1']['mode_bandwidth'] is None
+    assert mode['results']['sequential-global']['dmn-pf']['mse'] != mse['1']
+    assert evaluate_main(['--data', str(tiny / 'val'), '--checkpoint', str(run / 'best.pt'),
+                          '--mode-bandwidth', '-1']) == 2
 
 
 def test_a_second_signal_stops_at_once_unless_it_is_a_copy_of_the_first(monkeypatch):

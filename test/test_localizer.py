@@ -233,3 +233,25 @@ def test_the_relative_evidence_compares_the_belief_with_poses_over_the_whole_map
     off = Localizer(loaded, settings=LocalizerSettings(num_particles=64, reference_poses=0))
     off.build_map(images(3), poses, EXTENT)
     assert off.process_frame(1.0, frame).relative_evidence is None
+
+
+def test_the_published_pose_is_the_weighted_mean_or_the_belief_s_densest_place(loaded):
+    from dmn_localization.core import particle_filter as pf
+
+    poses = np.array([[1.0, 1.0, 0.0], [6.0, 2.0, 1.5], [4.0, 6.0, -2.0]])
+    results = {}
+    for bandwidth in (0.0, 1.2):
+        loc = Localizer(loaded, settings=LocalizerSettings(num_particles=256, seed=4,
+                                                           mode_bandwidth=bandwidth))
+        loc.build_map(images(3), poses, EXTENT)
+        results[bandwidth] = loc.process_frame(1.0, images(1, seed=5)[0])
+    mean, mode = results[0.0], results[1.2]
+    np.testing.assert_array_equal(mean.particles, mode.particles)  # the same belief
+    np.testing.assert_array_equal(mean.weights, mode.weights)
+    belief = pf.Belief(torch.as_tensor(mean.particles)[None],
+                       torch.log(torch.as_tensor(mean.weights))[None])
+    np.testing.assert_allclose(mean.pose[:2], pf.estimate(belief)[0, :2].numpy(), atol=1e-4)
+    # 1.2 m in a map 8 m across is 0.3 normalized units; the mode does not move with units
+    expected = pf.mode_estimate(belief, 1.2)[0].numpy()
+    np.testing.assert_allclose(mode.pose, expected, atol=1e-3)
+    assert np.linalg.norm(mode.pose[:2] - mean.pose[:2]) > 0.05  # a global belief: they differ

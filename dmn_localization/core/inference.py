@@ -33,6 +33,9 @@ class FilterSettings:
     #: factor on the observation log-likelihoods (a temperature's inverse; 1: the model's
     #: own). Above 1 sharpens every update; measured in docs/findings.md, not a default
     likelihood_scale: float = 1.0
+    #: the estimate: None, the weighted mean of the particles (the paper's); a bandwidth
+    #: (normalized x-y units), the belief's densest place (``particle_filter.mode_estimate``)
+    mode_bandwidth: Optional[float] = None
 
 
 @dataclass
@@ -169,12 +172,19 @@ def localize(model: nn.Module, map_ctx: Any, query_images: Tensor, motions: Tens
     for t in range(steps):
         belief = filter_step(model, map_ctx, model.prepare_query(query_images[:, t]), belief,
                              motions[:, t], settings, generator)
-        estimates.append(pf.estimate(belief))
+        estimates.append(pose_estimate(belief, settings))
         if keep_beliefs:
             beliefs.append(belief)
         if t + 1 < steps:
             belief = maybe_resample(belief, settings, generator)
     return LocalizationResult(torch.stack(estimates, 1), beliefs if keep_beliefs else None)
+
+
+def pose_estimate(belief: Belief, settings: FilterSettings) -> Tensor:
+    """Return the belief's pose estimate ``(B, 3)`` as ``settings.mode_bandwidth`` says."""
+    if settings.mode_bandwidth is None:
+        return pf.estimate(belief)
+    return pf.mode_estimate(belief, settings.mode_bandwidth)
 
 
 def uninformed(initial: InitialBelief, motions: Tensor) -> Tensor:

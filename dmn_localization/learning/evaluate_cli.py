@@ -92,6 +92,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--likelihood-scale', type=float, default=1.0, metavar='F',
                    help="multiply the particle filter models' log-likelihoods by F (1: the "
                    "paper's protocol; see docs/training.md)")
+    p.add_argument('--mode-bandwidth', type=float, default=None, metavar='H',
+                   help="estimate a particle filter's pose at the belief's densest place, "
+                   'its particles smoothed by a kernel of H normalized units (default: the '
+                   "weighted mean, the paper's protocol; see docs/findings.md)")
     p.add_argument('--out', type=Path, default=None, help='JSON file of the results')
     p.add_argument('--plots', type=Path, default=None, help='directory for the plots')
     p.add_argument('--results', type=Path, default=None, metavar='MD',
@@ -108,6 +112,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if a.likelihood_scale <= 0:
             raise ValueError(f'--likelihood-scale must be positive, got {a.likelihood_scale}')
+        if a.mode_bandwidth is not None and a.mode_bandwidth <= 0:
+            raise ValueError(f'--mode-bandwidth must be positive, got {a.mode_bandwidth}')
         dataset = Dataset(a.data)
         loaded = [load_checkpoint(path, device) for path in a.checkpoint]
         names = [checkpoint.name for checkpoint in loaded]
@@ -121,7 +127,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ValueError('nothing to evaluate: give --checkpoint and/or --baselines')
         results = evaluate(models, dataset, a.episodes, a.seed, a.protocols, device,
                            frame_shift=a.frame_shift, likelihood_scale=a.likelihood_scale,
-                           frame_turn=a.frame_turn)
+                           frame_turn=a.frame_turn, mode_bandwidth=a.mode_bandwidth)
     except (CheckpointError, DatasetError, ValueError) as exc:
         print(f'dmn_evaluate: error: {exc}', file=sys.stderr)
         return 2
@@ -129,7 +135,9 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'{a.episodes} episodes per cell, seed {a.seed}'
           + (f', worlds moved up to {a.frame_shift}' if a.frame_shift else '')
           + (f', worlds turned up to {a.frame_turn:g} degrees' if a.frame_turn else '')
-          + (f', log-likelihoods x{a.likelihood_scale:g}' if a.likelihood_scale != 1 else ''))
+          + (f', log-likelihoods x{a.likelihood_scale:g}' if a.likelihood_scale != 1 else '')
+          + (f", estimate at the belief's mode (bandwidth {a.mode_bandwidth:g})"
+             if a.mode_bandwidth else ''))
     print(format_table(results))
     if a.results is not None:
         from dmn_localization.learning.results_md import write_section
@@ -153,6 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      'seed': a.seed, 'frame_shift': a.frame_shift,
                                      'frame_turn': a.frame_turn,
                                      'likelihood_scale': a.likelihood_scale,
+                                     'mode_bandwidth': a.mode_bandwidth,
                                      'checkpoints': [str(c) for c in a.checkpoint],
                                      'results': results}, indent=1) + '\n')
         print(f'written: {a.out}')

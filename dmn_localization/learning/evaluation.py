@@ -73,8 +73,14 @@ def summarize(sq_error: np.ndarray, metric: str) -> Dict[str, float]:
 def run_model(model: Optional[nn.Module], name: str, episodes: TensorEpisodes,
               protocol: Protocol, generator: torch.Generator,
               num_particles: Optional[int] = None, chunk: int = EVAL_CHUNK,
-              likelihood_scale: float = 1.0) -> np.ndarray:
-    """Return the final squared x-y error of every episode for model ``name``."""
+              likelihood_scale: float = 1.0,
+              mode_bandwidth: Optional[float] = None) -> np.ndarray:
+    """
+    Return the final squared x-y error of every episode for model ``name``.
+
+    ``likelihood_scale``, ``mode_bandwidth``: as in
+    :class:`~dmn_localization.core.inference.FilterSettings` (the paper's protocol: 1, None).
+    """
     errors = []
     for start in range(0, len(episodes), chunk):
         part = episodes.select(slice(start, start + chunk))
@@ -91,7 +97,8 @@ def run_model(model: Optional[nn.Module], name: str, episodes: TensorEpisodes,
                                                           part.context_poses),
                                         part.context_poses)
             settings = FilterSettings(num_particles=num_particles or protocol.num_particles,
-                                      likelihood_scale=likelihood_scale)
+                                      likelihood_scale=likelihood_scale,
+                                      mode_bandwidth=mode_bandwidth)
             est = localize(model, map_ctx, part.query_images, part.motions, initial, settings,
                            generator).estimates
         errors.append(episode_metrics(est, part.truth)['sq_error'])
@@ -119,12 +126,14 @@ def fixed_episodes(dataset: Dataset, protocol: Protocol, count: int, seed: int,
 def evaluate(models: Dict[str, Optional[nn.Module]], dataset: Dataset, episodes: int,
              seed: int = 0, protocols: Optional[List[str]] = None,
              device: Optional[torch.device] = None, frame_shift: float = 0.0,
-             likelihood_scale: float = 1.0,
-             frame_turn: float = 0.0) -> Dict[str, Dict[str, Dict[str, float]]]:
+             likelihood_scale: float = 1.0, frame_turn: float = 0.0,
+             mode_bandwidth: Optional[float] = None
+             ) -> Dict[str, Dict[str, Dict[str, float]]]:
     """
     Evaluate models (``None`` for the non-learned ones) under the protocols.
 
-    ``frame_shift``, ``frame_turn``: see :func:`fixed_episodes`.
+    ``frame_shift``, ``frame_turn``: see :func:`fixed_episodes`; ``likelihood_scale``,
+    ``mode_bandwidth``: see :func:`run_model`.
 
     Returns ``{protocol: {model name: summary}}``.
     """
@@ -142,7 +151,8 @@ def evaluate(models: Dict[str, Optional[nn.Module]], dataset: Dataset, episodes:
                                   frame_shift=frame_shift, frame_turn=frame_turn)
             generator = torch.Generator(device=device).manual_seed(seed)
             errors = run_model(model, name, data, protocol, generator,
-                               likelihood_scale=likelihood_scale)
+                               likelihood_scale=likelihood_scale,
+                               mode_bandwidth=mode_bandwidth)
             results[pname][name] = summarize(errors, protocol.metric)
     return results
 

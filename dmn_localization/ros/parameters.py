@@ -125,6 +125,12 @@ PARAMETERS: Tuple[ParameterSpec, ...] = (
         'frames see nearly the same view, so their likelihoods are not independent '
         'evidence; below 1 tempers each update.', value_range=(0.01, 10.0)),
     ParameterSpec(
+        'mode_bandwidth', _RUNTIME.mode_bandwidth,
+        'The published pose: 0, the weighted mean of the particles; above 0, the densest '
+        'place of the belief, its particles smoothed by a kernel of this many metres (a '
+        'belief split over two places gives the heavier one, not a point between them).',
+        value_range=(0.0, 100.0)),
+    ParameterSpec(
         'camera_fov_x_deg', 0.0,
         "Horizontal field of view of the robot's camera, degrees, used while no camera_info "
         "arrives; images are cropped about their centre to the model's field of view. 0 "
@@ -265,7 +271,7 @@ def localizer_settings(values: Dict[str, Any]) -> LocalizerSettings:
         recovery_alpha_fast=values['recovery_alpha_fast'],
         recovery_margin=values['recovery_margin'],
         likelihood_scale=values['likelihood_scale'],
-        reference_poses=values['reference_poses'])
+        reference_poses=values['reference_poses'], mode_bandwidth=values['mode_bandwidth'])
 
 
 def declare_parameters(node: Any) -> None:

@@ -21,7 +21,7 @@ from dmn_localization.core import geometry, particle_filter as pf
 from dmn_localization.core.camera import crop_box, crop_to_model, Intrinsics
 from dmn_localization.core.checkpoint import LoadedModel
 from dmn_localization.core.inference import (filter_step_with_evidence, FilterSettings,
-                                             maybe_resample)
+                                             maybe_resample, pose_estimate)
 from dmn_localization.core.maps import ViewEmbeddingMap
 from dmn_localization.core.preprocessing import preprocess_images
 from dmn_localization.runtime import status
@@ -85,6 +85,10 @@ class LocalizerSettings:
     #: frame's evidence under the belief minus its mean over these is the relative
     #: evidence the status reads (``min_relative_evidence``); 0: not computed
     reference_poses: int = 512
+    #: the published pose: 0, the weighted mean of the particles; above 0, the belief's
+    #: densest place, its particles smoothed by a kernel of this many metres
+    #: (``particle_filter.mode_estimate``)
+    mode_bandwidth: float = 0.0
     #: thresholds of initializing / global / converged / lost
     status_thresholds: status.StatusSettings = field(default_factory=status.StatusSettings)
 
@@ -385,15 +389,17 @@ class Localizer:
         moved = motion_m is not None
         motion = torch.zeros(1, 3, device=self.device)
         noise = None
+        _, half = geometry.extent_center_scale(the_map.extent, motion)
         if moved:
             motion = geometry.normalize_motion(torch.as_tensor(
                 motion_m, dtype=torch.float32, device=self.device)[None], the_map.extent)
-            _, half = geometry.extent_center_scale(the_map.extent, motion)
             xy = self.settings.motion_noise_xy / float(half)
             noise = (xy, xy, self.settings.motion_noise_yaw)
+        bandwidth = self.settings.mode_bandwidth / float(half)
         settings = FilterSettings(self.settings.num_particles, self.settings.resample_threshold,
                                   self.settings.soft_resample_alpha, noise,
-                                  likelihood_scale=self.settings.likelihood_scale)
+                                  likelihood_scale=self.settings.likelihood_scale,
+                                  mode_bandwidth=bandwidth if bandwidth > 0 else None)
         image = crop_to_model(image, self.camera, self.loaded.camera)
         query = self.model.prepare_query(preprocess_images(image[None], self.model.config,
                                                            self.device))
@@ -405,10 +411,9 @@ class Localizer:
                                         settings.fast)[0, :, 0] * settings.likelihood_scale
             map_evidence = torch.logsumexp(scores, 0) - math.log(scores.shape[0])
             relative = float(evidence[0] - map_evidence)
-        mean = pf.estimate(self.belief)
+        mean = pose_estimate(self.belief, settings)
         cov = pf.covariance(self.belief, mean)[0]
         ess = float(pf.effective_sample_size(self.belief.log_weights)[0])
-        _, half = geometry.extent_center_scale(the_map.extent, mean)
         scale = torch.diag(torch.tensor([float(half), float(half), 1.0], device=self.device))
         result = FrameResult(
             geometry.denormalize_poses(mean, the_map.extent)[0].cpu().numpy(),
