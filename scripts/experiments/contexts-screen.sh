@@ -7,6 +7,8 @@
 # and budget); then each on the kidnap benchmark at the node's defaults (runs
 # KIDNAP_FIRST_SEED.., default 20-39, the runs the status was tuned on) and on the held-out
 # test of docs/findings.md (4 views, the paper's protocol). The two runs use the two cores.
+# A second stage trains each $BUDGET samples more from its best.pt (a later --init-from
+# overrides the shipped model) and is measured the same way.
 # Needs `make data` and the held-out set. Rerun to resume.
 set -euo pipefail
 export OMP_NUM_THREADS=1
@@ -21,3 +23,9 @@ continue_last_stage contexts4 rooms &
 wait
 measure contexts7 heldout-rooms-test
 measure contexts4 heldout-rooms-test
+continue_last_stage contexts7-more rooms --contexts 7 --queries-per-map 1 \
+  --init-from "$OUT/contexts7/best.pt" &
+continue_last_stage contexts4-more rooms --init-from "$OUT/contexts4/best.pt" &
+wait
+measure contexts7-more heldout-rooms-test
+measure contexts4-more heldout-rooms-test
