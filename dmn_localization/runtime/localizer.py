@@ -411,12 +411,12 @@ class Localizer:
                                         settings.fast)[0, :, 0] * settings.likelihood_scale
             map_evidence = torch.logsumexp(scores, 0) - math.log(scores.shape[0])
             relative = float(evidence[0] - map_evidence)
-        mean = pose_estimate(self.belief, settings)
-        cov = pf.covariance(self.belief, mean)[0]
+        pose = pose_estimate(self.belief, settings)
+        cov = pf.covariance(self.belief, pose)[0]
         ess = float(pf.effective_sample_size(self.belief.log_weights)[0])
         scale = torch.diag(torch.tensor([float(half), float(half), 1.0], device=self.device))
         result = FrameResult(
-            geometry.denormalize_poses(mean, the_map.extent)[0].cpu().numpy(),
+            geometry.denormalize_poses(pose, the_map.extent)[0].cpu().numpy(),
             (scale @ cov @ scale).cpu().numpy(),
             geometry.denormalize_poses(self.belief.particles[0], the_map.extent).cpu().numpy(),
             self.belief.weights[0].cpu().numpy(), ess, moved,
