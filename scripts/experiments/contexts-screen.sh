@@ -8,7 +8,8 @@
 # KIDNAP_FIRST_SEED.., default 20-39, the runs the status was tuned on) and on the held-out
 # test of docs/findings.md (4 views, the paper's protocol). The two runs use the two cores.
 # A second stage trains each $BUDGET samples more from its best.pt (a later --init-from
-# overrides the shipped model) and is measured the same way.
+# overrides the shipped model) and is measured the same way, and also on the other runs
+# (seeds 0-19), where the node's defaults are reported.
 # Needs `make data` and the held-out set. Rerun to resume.
 set -euo pipefail
 export OMP_NUM_THREADS=1
@@ -29,3 +30,7 @@ continue_last_stage contexts4-more rooms --init-from "$OUT/contexts4/best.pt" &
 wait
 measure contexts7-more heldout-rooms-test
 measure contexts4-more heldout-rooms-test
+for name in contexts7-more contexts4-more; do
+  python -m dmn_localization.bench.kidnap_bench --seeds 20 --domains rooms --candidates 3 \
+    --models "$OUT/models-$name" --out "$OUT/kidnap0-$name.json" | grep '^| rooms'
+done

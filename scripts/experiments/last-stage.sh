@@ -17,7 +17,8 @@ measure() {  # measure NAME HELD-OUT-SET: its best.pt on the kidnap benchmark an
   mkdir -p "$OUT/models-$1"
   ln -sf "../$1/best.pt" "$OUT/models-$1/dmn-pf-rooms.pt"
   python -m dmn_localization.bench.kidnap_bench --seeds 20 --domains rooms --candidates 3 \
-    --first-seed "${KIDNAP_FIRST_SEED:-0}" --models "$OUT/models-$1" --out "$OUT/kidnap-$1.json" | grep '^| rooms'
+    --first-seed "${KIDNAP_FIRST_SEED:-0}" --models "$OUT/models-$1" \
+    --out "$OUT/kidnap-$1.json" | grep '^| rooms'
   dmn_evaluate --data "data/$2" --checkpoint "$OUT/$1/best.pt" --baselines \
     --episodes 1000 --frame-shift 0.5 --frame-turn 180 \
     --protocols one-step-global sequential-global --out "$OUT/heldout-$1.json" | grep dmn-pf
