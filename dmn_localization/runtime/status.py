@@ -55,8 +55,8 @@ class StatusSettings:
     #: weight of a new frame in the running level of the evidence while converged
     evidence_alpha: float = 0.1
     #: least relative evidence of a converged belief, nats (used when the frame has one).
-    #: Chosen on kidnapped runs other than those reported (docs/findings.md, "Status
-    #: honesty after a kidnapping")
+    #: Chosen on kidnapped runs other than those reported (docs/benchmarks.md, "What the
+    #: status can and cannot tell")
     min_relative_evidence: float = 0.5
 
     def check(self) -> 'StatusSettings':
